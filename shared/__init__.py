@@ -1,0 +1,1 @@
+"""batchdrop's pipeline, free of the Functions runtime: importable and testable on its own."""

@@ -1,0 +1,105 @@
+"""Start real local services for tests: Azurite and the Batch emulator, on free ports.
+
+Each service runs as a child process of the test session and is stopped when it ends,
+so the suite never depends on (or collides with) `make up`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Azurite's well-known development account (public, documented by Microsoft).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, deadline_s: float = 30.0) -> None:
+    """Bounded wait until something accepts connections on the port."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited early with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port} after {deadline_s}s")
+
+
+@dataclass
+class Azurite:
+    blob_port: int
+    queue_port: int
+    table_port: int
+    proc: subprocess.Popen
+    workdir: str
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{AZURITE_ACCOUNT};"
+            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{AZURITE_ACCOUNT};"
+            f"TableEndpoint=http://127.0.0.1:{self.table_port}/{AZURITE_ACCOUNT};"
+        )
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def azurite_binary() -> str:
+    path = ROOT / "node_modules" / ".bin" / "azurite"
+    if not path.exists():
+        raise RuntimeError("Azurite is not installed: run `make test` (it runs `npm ci`) first")
+    return str(path)
+
+
+def start_azurite() -> Azurite:
+    blob, queue, table = free_port(), free_port(), free_port()
+    workdir = tempfile.mkdtemp(prefix="azurite-")
+    cmd = [
+        azurite_binary(), "--inMemoryPersistence", "--silent",
+        "--skipApiVersionCheck", "--disableTelemetry", "--loose",
+        "--blobHost", "127.0.0.1", "--blobPort", str(blob),
+        "--queueHost", "127.0.0.1", "--queuePort", str(queue),
+        "--tableHost", "127.0.0.1", "--tablePort", str(table),
+        "--location", workdir,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        for port in (blob, queue, table):
+            wait_for_port(port, proc)
+    except Exception:
+        stop_process(proc)
+        raise
+    return Azurite(blob, queue, table, proc, workdir)
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, 15)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()

@@ -1,0 +1,1 @@
+"""One blueprint per trigger: parse the trigger's input, call shared/, nothing else."""

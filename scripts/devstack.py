@@ -1,0 +1,139 @@
+"""`make up` / `make down`: the local stack in the background on its fixed, documented ports.
+
+Azurite (10000-10002), the Batch emulator (10100) and the local functions host, with logs and
+pid files under .devstack/. `up` also creates the intake, data and results containers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".devstack"
+SETTINGS = ROOT / "local.settings.json"
+SAMPLE = ROOT / "local.settings.sample.json"
+PORTS = {"azurite": 10000, "batchemu": 10100}
+ORDER = ("azurite", "batchemu", "devhost")
+
+
+def settings() -> dict[str, str]:
+    """local.settings.json's Values (created from the sample on first use)."""
+    if not SETTINGS.exists():
+        shutil.copy(SAMPLE, SETTINGS)
+        print(f"created {SETTINGS.name} from {SAMPLE.name}")
+    return {k: str(v) for k, v in json.loads(SETTINGS.read_text())["Values"].items()}
+
+
+def _commands() -> dict[str, list[str]]:
+    azurite = str(ROOT / "node_modules" / ".bin" / "azurite")
+    return {
+        "azurite": [azurite, "--location", str(STATE / "azurite"), "--skipApiVersionCheck", "--disableTelemetry",
+                    "--loose", "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1"],
+        "batchemu": [sys.executable, "-m", "batchemu", "--host", "127.0.0.1", "--port", str(PORTS["batchemu"]),
+                     "--data-dir", str(STATE / "batchemu")],
+        "devhost": [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--settings", str(SETTINGS)],
+    }
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def _pid(name: str) -> int | None:
+    path = STATE / f"{name}.pid"
+    if not path.exists():
+        return None
+    pid = int(path.read_text().strip() or 0)
+    return pid if pid and _alive(pid) else None
+
+
+def up(quiet: bool = False) -> None:
+    STATE.mkdir(exist_ok=True)
+    env = {**os.environ, **settings()}
+    for name in ORDER:
+        if _pid(name):
+            continue
+        port = PORTS.get(name)
+        if port and _listening(port):
+            sys.exit(f"port {port} is already in use: is another stack running? (`make down` stops ours)")
+        log = open(STATE / f"{name}.log", "ab")
+        proc = subprocess.Popen(_commands()[name], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        (STATE / f"{name}.pid").write_text(str(proc.pid))
+        if port:
+            _wait(name, port, proc)
+        if name == "azurite":
+            _create_containers(env)
+        if not quiet:
+            print(f"started {name:9s} pid {proc.pid}" + (f" on 127.0.0.1:{port}" if port else ""))
+    if not quiet:
+        print(f"logs in {STATE.relative_to(ROOT)}/; stop with `make down`")
+
+
+def _wait(name: str, port: int, proc: subprocess.Popen, deadline_s: float = 30) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            down(quiet=True)
+            sys.exit(f"{name} exited at start; see .devstack/{name}.log")
+        if _listening(port):
+            return
+        time.sleep(0.1)
+    down(quiet=True)
+    sys.exit(f"{name} did not open port {port} within {deadline_s}s; see .devstack/{name}.log")
+
+
+def _create_containers(env: dict[str, str]) -> None:
+    from shared.settings import Settings
+    from shared.storage import blob_service, ensure_container
+
+    s = Settings.from_mapping(env)
+    service = blob_service(s)
+    for name in (s.intake_container, s.data_container, s.results_container, s.control_container):
+        ensure_container(service, name)
+
+
+def down(quiet: bool = False) -> None:
+    for name in reversed(ORDER):
+        pid = _pid(name)
+        path = STATE / f"{name}.pid"
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+            if not quiet:
+                print(f"stopped {name}")
+        path.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "up":
+        up()
+    elif command == "down":
+        down()
+    else:
+        sys.exit("usage: python -m scripts.devstack up|down")

@@ -1,0 +1,300 @@
+"""Step 1: a job file arrived. Validate it, split the input, submit the Batch job.
+
+Idempotent: the run id comes from the job blob's (container, name, ETag), every write is an
+upsert of deterministic content, and Batch's JobExists / TaskExists count as success; so the
+same event twice, or a crash and a retry at any point, ends with one job holding exactly the
+right tasks.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from itertools import chain
+from typing import Iterator
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import ContainerSasPermissions
+
+from shared import batch, jobfile, split, storage
+from shared.batch import JobPlan, TaskSpec
+from shared.cleanup import clean_up, work_containers
+from shared.context import Context
+from shared.errors import BatchdropError, Conflict, InputNotFound, JobFileError
+from shared.jobfile import BlobInput, ExistingPool, ItemsInput, JobSpec, PrefixInput
+from shared.runs import ACCEPTED, ACTIVE, FAILED, REJECTED, RUNNING, empty_counts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shards:
+    """The run's task inputs: either bytes to upload (split here) or blobs that already exist."""
+
+    input_file: str  # file name each task sees, e.g. input.jsonl
+    produced: Iterator[bytes] | None = None  # shards to upload, in task order
+    existing: tuple[storage.BlobInfo, ...] = ()  # pre-split inputs (prefix form), in name order
+
+
+def accept(ctx: Context, container: str, blob_name: str) -> str | None:
+    """Handle one job file. Returns the run id, or None if the blob vanished before we read it."""
+    client = ctx.blobs.get_blob_client(container, blob_name)
+    try:
+        props = client.get_blob_properties()
+    except ResourceNotFoundError:
+        log.warning("job file gone before intake container=%s blob=%s", container, blob_name)
+        return None
+    etag = props.etag
+    job_file = f"{container}/{blob_name}"
+    fallback_id = jobfile.run_id(jobfile.default_name(blob_name), container, blob_name, etag)
+
+    limit = ctx.settings.max_job_file_bytes
+    if props.size > limit:
+        return _reject(ctx, fallback_id, blob_name, job_file, JobFileError(
+            f"the job file is {props.size} bytes; the limit is {limit}. Put large inputs in a blob "
+            f"and point \"input\" at it instead of listing items inline"))
+    try:
+        raw = client.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).readall()
+    except (ResourceModifiedError, ResourceNotFoundError):
+        log.info("job file changed while reading; the newer version has its own event blob=%s", blob_name)
+        return None
+    try:
+        spec = jobfile.parse_job_file(raw, blob_name=blob_name, max_bytes=limit)
+    except JobFileError as e:
+        return _reject(ctx, fallback_id, blob_name, job_file, e)
+
+    run_id = jobfile.run_id(spec.name, container, blob_name, etag)
+    existing = ctx.runs.try_read(run_id)
+    if existing is not None and existing.data["state"] not in (ACCEPTED,):
+        log.info("duplicate delivery ignored run_id=%s state=%s", run_id, existing.data["state"])
+        return run_id
+
+    try:
+        shards = _plan_inputs(ctx, spec, existing.data if existing else None)
+        first = next(shards.produced) if shards.produced is not None else None
+        if shards.produced is not None and first is None:
+            raise JobFileError("the input holds no records, so there is nothing to run; "
+                               "check that the blob is not empty and has the expected format", field="input")
+    except JobFileError as e:
+        return _reject(ctx, run_id, spec.name, job_file, e)
+
+    if existing is None:
+        try:
+            ctx.runs.create(_initial_status(ctx, run_id, spec, job_file, etag))
+            ctx.events.publish("accepted", run_id, {"job_file": job_file})
+        except Conflict:
+            pass  # a concurrent delivery of the same event: both continue, every step is idempotent
+    log.info("accepted run_id=%s job_file=%s", run_id, job_file)
+
+    try:
+        total = _submit(ctx, run_id, spec, shards, first)
+    except JobFileError as e:  # found while streaming, e.g. malformed JSON half-way through the input
+        return _reject(ctx, run_id, spec.name, job_file, e)
+    except (BatchdropError, ResourceModifiedError) as e:
+        # permanent: Batch refused (quota, invalid spec) or the input changed under us
+        message = str(e) if isinstance(e, BatchdropError) else "the input blob changed during intake; upload it again"
+        _fail(ctx, run_id, message)
+        return run_id
+
+    def to_running(data: dict) -> dict | None:
+        if data["state"] != ACCEPTED:
+            return None
+        return {"state": RUNNING, "tasks": empty_counts(total), "submitted_at": ctx.runs.now()}
+
+    ctx.runs.update_retrying(run_id, to_running)
+    ctx.events.publish("running", run_id, {"tasks": total})
+    log.info("submitted run_id=%s tasks=%d", run_id, total)
+    return run_id
+
+
+def _initial_status(ctx: Context, run_id: str, spec: JobSpec, job_file: str, etag: str) -> dict:
+    return {
+        "run_id": run_id,
+        "name": spec.name,
+        "job_file": job_file,
+        "job_file_etag": etag.strip('"'),
+        "state": ACCEPTED,
+        "tasks": empty_counts(0),
+        "merge": spec.merge.kind,
+        "on_task_failure": spec.on_task_failure,
+        "output_extension": spec.merge.output_extension,
+        "task_output": jobfile.task_output_name(spec),
+        "pool": spec.pool.id if isinstance(spec.pool, ExistingPool) else "auto",
+    }
+
+
+def _plan_inputs(ctx: Context, spec: JobSpec, status: dict | None) -> Shards:
+    """Check every blob the job file names (before anything is created), then plan the shards."""
+    for i, resource in enumerate(spec.resources):
+        storage.blob_info(ctx.blobs, resource.blob.container, resource.blob.path, f"resources[{i}].blob")
+    if isinstance(spec.config, jobfile.BlobRef):
+        storage.blob_info(ctx.blobs, spec.config.container, spec.config.path, "config.blob")
+
+    inp = spec.input
+    if isinstance(inp, ItemsInput):
+        return Shards("input.jsonl", produced=iter(split.split_items(inp.items, spec.items_per_task, spec.tasks)))
+    if isinstance(inp, BlobInput):
+        info = storage.blob_info(ctx.blobs, inp.blob.container, inp.blob.path, "input.blob")
+        chunks = storage.read_chunks(ctx.blobs, info.container, info.name, etag=info.etag)
+        produced = split.iter_shards(inp.format, chunks, items_per_task=spec.items_per_task, tasks=spec.tasks,
+                                     total_bytes=info.size)
+        return Shards(f"input.{jobfile.input_extension(inp)}", produced=produced)
+    if isinstance(inp, PrefixInput):
+        blobs = storage.list_prefix(ctx.blobs, inp.prefix.container, inp.prefix.path, "input.prefix")
+        ext = blobs[0].name.rsplit(".", 1)[-1] if "." in blobs[0].name.rsplit("/", 1)[-1] else "dat"
+        return Shards(f"input.{ext}", existing=tuple(blobs))
+    raise JobFileError(f"unsupported input form {type(inp).__name__}", field="input")
+
+
+def _submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, first: bytes | None) -> int:
+    """Create work containers, upload shards, then create the job and add its tasks.
+
+    The job is created after the upload because TASK_COUNT (a job-wide variable) is known only
+    once the split is done. Returns the task count.
+    """
+    settings = ctx.settings
+    in_container, out_container = work_containers(ctx, run_id)
+    storage.ensure_container(ctx.blobs, in_container)
+    storage.ensure_container(ctx.blobs, out_container)
+    pool = spec.pool if isinstance(spec.pool, jobfile.PoolSpec) else None
+    max_nodes = (pool.max_nodes if pool else None) or settings.pool.max_nodes
+    slots = (pool.slots_per_node if pool else None) or settings.pool.slots_per_node
+
+    if shards.existing:
+        count = len(shards.existing)
+    else:
+        count = _upload_shards(ctx, in_container, shards.input_file, chain([first], shards.produced))
+
+    # everything a task can reach expires when the run must be over anyway
+    task_timeout = timedelta(minutes=spec.task_timeout_minutes)
+    job_timeout = batch.job_timeout(count, max_nodes * slots, spec.retries, task_timeout)
+    expiry = ctx.clock() + job_timeout + timedelta(minutes=30)
+    sas = storage.SasMinter(ctx.blobs)
+    in_url = sas.container_url(in_container, ContainerSasPermissions(read=True), expiry)
+    out_url = sas.container_url(out_container, ContainerSasPermissions(create=True, write=True), expiry)
+    if shards.existing:
+        tasks = [TaskSpec(task_id(i), i, sas.blob_read_url(b.container, b.name, expiry), shards.input_file)
+                 for i, b in enumerate(shards.existing)]
+    else:
+        tasks = [TaskSpec(task_id(i), i, storage.blob_url(in_url, shard_name(i, shards.input_file)), shards.input_file)
+                 for i in range(count)]
+
+    config_url = None
+    if isinstance(spec.config, dict):
+        ctx.blobs.get_blob_client(in_container, "config.json").upload_blob(
+            json.dumps(spec.config).encode(), overwrite=True)
+        config_url = storage.blob_url(in_url, "config.json")
+    elif isinstance(spec.config, jobfile.BlobRef):
+        config_url = sas.blob_read_url(spec.config.container, spec.config.path, expiry)
+    resources = tuple(
+        (sas.blob_read_url(r.blob.container, r.blob.path, expiry), r.blob.path.rsplit("/", 1)[-1], r.unzip)
+        for r in spec.resources
+    )
+    plan = JobPlan(
+        job_id=run_id, run_id=run_id, command=spec.command, image=spec.image,
+        output_file=jobfile.task_output_name(spec), output_container_url=out_url,
+        task_count=count, retries=spec.retries, task_timeout=task_timeout, job_timeout=job_timeout,
+        config_url=config_url, resource_urls=resources,
+        pool_id=spec.pool.id if isinstance(spec.pool, ExistingPool) else None,
+        vm_size=(pool.vm_size if pool else None) or settings.pool.vm_size,
+        max_nodes=max_nodes, spot=bool(pool and pool.spot), slots_per_node=slots,
+        registry=_registry(ctx, spec),
+    )
+    batch.create_job(ctx.batch, batch.job_model(plan, settings.pool))
+    groups = _chunks(tasks, batch.MAX_TASKS_PER_CALL)
+    with ThreadPoolExecutor(settings.submit_concurrency, thread_name_prefix="submit") as executor:
+        for _ in executor.map(lambda g: batch.add_tasks(ctx.batch, run_id, [batch.task_model(plan, t) for t in g]),
+                              groups):
+            pass
+    batch.seal_job(ctx.batch, run_id)
+    return count
+
+
+def shard_name(index: int, input_file: str) -> str:
+    return f"shards/{index:06d}.{input_file.rsplit('.', 1)[-1]}"
+
+
+def _upload_shards(ctx: Context, in_container: str, input_file: str, shards: Iterator[bytes]) -> int:
+    """Upload shards in parallel, in order of production; returns how many. In-flight shards are
+    bounded, so memory stays flat whatever the input size. Names are deterministic, so a retry
+    overwrites, never adds."""
+    container = ctx.blobs.get_container_client(in_container)
+    concurrency = ctx.settings.upload_concurrency
+    in_flight = threading.BoundedSemaphore(concurrency * 2)
+
+    def upload(index: int, data: bytes) -> None:
+        try:
+            container.upload_blob(shard_name(index, input_file), data, overwrite=True)
+        finally:
+            in_flight.release()
+
+    futures: list[Future] = []
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="upload") as executor:
+        try:
+            for index, data in enumerate(shards):
+                in_flight.acquire()
+                futures.append(executor.submit(upload, index, data))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    for f in futures:
+        f.result()
+    return len(futures)
+
+
+def _registry(ctx: Context, spec: JobSpec):
+    registry = ctx.settings.registry
+    if not spec.image or registry is None:
+        return None
+    from azure.batch import models as bm
+
+    password = ctx.secrets.get(registry.password_setting)
+    return bm.ContainerRegistryReference(
+        registry_server=registry.server, username=registry.username, password=password.reveal())
+
+
+def task_id(index: int) -> str:
+    """Zero-padded so that name order is task order."""
+    return f"t{index:06d}"
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _reject(ctx: Context, run_id: str, name: str, job_file: str, error: JobFileError) -> str:
+    """The job file cannot run: error.json says why, status.json says rejected; nothing else is created."""
+    ctx.runs.write_error(run_id, {
+        "run_id": run_id,
+        "job_file": job_file,
+        "state": REJECTED,
+        "field": error.field,
+        "message": error.message,
+        "error": str(error),
+    })
+    status = {"run_id": run_id, "name": name, "job_file": job_file, "state": REJECTED,
+              "tasks": empty_counts(0), "error": str(error)}
+    try:
+        ctx.runs.create(status)
+    except Conflict:
+        # a retry of a run that was accepted before its input turned out to be unusable
+        clean_up(ctx, run_id)
+        ctx.runs.update_retrying(run_id, lambda d: {"state": REJECTED, "error": str(error)} if d["state"] == ACCEPTED else None)
+    ctx.events.publish("rejected", run_id, {"job_file": job_file, "error": str(error)})
+    log.info("rejected run_id=%s job_file=%s field=%s", run_id, job_file, error.field)
+    return run_id
+
+
+def _fail(ctx: Context, run_id: str, message: str) -> None:
+    """The run cannot go on: say why, remove what it created, mark it failed."""
+    log.warning("run failed during intake run_id=%s error=%s", run_id, message)
+    ctx.runs.write_error(run_id, {"run_id": run_id, "state": FAILED, "message": message})
+    clean_up(ctx, run_id)
+    ctx.runs.update_retrying(run_id, lambda d: {"state": FAILED, "error": message} if d["state"] in ACTIVE else None)
+    ctx.events.publish("failed", run_id, {"error": message})

@@ -1,0 +1,311 @@
+"""Azure Batch: job, pool and task construction; submission; counts; cleanup.
+
+Construction is pure (plain data in, SDK models out); the functions that call the service
+translate its errors into domain errors, and treat "already exists" / "already gone" as success
+so that every step can be repeated safely.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import shlex
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Iterable, Sequence
+
+from azure.batch import BatchClient
+from azure.batch import models as bm
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from shared.errors import BatchError, BatchQuotaError
+from shared.settings import PoolDefaults, Settings
+
+log = logging.getLogger(__name__)
+
+QUOTA_CODES = {"ActiveJobAndScheduleQuotaReached", "PoolQuotaReached", "AccountCoreQuotaReached",
+               "AccountLowPriorityCoreQuotaReached", "AccountVMSeriesCoreQuotaReached"}
+MAX_TASKS_PER_CALL = 100
+
+
+def batch_client(settings: Settings) -> BatchClient:
+    """Shared key when BATCH_ACCOUNT_KEY is set (the emulator, key-based accounts), else managed identity."""
+    access = settings.batch
+    if access.account_key is not None:
+        from azure.core.credentials import AzureNamedKeyCredential
+
+        credential = AzureNamedKeyCredential(access.account_name, access.account_key.reveal())
+    else:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential(managed_identity_client_id=settings.storage.managed_identity_client_id)
+    return BatchClient(endpoint=access.account_url, credential=credential)
+
+
+def translate(error: HttpResponseError, what: str) -> BatchError:
+    """SDK error -> domain error. The message names the operation and the service's code, never a URL."""
+    code = getattr(getattr(error, "error", None), "code", None)
+    message = getattr(getattr(error, "error", None), "message", None) or error.reason or "request failed"
+    if code in QUOTA_CODES:
+        return BatchQuotaError(f"{what}: Azure Batch quota reached ({code}); raise the quota or wait for other jobs to finish")
+    return BatchError(f"{what}: {message}", code=code)
+
+
+def error_code(error: HttpResponseError) -> str | None:
+    return getattr(getattr(error, "error", None), "code", None)
+
+
+# ----------------------------------------------------------------------------- construction
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task as the pipeline plans it; turned into an SDK model by `task_model`."""
+
+    task_id: str
+    index: int
+    input_url: str  # read-only SAS URL of this task's input blob (a secret: never logged)
+    input_file: str  # file name in the working directory, e.g. input.jsonl
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything about the Batch job that does not vary per task."""
+
+    job_id: str
+    run_id: str
+    command: str
+    image: str | None
+    output_file: str  # e.g. output.jsonl
+    output_container_url: str  # write-only SAS URL (a secret)
+    task_count: int
+    retries: int
+    task_timeout: timedelta
+    job_timeout: timedelta
+    config_url: str | None  # read-only SAS URL of config.json
+    resource_urls: tuple[tuple[str, str, bool], ...]  # (url, file name, unzip)
+    pool_id: str | None  # an existing pool; None: auto pool
+    vm_size: str
+    max_nodes: int
+    spot: bool
+    slots_per_node: int
+    registry: bm.ContainerRegistryReference | None = None
+
+
+def task_wrapper(plan: JobPlan, input_file: str) -> str:
+    """The command line every task runs: set the app contract's variables, then the user's command.
+
+    Batch runs command lines without a shell, so the wrapper is `/bin/sh -c`; the user's command
+    travels in an environment variable to avoid a second layer of quoting.
+    """
+    lines = [
+        'wd="$AZ_BATCH_TASK_WORKING_DIR"',
+        f'export INPUT_PATH="$wd/{input_file}" OUTPUT_DIR="$wd/output"',
+        f'export OUTPUT_PATH="$OUTPUT_DIR/{plan.output_file}"',
+    ]
+    if plan.config_url:
+        lines.append('export CONFIG_PATH="$wd/config.json"')
+    if plan.resource_urls:
+        lines.append('export RESOURCES_DIR="$AZ_BATCH_JOB_PREP_WORKING_DIR"')
+    # a retry starts from an empty output directory, so a failed try leaves nothing behind
+    lines += ['rm -rf "$OUTPUT_DIR"', 'mkdir -p "$OUTPUT_DIR"', 'exec /bin/sh -c "$BATCHDROP_COMMAND"']
+    return "/bin/sh -c " + shlex.quote("; ".join(lines))
+
+
+def _container_settings(plan: JobPlan) -> bm.BatchTaskContainerSettings | None:
+    if not plan.image:
+        return None
+    return bm.BatchTaskContainerSettings(
+        image_name=plan.image, container_run_options="--rm", working_directory="taskWorkingDirectory",
+        registry=plan.registry,
+    )
+
+
+def task_model(plan: JobPlan, task: TaskSpec) -> bm.BatchTaskCreateOptions:
+    resource_files = [bm.ResourceFile(http_url=task.input_url, file_path=task.input_file)]
+    if plan.config_url:
+        resource_files.append(bm.ResourceFile(http_url=plan.config_url, file_path="config.json"))
+    return bm.BatchTaskCreateOptions(
+        id=task.task_id,
+        command_line=task_wrapper(plan, task.input_file),
+        container_settings=_container_settings(plan),
+        resource_files=resource_files,
+        environment_settings=[
+            bm.EnvironmentSetting(name="BATCHDROP_COMMAND", value=plan.command),
+            bm.EnvironmentSetting(name="TASK_INDEX", value=str(task.index)),
+        ],
+        output_files=[
+            bm.OutputFile(
+                file_pattern="output/**/*",
+                destination=bm.OutputFileDestination(container=bm.OutputFileBlobContainerDestination(
+                    container_url=plan.output_container_url, path=f"tasks/{task.task_id}")),
+                upload_options=bm.OutputFileUploadConfiguration(upload_condition="taskSuccess"),
+            ),
+            bm.OutputFile(
+                file_pattern="../std*.txt",
+                destination=bm.OutputFileDestination(container=bm.OutputFileBlobContainerDestination(
+                    container_url=plan.output_container_url, path=f"logs/{task.task_id}")),
+                upload_options=bm.OutputFileUploadConfiguration(upload_condition="taskFailure"),
+            ),
+        ],
+        constraints=bm.BatchTaskConstraints(max_wall_clock_time=plan.task_timeout, max_task_retry_count=plan.retries),
+    )
+
+
+def autoscale_formula(max_nodes: int, slots_per_node: int, spot: bool) -> str:
+    """Nodes follow pending tasks, capped at max_nodes; nodes leave only when their tasks finish."""
+    target = "$TargetLowPriorityNodes" if spot else "$TargetDedicatedNodes"
+    other = "$TargetDedicatedNodes" if spot else "$TargetLowPriorityNodes"
+    return "\n".join([
+        "$pending = max(0, $PendingTasks.GetSample(1));",
+        f"$wanted = ($pending + {slots_per_node} - 1) / {slots_per_node};",
+        f"{target} = min({max_nodes}, $wanted);",
+        f"{other} = 0;",
+        "$NodeDeallocationOption = taskcompletion;",
+    ])
+
+
+def _pool_spec(plan: JobPlan, defaults: PoolDefaults) -> bm.BatchPoolSpecification:
+    container = None
+    if plan.image:
+        container = bm.BatchContainerConfiguration(
+            type="dockerCompatible", container_image_names=[plan.image],
+            container_registries=[plan.registry] if plan.registry else None,
+        )
+    return bm.BatchPoolSpecification(
+        vm_size=plan.vm_size,
+        virtual_machine_configuration=bm.VirtualMachineConfiguration(
+            image_reference=bm.BatchVmImageReference(
+                publisher=defaults.image_publisher, offer=defaults.image_offer, sku=defaults.image_sku, version="latest"),
+            node_agent_sku_id=defaults.node_agent_sku_id,
+            container_configuration=container,
+        ),
+        task_slots_per_node=plan.slots_per_node,
+        enable_auto_scale=True,
+        auto_scale_formula=autoscale_formula(plan.max_nodes, plan.slots_per_node, plan.spot),
+        auto_scale_evaluation_interval=timedelta(minutes=5),
+        metadata=[bm.BatchMetadataItem(name="batchdrop-run", value=plan.run_id)],
+    )
+
+
+def job_model(plan: JobPlan, defaults: PoolDefaults) -> bm.BatchJobCreateOptions:
+    """Created with onAllTasksComplete=noaction: a job with no tasks yet would otherwise complete at once."""
+    if plan.pool_id:
+        pool_info = bm.BatchPoolInfo(pool_id=plan.pool_id)
+    else:
+        pool_info = bm.BatchPoolInfo(auto_pool_specification=bm.BatchAutoPoolSpecification(
+            auto_pool_id_prefix="bd", pool_lifetime_option="job", keep_alive=False,
+            pool=_pool_spec(plan, defaults)))
+    prep = None
+    if plan.resource_urls:
+        unzip = [name for _, name, z in plan.resource_urls if z]
+        script = "set -e; " + "".join(
+            f"if command -v unzip >/dev/null 2>&1; then unzip -oq {shlex.quote(n)}; "
+            f"else python3 -m zipfile -e {shlex.quote(n)} .; fi; " for n in unzip) + "true"
+        prep = bm.BatchJobPreparationTask(
+            command_line="/bin/sh -c " + shlex.quote(script),
+            resource_files=[bm.ResourceFile(http_url=url, file_path=name) for url, name, _ in plan.resource_urls],
+            wait_for_success=True,
+        )
+    return bm.BatchJobCreateOptions(
+        id=plan.job_id,
+        pool_info=pool_info,
+        all_tasks_complete_mode="noaction",
+        constraints=bm.BatchJobConstraints(max_wall_clock_time=plan.job_timeout),
+        job_preparation_task=prep,
+        common_environment_settings=[bm.EnvironmentSetting(name="TASK_COUNT", value=str(plan.task_count))],
+        metadata=[bm.BatchMetadataItem(name="batchdrop-run", value=plan.run_id)],
+    )
+
+
+def job_timeout(task_count: int, capacity: int, retries: int, task_timeout: timedelta) -> timedelta:
+    """Upper bound of a run's life: waves of tasks times tries, plus an hour; at most 7 days
+    (the longest a user delegation SAS can live)."""
+    waves = math.ceil(task_count / max(1, capacity))
+    bound = task_timeout * waves * (retries + 1) + timedelta(hours=1)
+    return min(bound, timedelta(days=7))
+
+
+# ----------------------------------------------------------------------------- service calls
+
+
+def create_job(client: BatchClient, job: bm.BatchJobCreateOptions) -> bool:
+    """Idempotent: returns False when the job already existed (a repeated delivery or a retry)."""
+    try:
+        client.create_job(job)
+        return True
+    except HttpResponseError as e:
+        if error_code(e) == "JobExists":
+            return False
+        raise translate(e, f"creating job {job.id}") from None
+
+
+def add_tasks(client: BatchClient, job_id: str, tasks: Sequence[bm.BatchTaskCreateOptions]) -> None:
+    """Add up to 100 tasks in one call. Idempotent: tasks that already exist count as added."""
+    try:
+        result = client.create_task_collection(job_id, bm.BatchTaskGroup(task_values=list(tasks)))
+    except HttpResponseError as e:
+        raise translate(e, f"adding tasks to job {job_id}") from None
+    failed = [r for r in result.result_values or []
+              if r.status != "success" and not (r.error and r.error.code == "TaskExists")]
+    if failed:
+        first = failed[0]
+        code = first.error.code if first.error else None
+        raise BatchError(f"adding tasks to job {job_id}: {len(failed)} task(s) refused, e.g. {first.task_id}", code=code)
+
+
+def seal_job(client: BatchClient, job_id: str) -> None:
+    """All tasks are in: let the job terminate itself when they complete (cannot be undone)."""
+    try:
+        client.update_job(job_id, bm.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+    except HttpResponseError as e:
+        raise translate(e, f"sealing job {job_id}") from None
+
+
+def get_job(client: BatchClient, job_id: str) -> bm.BatchJob | None:
+    try:
+        return client.get_job(job_id)
+    except ResourceNotFoundError:
+        return None
+    except HttpResponseError as e:
+        if error_code(e) == "JobNotFound":
+            return None
+        raise translate(e, f"reading job {job_id}") from None
+
+
+def task_counts(client: BatchClient, job_id: str) -> bm.BatchTaskCounts | None:
+    """One call; None when the job is gone (deleted by someone else: the run is cancelled)."""
+    try:
+        return client.get_job_task_counts(job_id).task_counts
+    except HttpResponseError as e:
+        if error_code(e) == "JobNotFound" or e.status_code == 404:
+            return None
+        raise translate(e, f"counting tasks of job {job_id}") from None
+
+
+def list_tasks(client: BatchClient, job_id: str, filter: str | None = None,
+               select: Iterable[str] | None = None) -> list[bm.BatchTask]:
+    try:
+        return list(client.list_tasks(job_id, filter=filter, select=list(select) if select else None))
+    except HttpResponseError as e:
+        raise translate(e, f"listing tasks of job {job_id}") from None
+
+
+def delete_job(client: BatchClient, job_id: str) -> bool:
+    """Idempotent; deleting a job with an auto pool deletes the pool too. Does not wait."""
+    try:
+        client.begin_delete_job(job_id, polling_interval=1)
+        return True
+    except HttpResponseError as e:
+        if error_code(e) in ("JobNotFound", "JobBeingDeleted") or e.status_code == 404:
+            return False
+        raise translate(e, f"deleting job {job_id}") from None
+
+
+def delete_pool(client: BatchClient, pool_id: str) -> bool:
+    try:
+        client.begin_delete_pool(pool_id, polling_interval=1)
+        return True
+    except HttpResponseError as e:
+        if error_code(e) in ("PoolNotFound", "PoolBeingDeleted") or e.status_code == 404:
+            return False
+        raise translate(e, f"deleting pool {pool_id}") from None

@@ -1,0 +1,51 @@
+"""The clients a pipeline step needs, built once from settings and passed in explicitly."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from azure.batch import BatchClient
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+from shared import batch, events, secrets, storage
+from shared.runs import Clock, RunStore, utc_now
+from shared.settings import Settings
+
+
+@dataclass
+class Context:
+    settings: Settings
+    blobs: BlobServiceClient
+    batch: BatchClient
+    finalize_queue: QueueClient
+    runs: RunStore
+    events: events.EventPublisher
+    secrets: secrets.SecretSource
+    clock: Clock = field(default=utc_now)
+
+    @classmethod
+    def build(cls, settings: Settings, env: Mapping[str, str], *, publisher: events.EventPublisher | None = None,
+              secret_source: secrets.SecretSource | None = None, clock: Clock = utc_now) -> "Context":
+        blobs = storage.blob_service(settings)
+        runs = RunStore(
+            storage.JsonBlobs(blobs, settings.results_container),
+            storage.JsonBlobs(blobs, settings.control_container),
+            clock,
+        )
+        return cls(
+            settings=settings,
+            blobs=blobs,
+            batch=batch.batch_client(settings),
+            finalize_queue=storage.queue_client(settings, settings.finalize_queue),
+            runs=runs,
+            events=publisher or events.publisher(settings),
+            secrets=secret_source or secrets.secret_source(settings, env),
+            clock=clock,
+        )
+
+    def ensure_containers(self) -> None:
+        """The fixed containers exist (idempotent; run once per process)."""
+        s = self.settings
+        for name in (s.intake_container, s.data_container, s.results_container, s.control_container):
+            storage.ensure_container(self.blobs, name)

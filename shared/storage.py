@@ -1,0 +1,283 @@
+"""Blob and queue access: clients, conditional JSON records, streaming, SAS minting.
+
+SAS URLs are secrets: nothing here logs one, and errors carry blob names, never URLs.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Iterator
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from urllib.parse import quote
+
+from azure.storage.blob import (
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerSasPermissions,
+    generate_blob_sas,
+    generate_container_sas,
+)
+from azure.storage.queue import QueueClient, QueueServiceClient
+
+from shared.errors import Conflict, InputNotFound
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SAS_CLOCK_SKEW = timedelta(minutes=15)
+BLOCK_SIZE = 8 * 1024 * 1024
+
+
+def _credential(settings: Settings):
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=settings.storage.managed_identity_client_id)
+
+
+def blob_service(settings: Settings) -> BlobServiceClient:
+    """Connection string when given (Azurite, account key), else managed identity."""
+    s = settings.storage
+    if s.connection_string is not None:
+        return BlobServiceClient.from_connection_string(s.connection_string.reveal(), max_single_put_size=BLOCK_SIZE)
+    return BlobServiceClient(s.blob_service_uri, credential=_credential(settings), max_single_put_size=BLOCK_SIZE)
+
+
+def queue_client(settings: Settings, name: str) -> QueueClient:
+    """Messages are base64, which is what the Functions queue trigger expects by default."""
+    from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+
+    s = settings.storage
+    policies = dict(message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
+    if s.connection_string is not None:
+        service = QueueServiceClient.from_connection_string(s.connection_string.reveal())
+    else:
+        service = QueueServiceClient(s.queue_service_uri, credential=_credential(settings))
+    return service.get_queue_client(name, **policies)
+
+
+def ensure_container(service: BlobServiceClient, name: str) -> None:
+    """Idempotent: an existing container is fine."""
+    try:
+        service.create_container(name)
+    except ResourceExistsError:
+        pass
+
+
+def delete_container(service: BlobServiceClient, name: str) -> bool:
+    """Idempotent: returns False when it was already gone."""
+    try:
+        service.delete_container(name)
+        return True
+    except ResourceNotFoundError:
+        return False
+
+
+@dataclass(frozen=True)
+class Record:
+    """A JSON document with the ETag it was read at (for conditional writes)."""
+
+    data: dict
+    etag: str
+
+
+class JsonBlobs:
+    """JSON documents in one container with optimistic concurrency (ETags)."""
+
+    def __init__(self, service: BlobServiceClient, container: str) -> None:
+        self._container = service.get_container_client(container)
+
+    def read(self, name: str) -> Record | None:
+        try:
+            downloader = self._container.get_blob_client(name).download_blob()
+        except ResourceNotFoundError:
+            return None
+        return Record(json.loads(downloader.readall()), downloader.properties.etag)
+
+    def create(self, name: str, data: dict) -> Record:
+        """Create only if absent (If-None-Match: *). Raises Conflict if it exists."""
+        try:
+            props = self._container.get_blob_client(name).upload_blob(
+                _dump(data), overwrite=False, content_settings=_json_content()
+            )
+        except ResourceExistsError:
+            raise Conflict(f"{name} already exists") from None
+        return Record(data, props["etag"])
+
+    def replace(self, name: str, data: dict, etag: str) -> Record:
+        """Write only if unchanged since `etag` (If-Match). Raises Conflict otherwise."""
+        from azure.core import MatchConditions
+
+        try:
+            props = self._container.get_blob_client(name).upload_blob(
+                _dump(data), overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified,
+                content_settings=_json_content(),
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            raise Conflict(f"{name} changed since it was read") from None
+        except HttpResponseError as e:
+            if e.status_code == 412:
+                raise Conflict(f"{name} changed since it was read") from None
+            raise
+        return Record(data, props["etag"])
+
+    def put(self, name: str, data: dict) -> None:
+        """Unconditional write (for documents with a single writer, e.g. report.json)."""
+        self._container.get_blob_client(name).upload_blob(_dump(data), overwrite=True, content_settings=_json_content())
+
+    def delete(self, name: str) -> None:
+        try:
+            self._container.get_blob_client(name).delete_blob()
+        except ResourceNotFoundError:
+            pass
+
+    def names(self, prefix: str) -> list[str]:
+        return [b.name for b in self._container.list_blobs(name_starts_with=prefix)]
+
+
+def _dump(data: dict) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=False).encode() + b"\n"
+
+
+def _json_content():
+    from azure.storage.blob import ContentSettings
+
+    return ContentSettings(content_type="application/json")
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    container: str
+    name: str
+    size: int
+    etag: str
+
+
+def blob_info(service: BlobServiceClient, container: str, name: str, field: str) -> BlobInfo:
+    """Properties of a blob the job file points at; InputNotFound names the field when it is missing."""
+    try:
+        props = service.get_blob_client(container, name).get_blob_properties()
+    except ResourceNotFoundError:
+        raise InputNotFound(
+            f"blob '{container}/{name}' does not exist; upload it first or fix the path", field=field
+        ) from None
+    return BlobInfo(container, name, props.size, props.etag)
+
+
+def list_prefix(service: BlobServiceClient, container: str, prefix: str, field: str) -> list[BlobInfo]:
+    """Blobs under a prefix in name order; InputNotFound when the container is missing or nothing is there."""
+    try:
+        blobs = [
+            BlobInfo(container, b.name, b.size, b.etag)
+            for b in service.get_container_client(container).list_blobs(name_starts_with=prefix)
+        ]
+    except ResourceNotFoundError:
+        raise InputNotFound(f"container '{container}' does not exist", field=field) from None
+    if not blobs:
+        raise InputNotFound(f"no blobs under '{container}/{prefix}'; upload the inputs first or fix the prefix", field=field)
+    return sorted(blobs, key=lambda b: b.name)
+
+
+def read_chunks(service: BlobServiceClient, container: str, name: str, etag: str | None = None) -> Iterator[bytes]:
+    """Stream a blob in chunks (bounded memory). With `etag`, fails if the blob changed meanwhile."""
+    from azure.core import MatchConditions
+
+    kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+    downloader = service.get_blob_client(container, name).download_blob(max_concurrency=2, **kwargs)
+    yield from downloader.chunks()
+
+
+def read_tail(service: BlobServiceClient, container: str, name: str, max_bytes: int) -> str | None:
+    """The last `max_bytes` of a blob as text, or None if it does not exist."""
+    client = service.get_blob_client(container, name)
+    try:
+        size = client.get_blob_properties().size
+        offset = max(0, size - max_bytes)
+        data = client.download_blob(offset=offset, length=size - offset).readall() if size else b""
+    except ResourceNotFoundError:
+        return None
+    return data.decode("utf-8", errors="replace")
+
+
+def commit_stream(service: BlobServiceClient, container: str, name: str, chunks: Iterable[bytes]) -> int:
+    """Write a blob from a stream of chunks so that readers see all of it or nothing.
+
+    Blocks are staged (uncommitted blocks are invisible), then committed in one call; a crash
+    before the commit leaves no visible blob, and a rerun simply stages and commits again.
+    Returns the number of bytes written.
+    """
+    client = service.get_blob_client(container, name)
+    block_ids: list[str] = []
+    total = 0
+    buffer = bytearray()
+
+    def flush() -> None:
+        block_id = base64.b64encode(uuid.uuid4().bytes).decode()
+        client.stage_block(block_id, bytes(buffer))
+        block_ids.append(block_id)
+        buffer.clear()
+
+    for chunk in chunks:
+        buffer += chunk
+        total += len(chunk)
+        if len(buffer) >= BLOCK_SIZE:
+            flush()
+    if buffer or not block_ids:
+        flush()
+    client.commit_block_list(block_ids)
+    return total
+
+
+class SasMinter:
+    """Container SAS tokens: account key SAS on a connection string, user delegation SAS on managed identity.
+
+    Start times are backdated for clock skew; expiry is chosen by the caller from the run's timeout.
+    """
+
+    def __init__(self, service: BlobServiceClient) -> None:
+        self._service = service
+        self._delegation_key = None
+
+    def container_url(self, container: str, permission: ContainerSasPermissions, expiry: datetime) -> str:
+        token = self._sign(generate_container_sas, expiry, container_name=container, permission=permission)
+        return f"{self._service.url.rstrip('/')}/{container}?{token}"
+
+    def blob_read_url(self, container: str, name: str, expiry: datetime) -> str:
+        """Read-only access to one blob (a user's input, config or resource file)."""
+        token = self._sign(generate_blob_sas, expiry, container_name=container, blob_name=name,
+                           permission=BlobSasPermissions(read=True))
+        return f"{self._service.url.rstrip('/')}/{container}/{quote(name)}?{token}"
+
+    def _sign(self, generate, expiry: datetime, **kwargs) -> str:
+        now = datetime.now(timezone.utc)
+        start = now - SAS_CLOCK_SKEW
+        account_key = getattr(self._service.credential, "account_key", None)
+        if account_key:
+            return generate(self._service.account_name, account_key=account_key, expiry=expiry, start=start, **kwargs)
+        if self._delegation_key is None:
+            self._delegation_key = self._service.get_user_delegation_key(start, min(expiry, now + timedelta(days=7)))
+        return generate(self._service.account_name, user_delegation_key=self._delegation_key,
+                        expiry=expiry, start=start, **kwargs)
+
+
+def blob_url(container_sas_url: str, blob_name: str) -> str:
+    """URL of a blob inside a container SAS URL (keeps the token)."""
+    base, _, token = container_sas_url.partition("?")
+    return f"{base}/{quote(blob_name)}?{token}"
+
+
+def redact(url: str) -> str:
+    """A URL safe to log: the query string (where a SAS lives) removed."""
+    return url.split("?", 1)[0] + ("?<redacted>" if "?" in url else "")
+
+
+def queue_send(client: QueueClient, text: str) -> None:
+    try:
+        client.send_message(text)
+    except ResourceNotFoundError:
+        client.create_queue()
+        client.send_message(text)

@@ -1,0 +1,139 @@
+"""Step 2 (timer): keep each active run's status.json current and hand finished runs to finalize.
+
+Per run and tick: one task-counts call, plus one filtered list only when the counts say the run
+is done (counts may lag). The running -> merging change is a conditional write, so when two
+monitors overlap exactly one of them enqueues the finalize message.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from shared import batch, storage
+from shared.cleanup import clean_up
+from shared.context import Context
+from shared.errors import BatchdropError, Conflict, RunNotFound
+from shared.runs import ACCEPTED, CANCELLED, FAILED, MERGING, RUNNING, TERMINAL, Record
+
+log = logging.getLogger(__name__)
+
+STUCK_INTAKE = timedelta(minutes=30)  # longer than any intake can take (the function timeout is 10)
+FINALIZE_RETRY_AFTER = timedelta(minutes=15)
+MAX_FINALIZE_REQUESTS = 3
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the counts mean for a running run (pure, so it is tested without services)."""
+
+    done: bool
+    failed_fast: bool
+
+
+def decide(counts: dict, on_task_failure: str) -> Decision:
+    total = counts["total"]
+    finished = counts["succeeded"] + counts["failed"]
+    if on_task_failure == "fail" and counts["failed"] > 0:
+        return Decision(done=True, failed_fast=finished < total)
+    return Decision(done=total > 0 and finished >= total, failed_fast=False)
+
+
+def watch(ctx: Context) -> dict[str, str]:
+    """One monitor tick over every active run. Returns run id -> what happened (for logs and tests)."""
+    outcome: dict[str, str] = {}
+    for run_id in ctx.runs.active_run_ids():
+        try:
+            outcome[run_id] = watch_run(ctx, run_id)
+        except RunNotFound:
+            ctx.runs.forget_active(run_id)
+            outcome[run_id] = "forgotten"
+        except BatchdropError as e:
+            log.warning("monitor could not check run_id=%s error=%s", run_id, e)
+            outcome[run_id] = f"error: {e}"
+    return outcome
+
+
+def watch_run(ctx: Context, run_id: str) -> str:
+    record = ctx.runs.read(run_id)
+    state = record.data["state"]
+    if state in TERMINAL:
+        ctx.runs.forget_active(run_id)
+        return "forgotten"
+    if state == ACCEPTED:
+        return _watch_accepted(ctx, record)
+    if state == RUNNING:
+        return _watch_running(ctx, record)
+    return _watch_merging(ctx, record)
+
+
+def _age(ctx: Context, stamp: str) -> timedelta:
+    return ctx.clock() - datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _watch_accepted(ctx: Context, record: Record) -> str:
+    """Intake is still going, or died for good (its retries exhausted): then fail and clean up."""
+    if _age(ctx, record.data["updated_at"]) < STUCK_INTAKE:
+        return "intake in progress"
+    _give_up(ctx, record, "intake did not finish (the intake function kept failing); drop the job file again")
+    return "failed: intake stuck"
+
+
+def _watch_running(ctx: Context, record: Record) -> str:
+    run_id = record.data["run_id"]
+    counts = batch.task_counts(ctx.batch, run_id)
+    if counts is None:
+        _give_up(ctx, record, "the Batch job was deleted before the run finished", state=CANCELLED)
+        return "cancelled"
+    total = record.data["tasks"]["total"]
+    tasks = {"total": total, "active": counts.active, "running": counts.running,
+             "succeeded": counts.succeeded, "failed": counts.failed}
+    decision = decide(tasks, record.data.get("on_task_failure", "fail"))
+    if decision.done and not decision.failed_fast:
+        # counts may lag the tasks: confirm with one filtered list before finalising
+        unfinished = batch.list_tasks(ctx.batch, run_id, filter="state ne 'completed'", select=["id"])
+        if unfinished:
+            decision = Decision(done=False, failed_fast=False)
+    changes: dict = {"tasks": tasks}
+    if decision.done:
+        changes.update(state=MERGING, finalize_requested_at=ctx.runs.now(), finalize_requests=1)
+    if tasks == record.data["tasks"] and not decision.done:
+        return "no change"
+    try:
+        ctx.runs.update(record, changes)
+    except Conflict:
+        return "lost race"  # another monitor (or finalize) moved it first; it does the rest
+    if decision.done:
+        storage.queue_send(ctx.finalize_queue, run_id)
+        log.info("finalize requested run_id=%s", run_id)
+        return "finalize requested"
+    return "updated"
+
+
+def _watch_merging(ctx: Context, record: Record) -> str:
+    """A finalize that crashed for good (poisoned message) is asked for again, a few times."""
+    requested = record.data.get("finalize_requested_at") or record.data["updated_at"]
+    if _age(ctx, requested) < FINALIZE_RETRY_AFTER:
+        return "merging"
+    attempts = record.data.get("finalize_requests", 1)
+    if attempts >= MAX_FINALIZE_REQUESTS:
+        _give_up(ctx, record, f"finalize failed {attempts} times; see the function logs")
+        return "failed: finalize stuck"
+    try:
+        ctx.runs.update(record, {"finalize_requested_at": ctx.runs.now(), "finalize_requests": attempts + 1})
+    except Conflict:
+        return "lost race"
+    storage.queue_send(ctx.finalize_queue, record.data["run_id"])
+    return "finalize re-requested"
+
+
+def _give_up(ctx: Context, record: Record, message: str, state: str = FAILED) -> None:
+    run_id = record.data["run_id"]
+    try:
+        ctx.runs.update(record, {"state": state, "error": message})
+    except Conflict:
+        return
+    ctx.runs.write_error(run_id, {"run_id": run_id, "state": state, "message": message})
+    clean_up(ctx, run_id)
+    ctx.events.publish(state, run_id, {"error": message})
+    log.warning("run ended run_id=%s state=%s reason=%s", run_id, state, message)

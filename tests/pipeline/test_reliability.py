@@ -1,0 +1,267 @@
+"""The platform's at-least-once and crash semantics (../shared/docs/reliability.md), one test each."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.storage.blob import BlobClient, ContainerClient
+
+from shared import accept as accept_module
+from shared import finalize as finalize_module
+from shared import storage
+from shared.accept import accept
+from shared.finalize import finalize
+from shared.watch import watch
+from tests.pipeline.helpers import (
+    drain_finalize, drop, jobs_left, put_data, results_blob, run_to_end, status, wait_for, work_containers_left,
+)
+
+COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
+
+
+def job_ids(batch, run_id):
+    return [j.id for j in batch.list_jobs() if j.id == run_id]
+
+
+def task_ids(batch, run_id):
+    return sorted(t.id for t in batch.list_tasks(run_id, select=["id"]))
+
+
+def inject(emulator, job_id, task_id, fault, body=None):
+    request = urllib.request.Request(
+        f"{emulator.url}/_emulator/jobs/{job_id}/tasks/{task_id}/{fault}",
+        data=json.dumps(body or {}).encode(), method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 201, 202, 204)
+
+
+def test_same_event_twice_one_after_the_other_is_one_job(ctx, batch):
+    d = drop(ctx, "twice.json", {"command": COPY, "input": {"items": list(range(5))}})
+    assert accept(ctx, d.container, d.name) == d.run_id
+    assert accept(ctx, d.container, d.name) == d.run_id
+    assert job_ids(batch, d.run_id) == [d.run_id]
+    assert task_ids(batch, d.run_id) == [f"t{i:06d}" for i in range(5)]
+    assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
+
+
+def test_same_event_twice_at_once_is_one_job_with_the_right_tasks(ctx, batch):
+    d = drop(ctx, "atonce.json", {"command": COPY, "input": {"items": list(range(150))}})
+    errors = []
+
+    def deliver():
+        try:
+            accept(ctx, d.container, d.name)
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert job_ids(batch, d.run_id) == [d.run_id]
+    assert task_ids(batch, d.run_id) == [f"t{i:06d}" for i in range(150)]
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "succeeded" and final["tasks"]["total"] == 150
+
+
+def test_reupload_with_new_content_is_a_new_run_and_leaves_the_old_results(ctx):
+    first = drop(ctx, "again.json", {"command": COPY, "input": {"items": [1]}})
+    accept(ctx, first.container, first.name)
+    old = run_to_end(ctx, first.run_id)
+    old_output = results_blob(ctx, f"{first.run_id}/output.jsonl")
+    second = drop(ctx, "again.json", {"command": COPY, "input": {"items": [2]}})
+    assert second.run_id != first.run_id
+    accept(ctx, second.container, second.name)
+    assert run_to_end(ctx, second.run_id)["state"] == "succeeded"
+    assert results_blob(ctx, f"{second.run_id}/output.jsonl") == b"2\n"
+    assert status(ctx, first.run_id) == old
+    assert results_blob(ctx, f"{first.run_id}/output.jsonl") == old_output
+
+
+def test_crash_after_some_tasks_were_added_then_retry_gives_exactly_the_right_tasks(ctx, batch, monkeypatch):
+    d = drop(ctx, "crash.json", {"command": COPY, "input": {"items": list(range(250))}})
+    real_add = accept_module.batch.add_tasks
+    calls = {"n": 0}
+
+    def add_then_crash(client, job_id, tasks):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ConnectionError("host died mid-submission")
+        real_add(client, job_id, tasks)
+
+    monkeypatch.setattr(accept_module.batch, "add_tasks", add_then_crash)
+    with pytest.raises(ConnectionError):
+        accept(ctx, d.container, d.name)
+    assert status(ctx, d.run_id)["state"] == "accepted"
+    assert 0 < len(task_ids(batch, d.run_id)) < 250
+    monkeypatch.setattr(accept_module.batch, "add_tasks", real_add)
+    accept(ctx, d.container, d.name)  # the trigger's retry
+    assert task_ids(batch, d.run_id) == [f"t{i:06d}" for i in range(250)]
+    final = run_to_end(ctx, d.run_id, deadline_s=120)
+    assert final["state"] == "succeeded"
+    assert [json.loads(x) for x in results_blob(ctx, f"{d.run_id}/output.jsonl").splitlines()] == list(range(250))
+
+
+def test_two_monitors_at_once_request_one_finalize(ctx):
+    d = drop(ctx, "monitors.json", {"command": COPY, "input": {"items": [1, 2]}})
+    accept(ctx, d.container, d.name)
+    wait_for(lambda: ctx.batch.get_job_task_counts(d.run_id).task_counts.completed == 2, what="tasks complete")
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def tick():
+        barrier.wait()
+        outcomes.append(watch(ctx).get(d.run_id))
+
+    threads = [threading.Thread(target=tick) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert outcomes.count("finalize requested") == 1, outcomes
+    assert drain_finalize(ctx) == 1
+    assert status(ctx, d.run_id)["state"] == "succeeded"
+
+
+def test_finalize_killed_half_way_then_retried_leaves_one_complete_output(ctx, monkeypatch):
+    items = [{"i": i, "pad": "x" * 2000} for i in range(40)]
+    d = drop(ctx, "killed.json", {"command": COPY, "input": {"items": items}, "items_per_task": 4})
+    accept(ctx, d.container, d.name)
+    wait_for(lambda: watch(ctx).get(d.run_id) == "finalize requested", deadline_s=60, interval_s=0.2,
+             what="finalize requested")
+    real_merge = finalize_module.merge.merge_stream
+
+    def merge_then_die(kind, sources):
+        for n, chunk in enumerate(real_merge(kind, sources)):
+            if n == 3:
+                raise RuntimeError("host killed during merge")
+            yield chunk
+
+    monkeypatch.setattr(finalize_module.merge, "merge_stream", merge_then_die)
+    with pytest.raises(RuntimeError):
+        finalize(ctx, d.run_id)
+    assert results_blob(ctx, f"{d.run_id}/output.jsonl") is None  # never a partial file
+    assert status(ctx, d.run_id)["state"] == "merging"
+    monkeypatch.setattr(finalize_module.merge, "merge_stream", real_merge)
+    assert finalize(ctx, d.run_id) == "succeeded"
+    assert finalize(ctx, d.run_id) == "succeeded"  # a duplicate message changes nothing
+    merged = [json.loads(x) for x in results_blob(ctx, f"{d.run_id}/output.jsonl").splitlines()]
+    assert merged == items
+
+
+@pytest.mark.parametrize("raw, field, words", [
+    (b"{not json", None, "JSON"),
+    (json.dumps({"command": "true"}).encode(), "input", "input"),
+    (json.dumps({"command": "true", "input": {"items": [1]}, "comand": 1}).encode(), "comand", "command"),
+    (json.dumps({"command": "true", "input": {"items": [1]}, "retries": "3"}).encode(), "retries", "retries"),
+])
+def test_malformed_job_file_is_rejected_and_nothing_is_created(ctx, batch, raw, field, words):
+    d = drop(ctx, "bad.json", raw)
+    run_id = accept(ctx, d.container, d.name)
+    assert status(ctx, run_id)["state"] == "rejected"
+    error = json.loads(results_blob(ctx, f"{run_id}/error.json"))
+    assert error["field"] == field
+    assert words in error["message"]
+    assert job_ids(batch, run_id) == []
+    assert work_containers_left(ctx) == []
+    assert ctx.blobs.get_blob_client(d.container, d.name).download_blob().readall() == raw  # job file untouched
+
+
+def test_missing_input_blob_and_zero_tasks_are_rejected(ctx, batch):
+    d = drop(ctx, "missing.json", {"command": COPY, "input": {"blob": f"{ctx.settings.data_container}/nope.jsonl"}})
+    accept(ctx, d.container, d.name)
+    error = json.loads(results_blob(ctx, f"{d.run_id}/error.json"))
+    assert error["field"] == "input.blob" and "nope.jsonl" in error["message"]
+    put_data(ctx, "empty.jsonl", b"\n\n")
+    e = drop(ctx, "empty.json", {"command": COPY, "input": {"blob": f"{ctx.settings.data_container}/empty.jsonl"}})
+    accept(ctx, e.container, e.name)
+    assert status(ctx, e.run_id)["state"] == "rejected"
+    assert "no records" in json.loads(results_blob(ctx, f"{e.run_id}/error.json"))["message"]
+    assert job_ids(batch, d.run_id) == [] and job_ids(batch, e.run_id) == []
+    assert work_containers_left(ctx) == []
+
+
+def test_oversized_job_file_is_rejected(ctx):
+    d = drop(ctx, "huge.json", b'{"command": "true", "input": {"items": [' + b"1," * 600_000 + b"1]}}")
+    accept(ctx, d.container, d.name)
+    error = json.loads(results_blob(ctx, f"{d.run_id}/error.json"))
+    assert "limit" in error["message"]
+
+
+def test_preempted_task_is_requeued_and_the_run_still_succeeds(ctx, batch, batch_emulator):
+    d = drop(ctx, "preempt.json", {"command": 'sleep 1; ' + COPY, "input": {"items": [1, 2]}})
+    accept(ctx, d.container, d.name)
+    wait_for(lambda: batch.get_task(d.run_id, "t000000").state == "running", what="task running")
+    inject(batch_emulator, d.run_id, "t000000", "preempt")
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "succeeded"
+    report = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))
+    entry = report["entries"][0]
+    assert entry["requeues"] >= 1 and entry["retries"] == 0
+
+
+def test_exit_zero_but_output_upload_failed_counts_as_failed(ctx, batch_emulator):
+    d = drop(ctx, "upload.json", {"command": 'sleep 0.5; ' + COPY, "input": {"items": [1]}, "retries": 0})
+    # the fault is registered by id before the task exists
+    inject(batch_emulator, d.run_id, "t000000", "fail-upload")
+    accept(ctx, d.container, d.name)
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "failed"
+    entry = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))["entries"][0]
+    assert entry["exit_code"] == 0 and entry["outcome"] == "failed" and entry["failure"]["code"]
+
+
+def test_job_deleted_by_someone_else_cancels_the_run_and_cleans_up(ctx, batch):
+    d = drop(ctx, "cancel.json", {"command": "sleep 30", "input": {"items": [1]}})
+    accept(ctx, d.container, d.name)
+    batch.begin_delete_job(d.run_id).result()
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "cancelled"
+    assert work_containers_left(ctx) == []
+
+
+def test_logs_at_debug_hold_no_secret(ctx, caplog):
+    caplog.set_level(logging.DEBUG)
+    for name in ("azure", "azure.core.pipeline.policies.http_logging_policy", "azure.storage", "azure.batch"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    d = drop(ctx, "secret.json", {"command": COPY, "input": {"items": [1, 2]}, "config": {"a": 1}})
+    accept(ctx, d.container, d.name)
+    run_to_end(ctx, d.run_id)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert len(caplog.records) > 20  # the SDKs really logged at DEBUG
+    for needle in ("sig=", "AccountKey=", "SharedKey ", ctx.settings.batch.account_key.reveal()):
+        assert needle not in text, f"{needle[:12]}... leaked into the logs"
+
+
+def test_task_sas_grants_only_what_it_needs_and_expires(ctx, batch):
+    d = drop(ctx, "sas.json", {"command": "sleep 20", "input": {"items": [1]}, "task_timeout_minutes": 5,
+                               "retries": 0})
+    accept(ctx, d.container, d.name)
+    task = batch.get_task(d.run_id, "t000000")
+    input_url = task.resource_files[0].http_url
+    out_url = [o for o in task.output_files if o.file_pattern.startswith("output")][0].destination.container.container_url
+    for url, expected in ((input_url, "r"), (out_url, "cw")):
+        q = parse_qs(urlparse(url).query)
+        assert "".join(sorted(q["sp"][0])) == "".join(sorted(expected))
+        expiry = datetime.fromisoformat(q["se"][0].replace("Z", "+00:00"))
+        assert timedelta(0) < expiry - datetime.now(timezone.utc) < timedelta(hours=3)
+    # read-only input: cannot be overwritten
+    with pytest.raises(HttpResponseError):
+        BlobClient.from_blob_url(input_url).upload_blob(b"tamper", overwrite=True)
+    assert BlobClient.from_blob_url(input_url).download_blob().readall() == b"1\n"
+    # write-only output: cannot be read or listed
+    with pytest.raises(HttpResponseError):
+        list(ContainerClient.from_container_url(out_url).list_blobs())
+    BlobClient.from_blob_url(storage.blob_url(out_url, "probe.txt")).upload_blob(b"x")
+    with pytest.raises(HttpResponseError):
+        BlobClient.from_blob_url(storage.blob_url(out_url, "probe.txt")).download_blob().readall()
+    batch.begin_delete_job(d.run_id).result()
+    run_to_end(ctx, d.run_id)

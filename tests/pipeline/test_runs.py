@@ -1,0 +1,155 @@
+"""Whole runs through accept -> watch -> finalize against real Azurite and the real emulator."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+
+import pytest
+
+from shared.accept import accept
+from tests.pipeline.helpers import (
+    drop, jobs_left, pools_left, put_data, results_blob, run_to_end, status, wait_for, work_containers_left,
+)
+
+COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
+
+
+def assert_cleaned_up(ctx, batch, run_id):
+    wait_for(lambda: not jobs_left(batch, run_id), what="job deleted")
+    wait_for(lambda: not pools_left(batch, run_id), what="auto pool deleted")
+    assert work_containers_left(ctx) == []
+
+
+def test_items_run_merges_jsonl_in_task_order_and_cleans_up(ctx, batch):
+    items = [{"n": i} for i in range(7)]
+    job = {"command": COPY, "input": {"items": items}, "items_per_task": 2}
+    d = drop(ctx, "square.json", job)
+    assert accept(ctx, d.container, d.name) == d.run_id
+    running = status(ctx, d.run_id)
+    assert running["state"] == "running" and running["tasks"]["total"] == 4
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "succeeded", final
+    assert final["tasks"] == {"total": 4, "active": 0, "running": 0, "succeeded": 4, "failed": 0}
+    out = results_blob(ctx, f"{d.run_id}/output.jsonl")
+    assert [json.loads(line) for line in out.splitlines()] == items
+    report = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))
+    assert [e["task_id"] for e in report["entries"]] == ["t000000", "t000001", "t000002", "t000003"]
+    assert all(e["outcome"] == "succeeded" and e["exit_code"] == 0 for e in report["entries"])
+    assert final["output"] == f"{ctx.settings.results_container}/{d.run_id}/output.jsonl"
+    assert_cleaned_up(ctx, batch, d.run_id)
+    assert [e[0] for e in ctx.events.events] == ["accepted", "running", "succeeded"]
+
+
+def test_task_environment_follows_the_contract(ctx):
+    script = (
+        'printf \'{"index": "%s", "count": "%s", "input": "%s", "config": "%s", "outdir_ok": %s}\\n\' '
+        '"$TASK_INDEX" "$TASK_COUNT" "$(basename "$INPUT_PATH")" "$(cat "$CONFIG_PATH" | tr -d \'"\')" '
+        '"$( [ "$(dirname "$OUTPUT_PATH")" = "$OUTPUT_DIR" ] && echo true || echo false)" > "$OUTPUT_PATH"'
+    )
+    job = {"command": script, "input": {"items": [1, 2, 3]}, "tasks": 3, "config": {"k": 1}}
+    d = drop(ctx, "env.json", job)
+    accept(ctx, d.container, d.name)
+    assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
+    lines = [json.loads(x) for x in results_blob(ctx, f"{d.run_id}/output.jsonl").splitlines()]
+    assert [x["index"] for x in lines] == ["0", "1", "2"]
+    assert {x["count"] for x in lines} == {"3"}
+    assert {x["input"] for x in lines} == {"input.jsonl"}
+    assert {x["config"] for x in lines} == {"{k:1}"}
+    assert all(x["outdir_ok"] for x in lines)
+
+
+def test_blob_csv_input_keeps_one_header_and_resources_are_unzipped(ctx):
+    rows = [["id", "value"]] + [[str(i), str(i * i)] for i in range(10)]
+    text = "".join(",".join(r) + "\n" for r in rows).encode()
+    put_data(ctx, "in/table.csv", text)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("suffix.txt", "ok")
+    put_data(ctx, "ref/tools.zip", archive.getvalue())
+    job = {
+        "command": 'cp "$INPUT_PATH" "$OUTPUT_PATH" && test "$(cat "$RESOURCES_DIR/suffix.txt")" = ok',
+        "input": {"blob": f"{ctx.settings.data_container}/in/table.csv"},
+        "items_per_task": 4,
+        "resources": [{"blob": f"{ctx.settings.data_container}/ref/tools.zip", "unzip": True}],
+    }
+    d = drop(ctx, "table.json", job)
+    accept(ctx, d.container, d.name)
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "succeeded", final
+    assert final["tasks"]["total"] == 3
+    merged = results_blob(ctx, f"{d.run_id}/output.csv").decode()
+    assert list(csv.reader(io.StringIO(merged))) == rows
+
+
+def test_prefix_input_with_config_blob_and_concat_merge(ctx):
+    for i in range(3):
+        put_data(ctx, f"parts/p{i}.bin", bytes([65 + i]) * (i + 1))
+    put_data(ctx, "cfg.json", b'{"sep": "|"}')
+    job = {
+        "command": 'cat "$INPUT_PATH" > "$OUTPUT_PATH"; grep -q sep "$CONFIG_PATH"',
+        "input": {"prefix": f"{ctx.settings.data_container}/parts/"},
+        "config": {"blob": f"{ctx.settings.data_container}/cfg.json"},
+        "merge": "concat",
+    }
+    d = drop(ctx, "parts.json", job)
+    accept(ctx, d.container, d.name)
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "succeeded", final
+    assert results_blob(ctx, f"{d.run_id}/output.bin") == b"ABBCCC"
+
+
+def test_merge_none_keeps_per_task_outputs(ctx):
+    job = {"command": 'echo "$TASK_INDEX" > "$OUTPUT_PATH"; echo extra > "$OUTPUT_DIR/extra.txt"',
+           "input": {"items": ["a", "b"]}, "merge": "none"}
+    d = drop(ctx, "keep.json", job)
+    accept(ctx, d.container, d.name)
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "succeeded", final
+    assert results_blob(ctx, f"{d.run_id}/tasks/t000001/output.jsonl") == b"1\n"
+    assert results_blob(ctx, f"{d.run_id}/tasks/t000000/extra.txt") == b"extra\n"
+
+
+def test_lines_input_merges_lines(ctx):
+    put_data(ctx, "words.txt", b"alpha\nbeta\ngamma\n")
+    job = {"command": 'tr a-z A-Z < "$INPUT_PATH" > "$OUTPUT_PATH"',
+           "input": {"blob": f"{ctx.settings.data_container}/words.txt", "format": "lines"}, "tasks": 2}
+    d = drop(ctx, "upper.json", job)
+    accept(ctx, d.container, d.name)
+    assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
+    assert results_blob(ctx, f"{d.run_id}/output.txt") == b"ALPHA\nBETA\nGAMMA\n"
+
+
+def test_image_runs_on_the_host_locally_and_status_says_so(ctx):
+    job = {"command": COPY, "image": "python:3.11-slim", "input": {"items": [1]}}
+    d = drop(ctx, "img.json", job)
+    accept(ctx, d.container, d.name)
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "succeeded", final
+    assert final.get("container_execution") == "host"
+
+
+@pytest.mark.parametrize("policy", ["fail", "partial"])
+def test_failing_task_is_retried_and_reported_with_its_stderr(ctx, batch, policy):
+    job = {"command": 'if [ "$TASK_INDEX" = 1 ]; then echo "boom on $TASK_INDEX" >&2; exit 3; fi; ' + COPY,
+           "input": {"items": [0, 1, 2]}, "retries": 2, "on_task_failure": policy}
+    d = drop(ctx, f"fails-{policy}.json", job)
+    accept(ctx, d.container, d.name)
+    final = run_to_end(ctx, d.run_id, deadline_s=90)
+    report = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))
+    failed = [e for e in report["entries"] if e["outcome"] == "failed"]
+    assert [e["task_id"] for e in failed] == ["t000001"]
+    assert failed[0]["exit_code"] == 3 and failed[0]["retries"] == 2
+    assert "boom on 1" in failed[0]["stderr_tail"]
+    assert b"boom on 1" in results_blob(ctx, f"{d.run_id}/tasks/t000001/stderr.txt")
+    if policy == "fail":
+        assert final["state"] == "failed"
+        assert results_blob(ctx, f"{d.run_id}/output.jsonl") is None
+        error = json.loads(results_blob(ctx, f"{d.run_id}/error.json"))
+        assert "t000001" in error["message"]
+    else:
+        assert final["state"] == "succeeded"
+        assert results_blob(ctx, f"{d.run_id}/output.jsonl") == b"0\n2\n"
+        assert any("partial" in w for w in report["warnings"])
+    assert_cleaned_up(ctx, batch, d.run_id)

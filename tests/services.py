@@ -70,18 +70,21 @@ def azurite_binary() -> str:
     return str(path)
 
 
-def start_azurite() -> Azurite:
+def start_azurite(in_memory: bool = True) -> Azurite:
+    """In memory for tests; on disk (a temporary folder) for benchmarks that hold gigabytes."""
     blob, queue, table = free_port(), free_port(), free_port()
     workdir = tempfile.mkdtemp(prefix="azurite-")
     cmd = [
-        azurite_binary(), "--inMemoryPersistence", "--silent",
+        azurite_binary(), *(["--inMemoryPersistence"] if in_memory else []), "--silent",
         "--skipApiVersionCheck", "--disableTelemetry", "--loose",
         "--blobHost", "127.0.0.1", "--blobPort", str(blob),
         "--queueHost", "127.0.0.1", "--queuePort", str(queue),
         "--tableHost", "127.0.0.1", "--tablePort", str(table),
-        "--location", workdir,
+        # Azurite refuses --location together with --inMemoryPersistence
+        *([] if in_memory else ["--location", workdir]),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     try:
         for port in (blob, queue, table):
             wait_for_port(port, proc)

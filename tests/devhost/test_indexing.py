@@ -1,0 +1,111 @@
+"""Indexing the app like the worker, resolving it like the host, refusing what devhost cannot run."""
+from __future__ import annotations
+
+import json
+
+import azure.functions as func
+import pytest
+
+from devhost import Host, IndexingError, UnsupportedBindingError, index_functions
+from devhost.settings import Settings
+
+from .conftest import APPS
+
+
+def test_refuses_an_unsupported_trigger_by_name(load_app):
+    app, _ = load_app("unsupported")
+    with pytest.raises(UnsupportedBindingError) as e:
+        Host(app, {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}, app_dir=APPS / "unsupported")
+    assert str(e.value) == ("devhost: function 'changes' uses binding 'cosmosDBTrigger', which the local "
+                            "host does not support; use func start")
+    assert e.value.function_name == "changes" and e.value.binding == "cosmosDBTrigger"
+
+
+def test_refuses_output_and_input_bindings_by_name(load_app):
+    app, _ = load_app("outbinding")
+    with pytest.raises(UnsupportedBindingError) as e:
+        Host(app, {}, app_dir=APPS / "outbinding")
+    assert "function 'copy' uses binding 'blob' (output)" in str(e.value)
+
+
+def test_refuses_http_triggers():
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route="hello")
+    def hello(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("hi")
+
+    with pytest.raises(UnsupportedBindingError, match="uses binding 'httpTrigger'"):
+        index_functions(app, Settings({}))
+
+
+def test_refuses_a_trigger_annotation_the_worker_would_refuse(load_app):
+    app, _ = load_app("badparams")
+    with pytest.raises(IndexingError, match='type of msg binding "queueTrigger" does not match its Python annotation'):
+        Host(app, {}, app_dir=APPS / "badparams")
+
+
+def test_refuses_parameters_without_bindings():
+    app = func.FunctionApp()
+
+    @app.queue_trigger(arg_name="msg", queue_name="work", connection="")
+    def f(msg: func.QueueMessage, extra: str) -> None:
+        pass
+
+    with pytest.raises(IndexingError, match="declared in Python but not in the bindings"):
+        index_functions(app, Settings({}))
+
+
+def test_project_shaped_app_is_indexed_with_settings_resolved(load_app):
+    app, _ = load_app("blobs")
+    specs = {s.name: s for s in index_functions(app, Settings({"IN_CONTAINER": "intake", "EG_CONTAINER": "drops"}),
+                                                APPS / "blobs")}
+    intake, events = specs["intake"], specs["events"]
+    assert (intake.path, intake.connection, intake.source, intake.param_name) == \
+        ("intake/{name}", "DATA", "LogsAndContainerScan", "jobfile")
+    assert (events.path, events.source) == ("drops/jobs/{name}.json", "EventGrid")
+    assert intake.function_id == "Host.Functions.intake"
+    assert json.loads(intake.raw_bindings[0])["path"] == "%IN_CONTAINER%/{name}"  # what the worker sent
+
+
+def test_missing_setting_in_a_trigger_fails_indexing(load_app):
+    app, _ = load_app("blobs")
+    with pytest.raises(IndexingError, match="'%IN_CONTAINER%' does not resolve to a value"):
+        index_functions(app, Settings({}), APPS / "blobs")
+
+
+def test_queue_and_timer_triggers_are_resolved(load_app):
+    app, _ = load_app("queues")
+    specs = {s.name: s for s in index_functions(app, Settings({"WORK_QUEUE": "Work-Items", "ASYNC_QUEUE": "aq1"}))}
+    assert specs["finalize"].queue_name == "work-items"  # the host lower-cases queue names
+    assert specs["finalize"].connection == "AzureWebJobsStorage"
+    assert specs["finalize_async"].is_async and specs["finalize_async"].requires_context
+    assert specs["finalize_async"].bind_type == "generic" and specs["finalize_async"].data_type == "string"
+    app, _ = load_app("timers")
+    specs = {s.name: s for s in index_functions(app, Settings({"TICK_SCHEDULE": "*/5 * * * * *"}))}
+    assert str(specs["tick"].schedule) == "Cron: '*/5 * * * * *'"
+    assert specs["tick"].use_monitor is False and specs["tick"].run_on_startup is False
+    assert specs["daily"].use_monitor is True  # default for schedules of a minute or more
+
+
+def test_bad_schedule_and_bad_queue_name_fail_indexing(load_app):
+    app, _ = load_app("timers")
+    with pytest.raises(IndexingError, match="not recognized as a valid cron expression or timespan"):
+        index_functions(app, Settings({"TICK_SCHEDULE": "often"}))
+    app, _ = load_app("queues")
+    with pytest.raises(IndexingError, match="not a valid queue name"):
+        index_functions(app, Settings({"WORK_QUEUE": "a_b", "ASYNC_QUEUE": "aq1"}))
+
+
+def test_the_same_app_can_be_indexed_again_as_after_a_restart(load_app):
+    app, _ = load_app("timers")
+    s = Settings({"TICK_SCHEDULE": "00:00:01"})
+    assert [f.name for f in index_functions(app, s)] == [f.name for f in index_functions(app, s)]
+
+
+def test_host_json_functions_list_and_disabled_setting(load_app):
+    app, _ = load_app("timers")
+    s = Settings({"TICK_SCHEDULE": "00:00:01"})
+    assert [f.name for f in index_functions(app, s, only=["daily"])] == ["daily"]
+    s = Settings({"TICK_SCHEDULE": "00:00:01", "AzureWebJobs.daily.Disabled": "true"})
+    assert [f.name for f in index_functions(app, s)] == ["tick"]

@@ -75,7 +75,7 @@ def accept(ctx: Context, container: str, blob_name: str) -> str | None:
 
     try:
         shards = _plan_inputs(ctx, spec, existing.data if existing else None)
-        first = next(shards.produced) if shards.produced is not None else None
+        first = next(shards.produced, None) if shards.produced is not None else None
         if shards.produced is not None and first is None:
             raise JobFileError("the input holds no records, so there is nothing to run; "
                                "check that the blob is not empty and has the expected format", field="input")
@@ -124,6 +124,9 @@ def _initial_status(ctx: Context, run_id: str, spec: JobSpec, job_file: str, eta
         "output_extension": spec.merge.output_extension,
         "task_output": jobfile.task_output_name(spec),
         "pool": spec.pool.id if isinstance(spec.pool, ExistingPool) else "auto",
+        "task_timeout_minutes": spec.task_timeout_minutes,
+        **({"merge_command": {"command": spec.merge.command, "image": spec.merge.image or spec.image}}
+           if spec.merge.kind == "command" else {}),
     }
 
 
@@ -136,7 +139,7 @@ def _plan_inputs(ctx: Context, spec: JobSpec, status: dict | None) -> Shards:
 
     inp = spec.input
     if isinstance(inp, ItemsInput):
-        return Shards("input.jsonl", produced=iter(split.split_items(inp.items, spec.items_per_task, spec.tasks)))
+        return Shards("input.jsonl", produced=split.iter_item_shards(inp.items, items_per_task=spec.items_per_task, tasks=spec.tasks))
     if isinstance(inp, BlobInput):
         info = storage.blob_info(ctx.blobs, inp.blob.container, inp.blob.path, "input.blob")
         chunks = storage.read_chunks(ctx.blobs, info.container, info.name, etag=info.etag)
@@ -145,7 +148,7 @@ def _plan_inputs(ctx: Context, spec: JobSpec, status: dict | None) -> Shards:
         return Shards(f"input.{jobfile.input_extension(inp)}", produced=produced)
     if isinstance(inp, PrefixInput):
         blobs = storage.list_prefix(ctx.blobs, inp.prefix.container, inp.prefix.path, "input.prefix")
-        ext = blobs[0].name.rsplit(".", 1)[-1] if "." in blobs[0].name.rsplit("/", 1)[-1] else "dat"
+        ext = blobs[0].name.rsplit(".", 1)[-1] if "." in blobs[0].name.rsplit("/", 1)[-1] else "bin"
         return Shards(f"input.{ext}", existing=tuple(blobs))
     raise JobFileError(f"unsupported input form {type(inp).__name__}", field="input")
 
@@ -210,7 +213,8 @@ def _submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, first: byt
         for _ in executor.map(lambda g: batch.add_tasks(ctx.batch, run_id, [batch.task_model(plan, t) for t in g]),
                               groups):
             pass
-    batch.seal_job(ctx.batch, run_id)
+    if spec.merge.kind != "command":
+        batch.seal_job(ctx.batch, run_id)  # a merge task is added later; finalize seals those jobs
     return count
 
 

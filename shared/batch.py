@@ -309,3 +309,74 @@ def delete_pool(client: BatchClient, pool_id: str) -> bool:
         if error_code(e) in ("PoolNotFound", "PoolBeingDeleted") or e.status_code == 404:
             return False
         raise translate(e, f"deleting pool {pool_id}") from None
+
+
+MERGE_TASK_ID = "merge"
+
+
+@dataclass(frozen=True)
+class MergeTaskPlan:
+    """The user's own recombiner: one task that sees every task output under $OUTPUTS_DIR."""
+
+    command: str
+    image: str | None
+    output_file: str
+    outputs_url: str  # read+list SAS URL of the run's output container (a secret)
+    output_container_url: str  # write-only SAS URL (a secret)
+    timeout: timedelta
+    registry: bm.ContainerRegistryReference | None = None
+
+
+def merge_task_model(plan: MergeTaskPlan) -> bm.BatchTaskCreateOptions:
+    """Task outputs arrive as $OUTPUTS_DIR/<task id>/..., task ids sort in task order."""
+    script = "; ".join([
+        'wd="$AZ_BATCH_TASK_WORKING_DIR"',
+        'export OUTPUTS_DIR="$wd/outputs/tasks" OUTPUT_DIR="$wd/output"',
+        f'export OUTPUT_PATH="$OUTPUT_DIR/{plan.output_file}"',
+        'rm -rf "$OUTPUT_DIR"', 'mkdir -p "$OUTPUT_DIR" "$OUTPUTS_DIR"',
+        'exec /bin/sh -c "$BATCHDROP_COMMAND"',
+    ])
+    container = None
+    if plan.image:
+        container = bm.BatchTaskContainerSettings(image_name=plan.image, container_run_options="--rm",
+                                                  working_directory="taskWorkingDirectory", registry=plan.registry)
+    return bm.BatchTaskCreateOptions(
+        id=MERGE_TASK_ID,
+        command_line="/bin/sh -c " + shlex.quote(script),
+        container_settings=container,
+        resource_files=[bm.ResourceFile(storage_container_url=plan.outputs_url, blob_prefix="tasks/",
+                                        file_path="outputs")],
+        environment_settings=[bm.EnvironmentSetting(name="BATCHDROP_COMMAND", value=plan.command)],
+        output_files=[
+            bm.OutputFile(
+                file_pattern="output/**/*",
+                destination=bm.OutputFileDestination(container=bm.OutputFileBlobContainerDestination(
+                    container_url=plan.output_container_url, path=f"merged")),
+                upload_options=bm.OutputFileUploadConfiguration(upload_condition="taskSuccess")),
+            bm.OutputFile(
+                file_pattern="../std*.txt",
+                destination=bm.OutputFileDestination(container=bm.OutputFileBlobContainerDestination(
+                    container_url=plan.output_container_url, path=f"logs/{MERGE_TASK_ID}")),
+                upload_options=bm.OutputFileUploadConfiguration(upload_condition="taskFailure")),
+        ],
+        constraints=bm.BatchTaskConstraints(max_wall_clock_time=plan.timeout, max_task_retry_count=0),
+    )
+
+
+def add_task(client: BatchClient, job_id: str, task: bm.BatchTaskCreateOptions) -> None:
+    """Idempotent: an existing task with the same id counts as added."""
+    try:
+        client.create_task(job_id, task)
+    except HttpResponseError as e:
+        if error_code(e) == "TaskExists":
+            return
+        raise translate(e, f"adding task {task.id} to job {job_id}") from None
+
+
+def get_task(client: BatchClient, job_id: str, task_id: str) -> bm.BatchTask | None:
+    try:
+        return client.get_task(job_id, task_id)
+    except HttpResponseError as e:
+        if error_code(e) in ("TaskNotFound", "JobNotFound") or e.status_code == 404:
+            return None
+        raise translate(e, f"reading task {task_id} of job {job_id}") from None

@@ -45,7 +45,8 @@ class Context:
         )
 
     def ensure_containers(self) -> None:
-        """The fixed containers exist (idempotent; run once per process)."""
+        """The fixed containers and the finalize queue exist (idempotent; run once per process)."""
         s = self.settings
         for name in (s.intake_container, s.data_container, s.results_container, s.control_container):
             storage.ensure_container(self.blobs, name)
+        storage.ensure_queue(self.finalize_queue)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Iterator
+
+from azure.storage.blob import ContainerSasPermissions
 
 from shared import batch, merge, storage
 from shared.cleanup import clean_up, work_containers
 from shared.context import Context
+from shared.errors import Conflict
 from shared.runs import FAILED, MERGING, SUCCEEDED, TERMINAL, RunPaths
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,8 @@ def outcome_of(task) -> TaskOutcome:
     if task.state != "completed" and failure is None:
         failure = {"category": "incomplete", "code": "TaskNotCompleted",
                    "message": f"the task was still {task.state} when the run ended"}
-    return TaskOutcome(task.id, int(task.id.lstrip("t") or 0), succeeded, exit_code,
+    index = int(task.id[1:]) if task.id[1:].isdigit() else -1  # the merge task has no index
+    return TaskOutcome(task.id, index, succeeded, exit_code,
                        info.retry_count if info else 0, info.requeue_count if info else 0, duration, failure)
 
 
@@ -77,6 +81,9 @@ def finalize(ctx: Context, run_id: str) -> str:
     paths = RunPaths(run_id)
     results = storage.JsonBlobs(ctx.blobs, ctx.settings.results_container)
     report = results.read(paths.report)
+    if report is None and record.data.get("merge_command") and record.data.get("merge_task") != "done":
+        if not _start_merge_task(ctx, record):
+            return MERGING  # the monitor calls us again once the merge task has finished
     if report is None:  # not merged yet (a rerun after the report was written skips the merge)
         report_data = _merge_and_report(ctx, record.data)
         results.put(paths.report, report_data)
@@ -109,8 +116,8 @@ def _merge_and_report(ctx: Context, status: dict) -> dict:
     run_id = status["run_id"]
     paths = RunPaths(run_id)
     _, out_container = work_containers(ctx, run_id)
-    tasks = sorted((outcome_of(t) for t in batch.list_tasks(
-        ctx.batch, run_id, select=["id", "state", "executionInfo"])), key=lambda o: o.index)
+    tasks = sorted((outcome_of(t) for t in batch.list_tasks(ctx.batch, run_id, select=["id", "state", "executionInfo"])
+                    if t.id != batch.MERGE_TASK_ID), key=lambda o: o.index)
     failed = [t for t in tasks if not t.succeeded]
     succeeded = [t for t in tasks if t.succeeded]
     entries = []
@@ -136,6 +143,8 @@ def _merge_and_report(ctx: Context, status: dict) -> dict:
         return _timed(ctx, status, report)
 
     kind = status.get("merge", "jsonl")
+    if kind == "command":
+        return _timed(ctx, status, _collect_merge_task(ctx, status, report, out_container, failed))
     ext = status.get("output_extension") or "bin"
     output_file = status.get("task_output") or f"output.{ext}"
     if kind == "none":
@@ -144,7 +153,7 @@ def _merge_and_report(ctx: Context, status: dict) -> dict:
         report["output"] = f"{ctx.settings.results_container}/{run_id}/tasks/"
     else:
         missing: list[str] = []
-        sources = _sources(ctx, out_container, [t.task_id for t in succeeded], output_file, missing)
+        sources = _sources(ctx, out_container, [f"tasks/{t.task_id}/{output_file}" for t in succeeded], missing)
         size = storage.commit_stream(ctx.blobs, ctx.settings.results_container, paths.output(ext),
                                      merge.merge_stream(kind, sources))
         if missing:
@@ -157,6 +166,61 @@ def _merge_and_report(ctx: Context, status: dict) -> dict:
     return _timed(ctx, status, report)
 
 
+def _start_merge_task(ctx: Context, record) -> bool:
+    """Add the user's merge task (once). Returns False when it was started and must be waited for,
+    True when there is nothing to merge (the run failed) and the report can be written now."""
+    status = record.data
+    if status.get("merge_task") == "running":
+        return False
+    tasks = [outcome_of(t) for t in batch.list_tasks(ctx.batch, status["run_id"], select=["id", "state", "executionInfo"])
+             if t.id != batch.MERGE_TASK_ID]
+    if not tasks or (any(not t.succeeded for t in tasks) and status.get("on_task_failure", "fail") == "fail"):
+        return True
+    run_id = status["run_id"]
+    _, out_container = work_containers(ctx, run_id)
+    timeout = timedelta(minutes=status.get("task_timeout_minutes", 60))
+    expiry = ctx.clock() + timeout + timedelta(minutes=30)
+    sas = storage.SasMinter(ctx.blobs)
+    merge_cmd = status["merge_command"]
+    plan = batch.MergeTaskPlan(
+        command=merge_cmd["command"], image=merge_cmd.get("image"),
+        output_file=status.get("task_output") or "output.bin",
+        outputs_url=sas.container_url(out_container, ContainerSasPermissions(read=True, list=True), expiry),
+        output_container_url=sas.container_url(out_container, ContainerSasPermissions(create=True, write=True), expiry),
+        timeout=timeout,
+    )
+    batch.add_task(ctx.batch, run_id, batch.merge_task_model(plan))
+    batch.seal_job(ctx.batch, run_id)
+    try:
+        ctx.runs.update(record, {"merge_task": "running", "merge_task_started_at": ctx.runs.now()})
+    except Conflict:
+        pass  # a concurrent finalize recorded it; the task itself is added once (TaskExists)
+    log.info("merge task started run_id=%s", run_id)
+    return False
+
+
+def _collect_merge_task(ctx: Context, status: dict, report: dict, out_container: str, failed: list) -> dict:
+    run_id = status["run_id"]
+    paths = RunPaths(run_id)
+    task = batch.get_task(ctx.batch, run_id, batch.MERGE_TASK_ID)
+    outcome = outcome_of(task) if task is not None else None
+    if outcome is None or not outcome.succeeded:
+        entry = outcome.as_report() if outcome else {"task_id": batch.MERGE_TASK_ID, "outcome": "failed"}
+        entry["stderr_tail"] = _keep_failure_logs(ctx, out_container, paths, batch.MERGE_TASK_ID)
+        report["merge_task"] = entry
+        report.update(state=FAILED, error="the merge task failed; see report.json (merge_task) for its stderr")
+        return report
+    report["merge_task"] = outcome.as_report()
+    output_file = status.get("task_output") or "output.bin"
+    ext = status.get("output_extension") or "bin"
+    size = storage.commit_stream(ctx.blobs, ctx.settings.results_container, paths.output(ext),
+                                 storage.read_chunks(ctx.blobs, out_container, f"merged/{output_file}"))
+    report.update(state=SUCCEEDED, output=f"{ctx.settings.results_container}/{paths.output(ext)}", output_bytes=size)
+    if failed:
+        report["warnings"].append(f"partial result: {len(failed)} task(s) failed and were not merged")
+    return report
+
+
 def _timed(ctx: Context, status: dict, report: dict) -> dict:
     created = status.get("created_at")
     report["timings"] = {"created_at": created, "submitted_at": status.get("submitted_at"),
@@ -167,17 +231,17 @@ def _timed(ctx: Context, status: dict, report: dict) -> dict:
     return report
 
 
-def _sources(ctx: Context, container: str, task_ids: list[str], output_file: str,
-             missing: list[str]) -> Iterator[Iterator[bytes]]:
-    """Each task's output as a stream, opened one at a time, in task order."""
+def _sources(ctx: Context, container: str, blob_names: list[str], missing: list[str]) -> Iterator[Iterator[bytes]]:
+    """Each task output blob as a stream, opened one at a time, in the order given. Absent blobs
+    are skipped and their task ids added to `missing`."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    for task_id in task_ids:
+    for name in blob_names:
         try:
-            stream = storage.read_chunks(ctx.blobs, container, f"tasks/{task_id}/{output_file}")
+            stream = storage.read_chunks(ctx.blobs, container, name)
             first = next(stream, b"")
         except ResourceNotFoundError:
-            missing.append(task_id)
+            missing.append(name.split("/")[-2] if name.count("/") >= 2 else name)
             continue
         yield _prepend(first, stream)
 

@@ -39,12 +39,25 @@ def _credential(settings: Settings):
     return DefaultAzureCredential(managed_identity_client_id=settings.storage.managed_identity_client_id)
 
 
+def _transport(pool_size: int):
+    """A connection pool as large as our parallelism (the default 10 would churn connections)."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return RequestsTransport(session=session, session_owner=True)
+
+
 def blob_service(settings: Settings) -> BlobServiceClient:
     """Connection string when given (Azurite, account key), else managed identity."""
     s = settings.storage
+    options = dict(max_single_put_size=BLOCK_SIZE, transport=_transport(settings.upload_concurrency * 2 + 8))
     if s.connection_string is not None:
-        return BlobServiceClient.from_connection_string(s.connection_string.reveal(), max_single_put_size=BLOCK_SIZE)
-    return BlobServiceClient(s.blob_service_uri, credential=_credential(settings), max_single_put_size=BLOCK_SIZE)
+        return BlobServiceClient.from_connection_string(s.connection_string.reveal(), **options)
+    return BlobServiceClient(s.blob_service_uri, credential=_credential(settings), **options)
 
 
 def queue_client(settings: Settings, name: str) -> QueueClient:
@@ -273,6 +286,14 @@ def blob_url(container_sas_url: str, blob_name: str) -> str:
 def redact(url: str) -> str:
     """A URL safe to log: the query string (where a SAS lives) removed."""
     return url.split("?", 1)[0] + ("?<redacted>" if "?" in url else "")
+
+
+def ensure_queue(client: QueueClient) -> None:
+    """Idempotent: an existing queue is fine."""
+    try:
+        client.create_queue()
+    except ResourceExistsError:
+        pass
 
 
 def queue_send(client: QueueClient, text: str) -> None:

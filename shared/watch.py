@@ -111,7 +111,18 @@ def _watch_running(ctx: Context, record: Record) -> str:
 
 
 def _watch_merging(ctx: Context, record: Record) -> str:
-    """A finalize that crashed for good (poisoned message) is asked for again, a few times."""
+    """Wait for the user's merge task; and a finalize that crashed for good (poisoned message)
+    is asked for again, a few times."""
+    if record.data.get("merge_task") == "running":
+        task = batch.get_task(ctx.batch, record.data["run_id"], batch.MERGE_TASK_ID)
+        if task is not None and task.state != "completed":
+            return "merge task running"
+        try:
+            ctx.runs.update(record, {"merge_task": "done", "finalize_requested_at": ctx.runs.now()})
+        except Conflict:
+            return "lost race"
+        storage.queue_send(ctx.finalize_queue, record.data["run_id"])
+        return "finalize requested"
     requested = record.data.get("finalize_requested_at") or record.data["updated_at"]
     if _age(ctx, requested) < FINALIZE_RETRY_AFTER:
         return "merging"

@@ -159,9 +159,9 @@ def test_finalize_killed_half_way_then_retried_leaves_one_complete_output(ctx, m
 
 @pytest.mark.parametrize("raw, field, words", [
     (b"{not json", None, "JSON"),
-    (json.dumps({"command": "true"}).encode(), "input", "input"),
+    (json.dumps({"command": "true"}).encode(), "input", "required"),
     (json.dumps({"command": "true", "input": {"items": [1]}, "comand": 1}).encode(), "comand", "command"),
-    (json.dumps({"command": "true", "input": {"items": [1]}, "retries": "3"}).encode(), "retries", "retries"),
+    (json.dumps({"command": "true", "input": {"items": [1]}, "retries": "3"}).encode(), "retries", "whole number"),
 ])
 def test_malformed_job_file_is_rejected_and_nothing_is_created(ctx, batch, raw, field, words):
     d = drop(ctx, "bad.json", raw)

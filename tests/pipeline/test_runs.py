@@ -56,7 +56,7 @@ def test_task_environment_follows_the_contract(ctx):
     assert [x["index"] for x in lines] == ["0", "1", "2"]
     assert {x["count"] for x in lines} == {"3"}
     assert {x["input"] for x in lines} == {"input.jsonl"}
-    assert {x["config"] for x in lines} == {"{k:1}"}
+    assert {x["config"] for x in lines} == {"{k: 1}"}
     assert all(x["outdir_ok"] for x in lines)
 
 
@@ -153,3 +153,29 @@ def test_failing_task_is_retried_and_reported_with_its_stderr(ctx, batch, policy
         assert results_blob(ctx, f"{d.run_id}/output.jsonl") == b"0\n2\n"
         assert any("partial" in w for w in report["warnings"])
     assert_cleaned_up(ctx, batch, d.run_id)
+
+
+def test_merge_command_runs_the_users_recombiner_after_all_tasks(ctx, batch):
+    job = {"command": COPY, "input": {"items": [3, 1, 2]},
+           "merge": {"command": 'ls "$OUTPUTS_DIR" > "$OUTPUT_DIR/order.txt"; '
+                                'cat "$OUTPUTS_DIR"/*/output.bin | sort -n > "$OUTPUT_PATH"'}}
+    d = drop(ctx, "recombine.json", job)
+    accept(ctx, d.container, d.name)
+    final = run_to_end(ctx, d.run_id, deadline_s=90)
+    assert final["state"] == "succeeded", final
+    assert results_blob(ctx, f"{d.run_id}/output.bin") == b"1\n2\n3\n"
+    report = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))
+    assert report["merge_task"]["outcome"] == "succeeded"
+    assert [e["task_id"] for e in report["entries"]] == ["t000000", "t000001", "t000002"]
+    assert_cleaned_up(ctx, batch, d.run_id)
+
+
+def test_failing_merge_command_fails_the_run_with_its_stderr(ctx):
+    job = {"command": COPY, "input": {"items": [1]}, "merge": {"command": "echo recombiner broke >&2; exit 9"}}
+    d = drop(ctx, "badmerge.json", job)
+    accept(ctx, d.container, d.name)
+    final = run_to_end(ctx, d.run_id, deadline_s=90)
+    assert final["state"] == "failed"
+    report = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))
+    assert "recombiner broke" in report["merge_task"]["stderr_tail"]
+    assert results_blob(ctx, f"{d.run_id}/output.bin") is None

@@ -1,0 +1,14 @@
+"""`make bench`: every benchmark in turn (each starts and stops its own services)."""
+import subprocess
+import sys
+
+SCRIPTS = ["benchmarks.emulator_bench", "benchmarks.intake_bench", "benchmarks.monitor_bench",
+           "benchmarks.split_merge_bench"]
+
+if __name__ == "__main__":
+    failed = []
+    for module in SCRIPTS:
+        print(f"\n=== {module}", flush=True)
+        if subprocess.run([sys.executable, "-m", module, *sys.argv[1:]]).returncode != 0:
+            failed.append(module)
+    sys.exit(f"failed: {', '.join(failed)}" if failed else 0)

@@ -1,0 +1,103 @@
+"""One measured step of benchmarks.split_merge_bench, run in its own interpreter.
+
+    python -m benchmarks.split_merge_steps STEP CONN BATCH_URL BATCH_ACCOUNT BATCH_KEY [ARG]
+
+Prints one JSON line: seconds, pieces, peak_rss_mib (this process's own peak).
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from shared import merge, split, storage
+from shared.accept import _upload_shards
+from shared.context import Context
+from shared.finalize import _sources
+from shared.settings import Settings
+
+CONCURRENCY = 16
+
+
+def context(conn: str, url: str, account: str, key: str) -> Context:
+    env = {"AzureWebJobsStorage": conn, "BATCH_ACCOUNT_URL": url, "BATCH_ACCOUNT_NAME": account,
+           "BATCH_ACCOUNT_KEY": key, "UPLOAD_CONCURRENCY": str(CONCURRENCY)}
+    return Context.build(Settings.from_mapping(env), env)
+
+
+def copy_split(ctx: Context, shard_bytes: int) -> int:
+    """Baseline: download the blob and upload it again as same-sized pieces, in parallel."""
+    container = ctx.blobs.get_container_client("copies")
+    buffer = bytearray()
+    count = 0
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        futures = []
+        for chunk in storage.read_chunks(ctx.blobs, "data", "big.jsonl"):
+            buffer += chunk
+            while len(buffer) >= shard_bytes:
+                piece = bytes(buffer[:shard_bytes])
+                del buffer[:shard_bytes]
+                futures.append(pool.submit(container.upload_blob, f"piece/{count:06d}", piece, overwrite=True))
+                count += 1
+            if len(futures) > CONCURRENCY * 2:
+                futures.pop(0).result()
+        if buffer:
+            futures.append(pool.submit(container.upload_blob, f"piece/{count:06d}", bytes(buffer), overwrite=True))
+            count += 1
+        for f in futures:
+            f.result()
+    return count
+
+
+def do_split(ctx: Context, items_per_task: int) -> int:
+    """The pipeline's own path: streaming splitter + bounded parallel upload (shared.accept)."""
+    chunks = storage.read_chunks(ctx.blobs, "data", "big.jsonl")
+    return _upload_shards(ctx, "shards", "input.jsonl", split.iter_shards("jsonl", chunks, items_per_task=items_per_task))
+
+
+def shard_ids(ctx: Context) -> list[str]:
+    return sorted(b.name for b in ctx.blobs.get_container_client("shards").list_blobs())
+
+
+def copy_merge(ctx: Context) -> int:
+    """Baseline: download every piece in order and upload the bytes as one committed blob."""
+    names = shard_ids(ctx)
+    chunks = (c for n in names for c in storage.read_chunks(ctx.blobs, "shards", n))
+    storage.commit_stream(ctx.blobs, "results", "copy.jsonl", chunks)
+    return len(names)
+
+
+def do_merge(ctx: Context) -> int:
+    """The pipeline's own path: finalize's ordered sources + merge_stream + one commit."""
+    names = shard_ids(ctx)
+    # shard blobs stand in for task outputs: same bytes, same count
+    missing: list[str] = []
+    sources = _sources(ctx, "shards", names, missing)
+    storage.commit_stream(ctx.blobs, "results", "output.jsonl", merge.merge_stream("jsonl", sources))
+    assert not missing, missing[:3]
+    return len(names)
+
+
+def main() -> None:
+    step, conn, url, account, key, *rest = sys.argv[1:]
+    ctx = context(conn, url, account, key)
+    start = time.perf_counter()
+    if step == "copy-split":
+        pieces = copy_split(ctx, int(rest[0]))
+    elif step == "split":
+        pieces = do_split(ctx, int(rest[0]))
+    elif step == "copy-merge":
+        pieces = copy_merge(ctx)
+    elif step == "merge":
+        pieces = do_merge(ctx)
+    else:
+        sys.exit(f"unknown step {step}")
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": round(seconds, 3), "pieces": pieces,
+                      "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def stack(azurite, batch_emulator, tmp_path):
         ensure_container(service, name)
     log = open(tmp_path / "devhost.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--settings", str(settings_file),
-                             "--poll-interval", "0.2", "--host-id", f"e2e-{tmp_path.name[-20:]}"],
+                             "--poll-interval", "0.2", "--host-id", f"e2e-{uuid.uuid4().hex[:12]}"],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield settings, service, tmp_path / "devhost.log"

@@ -47,6 +47,7 @@ def main() -> None:
             d = drop(ctx, f"size-{n}.json", {"command": "true", "input": {"items": list(range(n))},
                                              "pool": {"id": "held"}})
             runs.append(accept(ctx, d.container, d.name))
+        watch(ctx)  # warm-up: the first tick also runs the hourly orphan sweep (one list-jobs call)
         stats(emulator, reset=True)
         outcome = watch(ctx)
         running = stats(emulator)

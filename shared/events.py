@@ -41,7 +41,7 @@ class EventGridPublisher:
         self._client = client
 
     def publish(self, kind: str, run_id: str, data: dict) -> None:
-        from azure.eventgrid import CloudEvent
+        from azure.core.messaging import CloudEvent
 
         event = CloudEvent(source=EVENT_SOURCE, type=f"batchdrop.run.{kind}", subject=f"runs/{run_id}", data=data)
         try:

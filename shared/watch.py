@@ -10,10 +10,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from azure.core.exceptions import HttpResponseError
+
 from shared import batch, storage
 from shared.cleanup import clean_up
 from shared.context import Context
 from shared.errors import BatchdropError, Conflict, RunNotFound
+from shared.sweep import sweep_if_due
 from shared.runs import ACCEPTED, CANCELLED, FAILED, MERGING, RUNNING, TERMINAL, Record
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,10 @@ def watch(ctx: Context) -> dict[str, str]:
         except BatchdropError as e:
             log.warning("monitor could not check run_id=%s error=%s", run_id, e)
             outcome[run_id] = f"error: {e}"
+    try:
+        sweep_if_due(ctx)
+    except (BatchdropError, HttpResponseError) as e:  # the sweep is a safety net; the next one retries
+        log.warning("orphan sweep failed error=%s", type(e).__name__)
     return outcome
 
 

@@ -1,0 +1,60 @@
+"""The orphan sweep: Batch jobs and work containers that no active run owns, older than a limit.
+
+Every normal path cleans up after itself; this catches what a crash between steps could leave
+behind (pools bill while they exist). It runs from the monitor at most once an hour.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from shared import batch, storage
+from shared.context import Context
+from shared.runs import ACTIVE, iso
+
+log = logging.getLogger(__name__)
+SWEEP_EVERY = timedelta(hours=1)
+MARKER = "sweep/last.json"
+
+
+def sweep_if_due(ctx: Context) -> list[str] | None:
+    """Sweep when the last sweep is older than SWEEP_EVERY. Returns what was deleted, or None."""
+    control = storage.JsonBlobs(ctx.blobs, ctx.settings.control_container)
+    last = control.read(MARKER)
+    now = ctx.clock()
+    if last is not None:
+        from datetime import datetime
+
+        if now - datetime.fromisoformat(last.data["at"].replace("Z", "+00:00")) < SWEEP_EVERY:
+            return None
+    control.put(MARKER, {"at": iso(now)})
+    return sweep(ctx)
+
+
+def sweep(ctx: Context) -> list[str]:
+    """Idempotent: deletes jobs and work containers of runs that are finished or unknown, once
+    they are older than ORPHAN_MAX_AGE_HOURS. Never touches an active run."""
+    limit = ctx.clock() - timedelta(hours=ctx.settings.orphan_max_age_hours)
+    deleted: list[str] = []
+
+    def owned_by_active_run(run_id: str) -> bool:
+        record = ctx.runs.try_read(run_id)
+        return record is not None and record.data["state"] in ACTIVE
+
+    for job in ctx.batch.list_jobs(select=["id", "creationTime", "metadata"]):
+        meta = {m.name: m.value for m in (job.metadata or [])}
+        run_id = meta.get("batchdrop-run")
+        if not run_id or job.creation_time is None or job.creation_time > limit:
+            continue
+        if not owned_by_active_run(run_id) and batch.delete_job(ctx.batch, job.id):
+            deleted.append(f"job {job.id}")
+    prefix = ctx.settings.work_prefix + "-"
+    for container in ctx.blobs.list_containers(name_starts_with=prefix):
+        run_id = container.name[len(prefix):].rsplit("-", 1)[0]
+        if container.last_modified > limit or owned_by_active_run(run_id):
+            continue
+        if storage.delete_container(ctx.blobs, container.name):
+            deleted.append(f"container {container.name}")
+    if deleted:
+        log.warning("orphan sweep deleted %d item(s): %s", len(deleted), ", ".join(deleted))
+    return deleted

@@ -179,3 +179,59 @@ def test_failing_merge_command_fails_the_run_with_its_stderr(ctx):
     report = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))
     assert "recombiner broke" in report["merge_task"]["stderr_tail"]
     assert results_blob(ctx, f"{d.run_id}/output.bin") is None
+
+
+def test_pool_retries_and_timeout_fields_reach_batch(ctx, batch):
+    job = {"command": "sleep 5", "input": {"items": [1]}, "retries": 1, "task_timeout_minutes": 7,
+           "pool": {"vm_size": "standard_f4s_v2", "max_nodes": 3, "spot": True, "slots_per_node": 4}}
+    d = drop(ctx, "pool.json", job)
+    accept(ctx, d.container, d.name)
+    spec = batch.get_job(d.run_id).pool_info.auto_pool_specification
+    assert spec.pool_lifetime_option == "job" and not spec.keep_alive
+    assert spec.pool.vm_size == "standard_f4s_v2" and spec.pool.task_slots_per_node == 4
+    assert "$TargetLowPriorityNodes = min(3, $wanted);" in spec.pool.auto_scale_formula
+    task = batch.get_task(d.run_id, "t000000")
+    assert task.constraints.max_task_retry_count == 1
+    assert task.constraints.max_wall_clock_time.total_seconds() == 7 * 60
+    batch.begin_delete_job(d.run_id).result()
+    assert run_to_end(ctx, d.run_id)["state"] == "cancelled"
+
+
+def test_existing_pool_is_used_and_never_deleted(ctx, batch):
+    from azure.batch import models as bm
+
+    pool_id = f"longlived-{ctx.settings.work_prefix}"
+    batch.create_pool(bm.BatchPoolCreateOptions(
+        id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=1,
+        virtual_machine_configuration=bm.VirtualMachineConfiguration(
+            image_reference=bm.BatchVmImageReference(publisher="microsoft-dsvm", offer="ubuntu-hpc", sku="2204"),
+            node_agent_sku_id="batch.node.ubuntu 22.04")))
+    d = drop(ctx, "ownpool.json", {"command": COPY, "input": {"items": [1, 2]}, "pool": {"id": pool_id}})
+    accept(ctx, d.container, d.name)
+    assert batch.get_job(d.run_id).pool_info.pool_id == pool_id
+    assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
+    wait_for(lambda: not jobs_left(batch, d.run_id), what="job deleted")
+    assert batch.get_pool(pool_id).state == "active"
+    batch.begin_delete_pool(pool_id).result()
+
+
+def test_plain_resource_file_is_readable_under_resources_dir(ctx):
+    put_data(ctx, "ref/words.txt", b"needle\n")
+    job = {"command": 'grep -c needle "$RESOURCES_DIR/words.txt" > "$OUTPUT_PATH"',
+           "input": {"items": [1, 2]}, "merge": "lines",
+           "resources": [{"blob": f"{ctx.settings.data_container}/ref/words.txt"}]}
+    d = drop(ctx, "plainres.json", job)
+    accept(ctx, d.container, d.name)
+    assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
+    assert results_blob(ctx, f"{d.run_id}/output.txt") == b"1\n1\n"
+
+
+def test_json_array_blob_is_split_into_jsonl_tasks(ctx):
+    put_data(ctx, "arr.json", json.dumps([{"a": [1, "]"]}, {"b": "x,y"}, 3]).encode())
+    job = {"command": COPY, "input": {"blob": f"{ctx.settings.data_container}/arr.json"}, "items_per_task": 2}
+    d = drop(ctx, "arr.json", job)
+    accept(ctx, d.container, d.name)
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "succeeded" and final["tasks"]["total"] == 2
+    assert [json.loads(x) for x in results_blob(ctx, f"{d.run_id}/output.jsonl").splitlines()] == \
+        [{"a": [1, "]"]}, {"b": "x,y"}, 3]

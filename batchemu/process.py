@@ -1,0 +1,145 @@
+"""Run the emulator as a child process (for tests, benchmarks and dev tooling)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import deque
+from pathlib import Path
+from threading import Thread
+
+from . import DEFAULT_ACCOUNT, DEFAULT_KEY
+
+_PKG_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EmulatorProcess:
+    """``python -m batchemu`` as a child process in its own session.
+
+    >>> with EmulatorProcess() as emu:
+    ...     client = BatchClient(emu.url, AzureNamedKeyCredential(emu.account, emu.key))
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, data_dir=None, account: str = DEFAULT_ACCOUNT,
+                 key: str = DEFAULT_KEY, max_concurrency: int | None = None, container_mode: str | None = None,
+                 extra_args=()):
+        self.host = host
+        self.port = port or _free_port(host)
+        self._tmp = None
+        if data_dir is None:
+            self._tmp = tempfile.mkdtemp(prefix="batchemu-")
+            data_dir = self._tmp
+        self.data_dir = str(data_dir)
+        self.account = account
+        self.key = key
+        self.max_concurrency = max_concurrency
+        self.container_mode = container_mode
+        self.extra_args = tuple(extra_args)
+        self.proc: subprocess.Popen | None = None
+        self._stderr_tail: deque = deque(maxlen=200)
+        self._reader: Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "batchemu", "--host", self.host, "--port", str(self.port),
+               "--data-dir", self.data_dir, "--account", self.account, "--key", self.key]
+        if self.max_concurrency:
+            cmd += ["--max-concurrency", str(self.max_concurrency)]
+        if self.container_mode:
+            cmd += ["--container-mode", self.container_mode]
+        return cmd + list(self.extra_args)
+
+    def _drain(self):
+        assert self.proc and self.proc.stderr
+        for line in iter(self.proc.stderr.readline, b""):
+            self._stderr_tail.append(line.decode("utf-8", "replace").rstrip())
+
+    def stderr_tail(self, n: int = 40) -> str:
+        return "\n".join(list(self._stderr_tail)[-n:])
+
+    def health(self, timeout: float = 2.0) -> dict:
+        with urllib.request.urlopen(self.url + "/_emulator/health", timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def start(self, timeout: float = 30.0) -> "EmulatorProcess":
+        if self.proc and self.proc.poll() is None:
+            return self
+        env = dict(os.environ)
+        env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._stderr_tail.clear()
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=env, start_new_session=True)
+        self._reader = Thread(target=self._drain, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._reader.join(timeout=2)
+                raise RuntimeError(f"batchemu exited early with code {self.proc.returncode}:\n{self.stderr_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/_emulator/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"batchemu did not become healthy within {timeout}s:\n{self.stderr_tail()}")
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
+        if self._reader:
+            self._reader.join(timeout=2)
+        return proc.returncode
+
+    def kill(self) -> None:
+        """Hard kill (SIGKILL), e.g. to test crash recovery."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def cleanup(self) -> None:
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> "EmulatorProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.cleanup()

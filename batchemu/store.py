@@ -1,0 +1,181 @@
+"""Durable state in SQLite (WAL), written behind by one writer thread.
+
+The in-memory model is the source of truth while the emulator runs; every mutation is queued here and
+committed by a single writer thread in batches (coalesced by key). Creating operations wait for their
+batch to be committed before answering, so an acknowledged create survives a crash; state transitions
+of running tasks are committed within milliseconds. On a clean stop everything is flushed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+
+log = logging.getLogger("batchemu.store")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
+CREATE TABLE IF NOT EXISTS pools (k TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (k TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (jk TEXT NOT NULL, tk TEXT NOT NULL, seq INTEGER NOT NULL, doc TEXT NOT NULL,
+                                  PRIMARY KEY (jk, tk)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS faults (jk TEXT NOT NULL, tk TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (jk, tk));
+"""
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class Store:
+    def __init__(self, data_dir: str):
+        os.makedirs(data_dir, exist_ok=True)
+        self.path = os.path.join(data_dir, "state.sqlite3")
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self._cv = threading.Condition()
+        self._pending: dict = {}
+        self._job_task_deletes: set = set()
+        self._gen = 0
+        self._committed = 0
+        self._stop = False
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name="batchemu-store", daemon=True)
+
+    # ---- loading (startup, before the writer starts) -------------------------------------------
+    def load(self):
+        pools = [json.loads(d) for (d,) in self.db.execute("SELECT doc FROM pools")]
+        jobs = [json.loads(d) for (d,) in self.db.execute("SELECT doc FROM jobs")]
+        faults = [(jk, tk, json.loads(d)) for jk, tk, d in self.db.execute("SELECT jk, tk, doc FROM faults")]
+        meta = dict(self.db.execute("SELECT k, v FROM meta"))
+        return pools, jobs, faults, meta
+
+    def iter_tasks(self):
+        cur = self.db.execute("SELECT jk, doc FROM tasks ORDER BY jk, seq")
+        for jk, doc in cur:
+            yield jk, json.loads(doc)
+
+    def start(self):
+        self._thread.start()
+
+    # ---- mutations (any thread) -------------------------------------------------------------------
+    def _put(self, key, value) -> int:
+        with self._cv:
+            self._pending[key] = value
+            self._gen += 1
+            self._cv.notify()
+            return self._gen
+
+    def put_pool(self, k: str, doc: dict) -> int:
+        return self._put(("pool", k), _dumps(doc))
+
+    def delete_pool(self, k: str) -> int:
+        return self._put(("pool", k), None)
+
+    def put_job(self, k: str, doc: dict) -> int:
+        return self._put(("job", k), _dumps(doc))
+
+    def delete_job(self, k: str) -> int:
+        with self._cv:
+            for key in [key for key in self._pending if key[0] in ("task", "fault") and key[1] == k]:
+                del self._pending[key]
+            self._job_task_deletes.add(k)
+            self._pending[("job", k)] = None
+            self._gen += 1
+            self._cv.notify()
+            return self._gen
+
+    def put_task(self, jk: str, tk: str, seq: int, doc: dict) -> int:
+        return self._put(("task", jk, tk), (seq, _dumps(doc)))
+
+    def put_tasks(self, items) -> int:
+        """items: iterable of (jk, tk, seq, doc) written in one go."""
+        with self._cv:
+            for jk, tk, seq, doc in items:
+                self._pending[("task", jk, tk)] = (seq, _dumps(doc))
+            self._gen += 1
+            self._cv.notify()
+            return self._gen
+
+    def delete_task(self, jk: str, tk: str) -> int:
+        return self._put(("task", jk, tk), None)
+
+    def put_fault(self, jk: str, tk: str, doc: dict | None) -> int:
+        return self._put(("fault", jk, tk), _dumps(doc) if doc else None)
+
+    def put_meta(self, k: str, v: str) -> int:
+        return self._put(("meta", k), v)
+
+    def wait(self, gen: int, timeout: float = 30.0) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: self._committed >= gen or self._error is not None or self._stop, timeout)
+
+    # ---- writer -------------------------------------------------------------------------------------
+    def _run(self):
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._pending or self._job_task_deletes or self._stop)
+                if self._stop and not self._pending and not self._job_task_deletes:
+                    return
+                pending, self._pending = self._pending, {}
+                job_deletes, self._job_task_deletes = self._job_task_deletes, set()
+                gen = self._gen
+            try:
+                self._write(pending, job_deletes)
+            except Exception as exc:  # keep running; report
+                log.exception("state write failed: %s", exc)
+                self._error = exc
+            with self._cv:
+                self._committed = gen
+                self._cv.notify_all()
+
+    def _write(self, pending: dict, job_deletes: set):
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            for jk in job_deletes:
+                db.execute("DELETE FROM tasks WHERE jk=?", (jk,))
+                db.execute("DELETE FROM faults WHERE jk=?", (jk,))
+            task_up, task_del = [], []
+            for key, val in pending.items():
+                kind = key[0]
+                if kind == "task":
+                    if val is None:
+                        task_del.append((key[1], key[2]))
+                    else:
+                        task_up.append((key[1], key[2], val[0], val[1]))
+                elif kind in ("pool", "job"):
+                    table = "pools" if kind == "pool" else "jobs"
+                    if val is None:
+                        db.execute(f"DELETE FROM {table} WHERE k=?", (key[1],))
+                    else:
+                        db.execute(f"INSERT OR REPLACE INTO {table}(k, doc) VALUES (?, ?)", (key[1], val))
+                elif kind == "fault":
+                    if val is None:
+                        db.execute("DELETE FROM faults WHERE jk=? AND tk=?", (key[1], key[2]))
+                    else:
+                        db.execute("INSERT OR REPLACE INTO faults(jk, tk, doc) VALUES (?, ?, ?)", (key[1], key[2], val))
+                elif kind == "meta":
+                    db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", (key[1], val))
+            if task_del:
+                db.executemany("DELETE FROM tasks WHERE jk=? AND tk=?", task_del)
+            if task_up:
+                db.executemany("INSERT OR REPLACE INTO tasks(jk, tk, seq, doc) VALUES (?, ?, ?, ?)", task_up)
+            db.execute("COMMIT")
+        except Exception:
+            db.execute("ROLLBACK")
+            raise
+
+    def close(self):
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.db.close()
+        except Exception:
+            pass

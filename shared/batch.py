@@ -301,16 +301,6 @@ def delete_job(client: BatchClient, job_id: str) -> bool:
         raise translate(e, f"deleting job {job_id}") from None
 
 
-def delete_pool(client: BatchClient, pool_id: str) -> bool:
-    try:
-        client.begin_delete_pool(pool_id, polling_interval=1)
-        return True
-    except HttpResponseError as e:
-        if error_code(e) in ("PoolNotFound", "PoolBeingDeleted") or e.status_code == 404:
-            return False
-        raise translate(e, f"deleting pool {pool_id}") from None
-
-
 MERGE_TASK_ID = "merge"
 
 

@@ -1,9 +1,7 @@
 """Fixtures for the devhost tests: a real Azurite, test apps, and hosts that clean up after themselves."""
 from __future__ import annotations
 
-import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,47 +11,10 @@ import pytest
 APPS = Path(__file__).resolve().parent / "apps"
 
 
-def _start_own_azurite() -> Any:
-    """Azurite in memory, like tests/services.start_azurite but without --location.
-
-    Azurite 3.37 refuses ``--inMemoryPersistence`` together with ``--location``; until the
-    shared fixture is fixed this keeps the devhost tests on a real emulator.
-    """
-    from tests.services import Azurite, azurite_binary, free_port, stop_process, wait_for_port
-
-    blob, queue, table = free_port(), free_port(), free_port()
-    workdir = tempfile.mkdtemp(prefix="azurite-devhost-")
-    cmd = [azurite_binary(), "--inMemoryPersistence", "--silent", "--skipApiVersionCheck",
-           "--disableTelemetry", "--loose", "--blobHost", "127.0.0.1", "--blobPort", str(blob),
-           "--queueHost", "127.0.0.1", "--queuePort", str(queue), "--tableHost", "127.0.0.1",
-           "--tablePort", str(table)]
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        for port in (blob, queue, table):
-            wait_for_port(port, proc)
-    except Exception:
-        stop_process(proc)
-        raise
-    return Azurite(blob, queue, table, proc, workdir)
-
-
 @pytest.fixture(scope="session")
-def storage(request):
-    """The session's Azurite (the shared `azurite` fixture, or our own if that one cannot start)."""
-    shared = None
-    try:
-        shared = request.getfixturevalue("azurite")
-    except Exception as e:  # noqa: BLE001 - any failure of the shared fixture
-        print(f"\n[devhost tests] shared azurite fixture failed ({e}); starting our own", file=sys.stderr)
-    if shared is not None:
-        yield shared
-        return
-    own = _start_own_azurite()
-    try:
-        yield own
-    finally:
-        own.stop()
+def storage(azurite):
+    """The session's Azurite (tests/conftest.py)."""
+    return azurite
 
 
 @pytest.fixture(scope="session")

@@ -127,15 +127,23 @@ def _merge_and_report(ctx: Context, status: dict) -> dict:
             entry["stderr_tail"] = _keep_failure_logs(ctx, out_container, paths, t.task_id)
         entries.append(entry)
 
-    counts = {"total": len(tasks), "active": 0, "running": 0, "succeeded": len(succeeded), "failed": len(failed)}
+    # tasks still waiting or running when a failing run stopped are "stopped", not "failed"
+    stopped = sum(1 for t in failed if t.failure and t.failure["category"] == "incomplete")
+    counts = {"total": len(tasks), "active": 0, "running": 0, "succeeded": len(succeeded),
+              "failed": len(failed) - stopped}
+    if stopped:
+        counts["stopped"] = stopped
     report = {"run_id": run_id, "tasks": counts, "entries": entries, "warnings": []}
     mode = _container_execution(ctx, run_id, tasks)
     if mode:
         report["container_execution"] = mode
     policy = status.get("on_task_failure", "fail")
     if not tasks or (failed and policy == "fail") or not succeeded:
-        first = failed[0] if failed else None
-        reason = f"{len(failed)} of {len(tasks)} tasks failed" if tasks else "the job had no tasks"
+        first = next((t for t in failed if t.failure is None or t.failure["category"] != "incomplete"),
+                     failed[0] if failed else None)
+        reason = f"{counts['failed']} of {len(tasks)} tasks failed" if tasks else "the job had no tasks"
+        if stopped:
+            reason += f" ({stopped} more stopped before they finished)"
         if first:
             reason += f"; first: {first.task_id} (exit code {first.exit_code}"
             reason += f", {first.failure['code']})" if first.failure else ")"

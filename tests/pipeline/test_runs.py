@@ -235,3 +235,15 @@ def test_json_array_blob_is_split_into_jsonl_tasks(ctx):
     assert final["state"] == "succeeded" and final["tasks"]["total"] == 2
     assert [json.loads(x) for x in results_blob(ctx, f"{d.run_id}/output.jsonl").splitlines()] == \
         [{"a": [1, "]"]}, {"b": "x,y"}, 3]
+
+
+def test_fail_policy_stops_the_run_at_the_first_failure(ctx, batch):
+    job = {"command": 'if [ "$TASK_INDEX" = 0 ]; then exit 4; fi; sleep 30', "input": {"items": [0, 1, 2, 3]},
+           "retries": 0}
+    d = drop(ctx, "failfast.json", job)
+    accept(ctx, d.container, d.name)
+    final = run_to_end(ctx, d.run_id, deadline_s=20)  # far less than the 30 s the other tasks would take
+    assert final["state"] == "failed"
+    assert final["tasks"]["failed"] == 1 and final["tasks"]["stopped"] == 3
+    assert "1 of 4 tasks failed" in final["error"] and "t000000" in final["error"]
+    assert_cleaned_up(ctx, batch, d.run_id)

@@ -8,8 +8,11 @@ the run's final state is written last.
 from __future__ import annotations
 
 import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Iterator
 
 from azure.storage.blob import ContainerSasPermissions
@@ -239,24 +242,32 @@ def _timed(ctx: Context, status: dict, report: dict) -> dict:
     return report
 
 
-def _sources(ctx: Context, container: str, blob_names: list[str], missing: list[str]) -> Iterator[Iterator[bytes]]:
-    """Each task output blob as a stream, opened one at a time, in the order given. Absent blobs
-    are skipped and their task ids added to `missing`."""
+def _sources(ctx: Context, container: str, blob_names: list[str], missing: list[str],
+             ahead: int = 8) -> Iterator[Iterator[bytes]]:
+    """Each task output blob as a stream, in the order given. The next few downloads start
+    early (their first range, at most BLOCK_SIZE each), so many small outputs do not wait on one
+    request at a time. Absent blobs are skipped and named in `missing`."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    for name in blob_names:
+    def open_blob(name: str):
         try:
-            stream = storage.read_chunks(ctx.blobs, container, name)
-            first = next(stream, b"")
+            return ctx.blobs.get_blob_client(container, name).download_blob()
         except ResourceNotFoundError:
-            missing.append(name.split("/")[-2] if name.count("/") >= 2 else name)
-            continue
-        yield _prepend(first, stream)
+            return None
 
-
-def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
+    names = iter(blob_names)
+    with ThreadPoolExecutor(ahead, thread_name_prefix="merge-read") as pool:
+        pending = deque((name, pool.submit(open_blob, name)) for name in islice(names, ahead))
+        while pending:
+            name, future = pending.popleft()
+            following = next(names, None)
+            if following is not None:
+                pending.append((following, pool.submit(open_blob, following)))
+            downloader = future.result()
+            if downloader is None:
+                missing.append(name.split("/")[-2] if name.count("/") >= 2 else name)
+                continue
+            yield downloader.chunks()
 
 
 def _keep_failure_logs(ctx: Context, out_container: str, paths: RunPaths, task_id: str) -> str | None:

@@ -30,7 +30,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 SAS_CLOCK_SKEW = timedelta(minutes=15)
-BLOCK_SIZE = 8 * 1024 * 1024
+BLOCK_SIZE = 4 * 1024 * 1024
 
 
 def _credential(settings: Settings):
@@ -54,7 +54,9 @@ def _transport(pool_size: int):
 def blob_service(settings: Settings) -> BlobServiceClient:
     """Connection string when given (Azurite, account key), else managed identity."""
     s = settings.storage
-    options = dict(max_single_put_size=BLOCK_SIZE, transport=_transport(settings.upload_concurrency * 2 + 8))
+    # bounded ranges: a download holds at most BLOCK_SIZE at a time, whatever the blob's size
+    options = dict(max_single_put_size=BLOCK_SIZE, max_single_get_size=BLOCK_SIZE, max_chunk_get_size=BLOCK_SIZE,
+                   transport=_transport(settings.upload_concurrency * 2 + 8))
     if s.connection_string is not None:
         return BlobServiceClient.from_connection_string(s.connection_string.reveal(), **options)
     return BlobServiceClient(s.blob_service_uri, credential=_credential(settings), **options)

@@ -177,8 +177,7 @@ class Engine:
                 self._kill(r, "shutdown")
             self.cv.notify_all()
         for r in runs:
-            if r.thread:
-                r.thread.join(timeout=10)
+            r.done.wait(10)
         self._scheduler.join(timeout=5)
         self.store.close()
 
@@ -484,15 +483,16 @@ class Engine:
             self.state_cv.wait_for(lambda: self.pools.get(p.key) is not p, timeout=wait)
 
     def _finish_pool_delete(self, p: Pool, runs):
-        for r in runs:
-            if r.thread:
-                r.thread.join(timeout=10)
-        rmtree_quiet(os.path.join(self.nodes_root, p.id))
-        with self.lock:
-            if self.pools.get(p.key) is p:
-                del self.pools[p.key]
-                self.store.delete_pool(p.key)
-            self.state_cv.notify_all()
+        try:
+            for r in runs:
+                r.done.wait(10)
+            rmtree_quiet(os.path.join(self.nodes_root, p.id))
+        finally:
+            with self.lock:
+                if self.pools.get(p.key) is p:
+                    del self.pools[p.key]
+                    self.store.delete_pool(p.key)
+                self.state_cv.notify_all()
 
     def patch_pool(self, pool_id: str, body: dict):
         with self.lock:
@@ -754,8 +754,6 @@ class Engine:
             if c and c.get("maxWallClockTime"):
                 parse_duration(c["maxWallClockTime"], "constraints.maxWallClockTime")
             pi = body.get("poolInfo")
-            if pi is not None and not replace:
-                pass
             if pi is not None and pi != s.get("poolInfo"):
                 if j.state not in ("disabled",):
                     raise err("JobNotDisabled", 409, "The pool of a job can only be changed while it is disabled.")
@@ -772,7 +770,10 @@ class Engine:
                 s["metadata"] = body.get("metadata") or []
                 if not s["metadata"]:
                     s.pop("metadata")
-                s["onAllTasksComplete"] = (oatc or "noaction").lower() if oatc or s.get("onAllTasksComplete") != "terminatejob" else "terminatejob"
+                if oatc is not None:
+                    s["onAllTasksComplete"] = oatc.lower()
+                elif s.get("onAllTasksComplete") != "terminatejob":  # can't revert terminatejob to noaction
+                    s["onAllTasksComplete"] = "noaction"
                 if body.get("maxParallelTasks") is not None:
                     s["maxParallelTasks"] = body["maxParallelTasks"]
                 if body.get("allowTaskPreemption") is not None:
@@ -861,13 +862,14 @@ class Engine:
             self._start_thread(self._finish_job_termination, j, runs)
 
     def _finish_job_termination(self, j: Job, runs):
-        for r in runs:
-            if r.thread:
-                r.thread.join(timeout=30)
-        self._run_release_tasks(j)
-        with self.lock:
-            if not j.deleted and j.state == "terminating":
-                self._complete_job(j)
+        try:
+            for r in runs:
+                r.done.wait(30)
+            self._run_release_tasks(j)
+        finally:
+            with self.lock:
+                if not j.deleted and j.state == "terminating":
+                    self._complete_job(j)
 
     def _complete_job(self, j: Job):
         j.exec["endTime"] = now_iso()
@@ -911,26 +913,27 @@ class Engine:
             self.state_cv.wait_for(lambda: self.jobs.get(j.key) is not j, timeout=wait)
 
     def _finish_job_delete(self, j: Job, runs):
-        for r in runs:
-            if r.thread:
-                r.thread.join(timeout=30)
-        if not j.release_done:
-            self._run_release_tasks(j)
-        with self.lock:
-            node_roots = {os.path.join(self.nodes_root, p.id) for p in self.pools.values()}
-        for root in node_roots:
-            if os.path.isdir(root):
-                for node_id in os.listdir(root):
-                    rmtree_quiet(os.path.join(root, node_id, "workitems", j.id))
-        with self.lock:
-            j.deleted = True
-            if self.jobs.get(j.key) is j:
-                del self.jobs[j.key]
-                self.store.delete_job(j.key)
-            for key in [k for k in self.faults if k[0] == j.key]:
-                del self.faults[key]
-            self._maybe_delete_auto_pool(j)
-            self.state_cv.notify_all()
+        try:
+            for r in runs:
+                r.done.wait(30)
+            if not j.release_done:
+                self._run_release_tasks(j)
+            with self.lock:
+                node_roots = {os.path.join(self.nodes_root, p.id) for p in self.pools.values()}
+            for root in node_roots:
+                if os.path.isdir(root):
+                    for node_id in os.listdir(root):
+                        rmtree_quiet(os.path.join(root, node_id, "workitems", j.id))
+        finally:
+            with self.lock:
+                j.deleted = True
+                if self.jobs.get(j.key) is j:
+                    del self.jobs[j.key]
+                    self.store.delete_job(j.key)
+                for key in [k for k in self.faults if k[0] == j.key]:
+                    del self.faults[key]
+                self._maybe_delete_auto_pool(j)
+                self.state_cv.notify_all()
 
     def task_counts(self, job_id: str) -> dict:
         with self.lock:
@@ -1374,7 +1377,7 @@ class Engine:
             if container.get("containerRunOptions"):
                 docker += shlex.split(container["containerRunOptions"])
             argv = docker + [container["imageName"]] + argv
-        with open(out_path, "ab", buffering=0) as fo, open(err_path, "ab", buffering=0) as fe:
+        with open(out_path, "wb", buffering=0) as fo, open(err_path, "wb", buffering=0) as fe:
             with r.lock:
                 if r.reason is not None:
                     return None, None
@@ -1407,14 +1410,24 @@ class Engine:
             rc = 128 - rc
         return rc, None
 
-    def _prepare_dir(self, task_dir: str):
-        if os.path.isdir(task_dir):
+    def _prepare_dir(self, task_dir: str) -> str:
+        """A clean task directory with an empty wd/ (each try starts from scratch)."""
+        try:
+            os.mkdir(task_dir)
+        except FileExistsError:
             shutil.rmtree(task_dir, ignore_errors=True)
+            os.makedirs(task_dir, exist_ok=True)
+        except FileNotFoundError:
+            os.makedirs(task_dir, exist_ok=True)
         wd = os.path.join(task_dir, "wd")
-        os.makedirs(wd, exist_ok=True)
-        for name in ("stdout.txt", "stderr.txt"):
-            open(os.path.join(task_dir, name), "wb").close()
+        os.mkdir(wd)
         return wd
+
+    def _touch_std(self, task_dir: str):
+        for name in ("stdout.txt", "stderr.txt"):
+            path = os.path.join(task_dir, name)
+            if not os.path.exists(path):
+                open(path, "ab").close()
 
     def _run_aux(self, r: Run, kind: str, spec: dict, j: Job, node: Node, directory: str, env_id: str,
                  max_wall: float | None) -> tuple:
@@ -1548,8 +1561,17 @@ class Engine:
                 self._wake_flag = True
                 self.cv.notify()
                 self.state_cv.notify_all()
+            r.done.set()
 
     def _attempt(self, r: Run) -> dict:
+        outcome = self._attempt_inner(r)
+        if outcome.get("kind") != "exited" or r.reason is not None:
+            task_dir = os.path.join(r.node.root, "workitems", r.job.id, "job-1", r.task.id)
+            if os.path.isdir(task_dir):
+                self._touch_std(task_dir)
+        return outcome
+
+    def _attempt_inner(self, r: Run) -> dict:
         t, j, node = r.task, r.job, r.node
         node.ensure_dirs()
         fi = self._ensure_node_setup(r)

@@ -227,7 +227,7 @@ class Task:
 class Run:
     """One try of a task on a node."""
     __slots__ = ("task", "job", "pool", "node", "reason", "killed", "proc", "lock", "thread", "slots",
-                 "container_name", "started")
+                 "container_name", "started", "done")
 
     def __init__(self, task, job, pool, node):
         self.task = task
@@ -242,3 +242,4 @@ class Run:
         self.slots = task.slots
         self.container_name = None
         self.started = False
+        self.done = threading.Event()  # set when the worker has finished its bookkeeping

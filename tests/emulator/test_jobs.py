@@ -179,3 +179,26 @@ def test_auto_pool_deleted_when_job_completes(client):
         return pool_id not in {p.id for p in client.list_pools()}
     wait_for(gone, what="auto pool deleted when the job completed")
     client.begin_delete_job(jid, polling_interval=1).result()
+
+
+def test_job_max_wall_clock_time_terminates_job(client, pool_id):
+    jid = uid("jobwall")
+    client.create_job(m.BatchJobCreateOptions(
+        id=jid, pool_info=m.BatchPoolInfo(pool_id=pool_id),
+        constraints=m.BatchJobConstraints(max_wall_clock_time=datetime.timedelta(seconds=1))))
+    client.create_task(jid, m.BatchTaskCreateOptions(id="forever", command_line="sleep 60"))
+    job = wait_for(lambda: (j := client.get_job(jid)).state == "completed" and j, timeout=15, what="job timed out")
+    assert job.execution_info.termination_reason == "MaxWallClockTimeExpiry"
+    assert client.get_task(jid, "forever").state == "completed"
+    client.begin_delete_job(jid, polling_interval=1).result()
+
+
+def test_delete_job_right_after_a_burst_never_sticks(client, pool_id):
+    """Regression: deleting while the scheduler is starting workers must still finish the deletion."""
+    for i in range(8):
+        jid = uid("burst")
+        client.create_job(m.BatchJobCreateOptions(id=jid, pool_info=m.BatchPoolInfo(pool_id=pool_id)))
+        client.create_tasks(jid, [m.BatchTaskCreateOptions(id=f"t{k}", command_line="true") for k in range(120)])
+        client.begin_delete_job(jid, polling_interval=1).result(timeout=15)
+        with pytest.raises(ResourceNotFoundError):
+            client.get_job(jid)

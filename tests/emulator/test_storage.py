@@ -146,3 +146,16 @@ def test_fail_upload_fault(client, job_id, container, emu):
     assert t.execution_info.exit_code == 0 and t.execution_info.result == "failure"
     assert t.execution_info.failure_info.code == "FileUploadMiscError"
     assert "out.txt" not in {b.name for b in container.client.list_blobs()}
+
+
+def test_large_output_file_uses_block_upload(client, job_id, container):
+    size = 70 * 1024 * 1024  # over the 64 MiB single-put threshold: Put Block x9 + Put Block List
+    client.create_task(job_id, m.BatchTaskCreateOptions(
+        id="big", command_line=f"/bin/sh -c 'head -c {size} /dev/zero > big.bin'",
+        output_files=[_out("big.bin", container.sas(), path="large/big.bin", cond="tasksuccess")]))
+    t = wait_task(client, job_id, "big", timeout=60)
+    assert t.execution_info.result == "success", t.execution_info.failure_info
+    props = container.client.get_blob_client("large/big.bin").get_blob_properties()
+    assert props.size == size and props.blob_type == "BlockBlob"
+    blocks = container.client.get_blob_client("large/big.bin").get_block_list("committed")[0]
+    assert len(blocks) == 9

@@ -35,7 +35,8 @@ def _commands() -> dict[str, list[str]]:
     azurite = str(ROOT / "node_modules" / ".bin" / "azurite")
     return {
         "azurite": [azurite, "--location", str(STATE / "azurite"), "--skipApiVersionCheck", "--disableTelemetry",
-                    "--loose", "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1"],
+                    "--loose", "--silent",  # --silent: no access log, which would hold SAS URLs
+                    "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1"],
         "batchemu": [sys.executable, "-m", "batchemu", "--host", "127.0.0.1", "--port", str(PORTS["batchemu"]),
                      "--data-dir", str(STATE / "batchemu")],
         "devhost": [sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--settings", str(SETTINGS)],

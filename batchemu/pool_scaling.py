@@ -1,0 +1,129 @@
+"""How many nodes a pool has: fixed targets, autoscale formulas, and the host's concurrency cap.
+
+Guarantees: only an active pool has nodes, and never more than the host can keep busy
+(``max_concurrency``); an autoscale pool that evaluates to zero nodes still gets one node while it has
+pending tasks; shrinking a pool kills the tries on leaving nodes according to the node deallocation
+option. Allocation is instantaneous (``allocationState`` is always ``steady``). Everything but the
+formula/interval checks runs under ``Engine.lock``.
+"""
+from __future__ import annotations
+
+import math
+
+from . import autoscale
+from .errors import BatchError, bad_property, missing_property
+from .model import Node, Pool
+from .util import now_iso, parse_duration
+
+
+class PoolScalingMixin:
+    """Node materialisation and autoscale evaluation for `Engine` pools."""
+
+    def _reconcile_nodes(self, p: Pool):
+        ded, low = self._effective_nodes(p)
+        existing = {n.id: n for n in p.nodes}
+        nodes = []
+        for i in range(ded):
+            n = Node(p, True, i, self.nodes_root)
+            nodes.append(existing.get(n.id, n))
+        for i in range(low):
+            n = Node(p, False, i, self.nodes_root)
+            nodes.append(existing.get(n.id, n))
+        removed = [n for nid, n in existing.items() if nid not in {x.id for x in nodes}]
+        p.nodes = nodes
+        return removed
+
+    def _effective_nodes(self, p: Pool) -> tuple[int, int]:
+        if p.state != "active":
+            return 0, 0
+        ded, low = p.target_dedicated, p.target_low
+        if p.spec.get("enableAutoScale") and ded + low == 0 and self._pool_pending(p) > 0:
+            ded = 1  # documented: an autoscale pool evaluating to 0 nodes still gets 1 node while tasks are pending
+        # materialise at most as many nodes as the host can keep busy
+        cap_nodes = max(1, math.ceil(self.max_concurrency / p.slots))
+        if ded + low > cap_nodes:
+            if ded >= cap_nodes:
+                ded, low = cap_nodes, 0
+            else:
+                low = cap_nodes - ded
+        return ded, low
+
+    def _pool_pending(self, p: Pool) -> int:
+        n = 0
+        for j in self.jobs.values():
+            if j.pool_key == p.key:
+                n += j.counts["active"] + j.counts["running"]
+        return n
+
+    def _pool_capacity(self, p: Pool) -> int:
+        return min(len(p.nodes) * p.slots, self.max_concurrency)
+
+    def _apply_pool_targets(self, p: Pool, dedicated: int, low: int, deallocation: str = "requeue"):
+        p.target_dedicated, p.target_low = dedicated, low
+        ts = now_iso()
+        p.alloc_state, p.alloc_time = "steady", ts  # allocation is instantaneous in the emulator
+        removed = self._reconcile_nodes(p)
+        if removed:
+            removed_ids = {n.id for n in removed}
+            for j in self.jobs.values():
+                for r in list(j.runs):
+                    if r.node.id in removed_ids:
+                        if deallocation == "requeue":
+                            self._kill(r, "requeue")
+                        elif deallocation == "terminate":
+                            self._kill(r, "terminate")
+                        # taskcompletion / retaineddata: let it finish on the leaving node
+        self._wake_flag = True
+        self.cv.notify()
+
+    def _resolve_interval(self, spec: dict, prop="autoScaleEvaluationInterval") -> None:
+        if spec.get(prop):
+            secs = parse_duration(spec[prop], prop)
+            if secs < 300 or secs > 168 * 3600:
+                raise bad_property(prop, spec[prop], "The evaluation interval must be between 5 minutes and 168 hours")
+
+    def _autoscale_inputs(self, p: Pool) -> dict:
+        active = running = succeeded = failed = 0
+        for j in self.jobs.values():
+            if j.pool_key == p.key:
+                active += j.counts["active"]
+                running += j.counts["running"]
+                succeeded += j.counts["succeeded"]
+                failed += j.counts["failed"]
+        return {"$pendingtasks": float(active + running), "$activetasks": float(active),
+                "$runningtasks": float(running), "$succeededtasks": float(succeeded), "$failedtasks": float(failed),
+                "$currentdedicatednodes": float(p.target_dedicated), "$currentlowprioritynodes": float(p.target_low),
+                "$targetdedicatednodes": float(p.target_dedicated), "$targetlowprioritynodes": float(p.target_low),
+                "$tasksslotspernode": float(p.slots), "$taskslotspernode": float(p.slots),
+                "$usablenodecount": float(len(p.nodes)), "$preemptednodecount": 0.0, "$cpupercent": 0.0,
+                "$memorybytes": 0.0, "$diskbytes": 0.0, "$wallclockseconds": 0.0}
+
+    def _run_autoscale(self, p: Pool, formula: str | None = None, apply: bool = True) -> dict:
+        formula = formula if formula is not None else p.spec.get("autoScaleFormula") or ""
+        ts = now_iso()
+        try:
+            values, results = autoscale.evaluate(formula, self._autoscale_inputs(p))
+        except autoscale.FormulaError as exc:
+            run = {"timestamp": ts, "error": {"code": "AutoScalingFormulaSyntaxError",
+                                               "message": f"The specified auto-scaling formula has an error: {exc}",
+                                               "values": [{"name": "Formula", "value": formula[:200]}]}}
+            if apply:
+                p.autoscale_run = run
+            return run
+        run = {"timestamp": ts, "results": results}
+        if apply:
+            p.autoscale_run = run
+            p.deallocation = values["deallocation"]
+            if (values["dedicated"], values["lowPriority"]) != (p.target_dedicated, p.target_low):
+                self._apply_pool_targets(p, values["dedicated"], values["lowPriority"], values["deallocation"])
+                self._touch(p)
+        return run
+
+    def _check_formula(self, formula):
+        if not formula:
+            raise missing_property("autoScaleFormula")
+        try:
+            autoscale.parse(formula)
+        except autoscale.FormulaError as exc:
+            raise BatchError(400, "AutoScalingFormulaSyntaxError", None,
+                             [{"key": "Reason", "value": str(exc)}])

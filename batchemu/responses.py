@@ -1,0 +1,37 @@
+"""Handler results and their JSON/empty shorthands, in the Batch service's wire format.
+
+Guarantees: JSON bodies are compact UTF-8 with the OData ``minimalmetadata`` content type the SDK expects;
+``Last-Modified`` values are RFC 1123 dates.
+"""
+from __future__ import annotations
+
+from .engine import dumps
+from .util import http_date, parse_iso
+
+JSON_CT = "application/json;odata=minimalmetadata"
+
+
+class Response:
+    __slots__ = ("status", "headers", "body", "stream")
+
+    def __init__(self, status=200, body=None, headers=None, stream=None):
+        self.status = status
+        self.headers = headers or {}
+        self.body = body
+        self.stream = stream
+
+
+def _json(status, obj, headers=None) -> Response:
+    h = {"Content-Type": JSON_CT}
+    if headers:
+        h.update(headers)
+    return Response(status, dumps(obj), h)
+
+
+def _empty(status, headers=None) -> Response:
+    return Response(status, b"", headers or {})
+
+
+def _lm(iso: str | None) -> str:
+    ts = parse_iso(iso) if iso else None
+    return http_date(ts)

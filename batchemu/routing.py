@@ -1,0 +1,63 @@
+"""URL templates to handlers, and per-route request counters for the control plane.
+
+Guarantees: a path that matches a template under another verb answers 405 ``UnsupportedHttpVerb``, one that
+matches nothing 404 ``InvalidUri``; path parameters are URL-decoded; ``{path}`` at the end of a template
+matches the rest of the path. Counters are keyed by template (ids folded to ``{id}``), never by raw URL.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import urllib.parse
+
+from .errors import BatchError, err
+from .util import now_iso
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.statuses: dict[str, int] = {}
+        self.since = now_iso()
+
+    def add(self, key: str, status: int):
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+            s = str(status)
+            self.statuses[s] = self.statuses.get(s, 0) + 1
+
+    def snapshot(self):
+        with self.lock:
+            return {"requests": dict(sorted(self.counts.items())), "total": sum(self.counts.values()),
+                    "statusCodes": dict(self.statuses), "since": self.since}
+
+    def reset(self):
+        with self.lock:
+            self.counts.clear()
+            self.statuses.clear()
+            self.since = now_iso()
+
+
+class Router:
+    def __init__(self):
+        self.routes = []
+
+    def add(self, method, template, fn):
+        pattern = "^" + re.sub(r"\{[^}/]+\}", "([^/]+)", template) + "$"
+        if template.endswith("{path}"):
+            pattern = "^" + re.sub(r"\{[^}/]+\}", "([^/]+)", template[:-6]) + "(.+)$"
+        key_tpl = re.sub(r"\{(jobId|poolId|taskId|nodeId)\}", "{id}", template)
+        self.routes.append((method, re.compile(pattern), key_tpl, fn))
+
+    def match(self, method, path):
+        allowed = False
+        for m, rx, tpl, fn in self.routes:
+            mt = rx.match(path)
+            if mt:
+                if m == method:
+                    return tpl, fn, [urllib.parse.unquote(g) for g in mt.groups()]
+                allowed = True
+        if allowed:
+            raise BatchError(405, "UnsupportedHttpVerb")
+        raise err("InvalidUri", 404, "The requested URI does not represent any resource on the server.")

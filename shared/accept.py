@@ -24,9 +24,9 @@ from shared import batch, jobfile, split, storage
 from shared.batch import JobPlan, TaskSpec
 from shared.cleanup import clean_up, work_containers
 from shared.context import Context
-from shared.errors import BatchdropError, Conflict, InputNotFound, JobFileError
+from shared.errors import BatchdropError, BatchError, Conflict, JobFileError
 from shared.jobfile import BlobInput, ExistingPool, ItemsInput, JobSpec, PrefixInput
-from shared.runs import ACCEPTED, ACTIVE, FAILED, REJECTED, RUNNING, empty_counts
+from shared.runs import ACCEPTED, FAILED, REJECTED, RUNNING, TERMINAL, empty_counts
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class Shards:
     input_file: str  # file name each task sees, e.g. input.jsonl
     produced: Iterator[bytes] | None = None  # shards to upload, in task order
     existing: tuple[storage.BlobInfo, ...] = ()  # pre-split inputs (prefix form), in name order
+    input_etag: str | None = None  # the input blob's version: a retry splits exactly the same bytes
 
 
 def accept(ctx: Context, container: str, blob_name: str) -> str | None:
@@ -50,11 +51,12 @@ def accept(ctx: Context, container: str, blob_name: str) -> str | None:
         return None
     etag = props.etag
     job_file = f"{container}/{blob_name}"
-    fallback_id = jobfile.run_id(jobfile.default_name(blob_name), container, blob_name, etag)
+    fallback_name = jobfile.sanitise_name(jobfile.default_name(blob_name))
+    fallback_id = jobfile.run_id(fallback_name, container, blob_name, etag)
 
     limit = ctx.settings.max_job_file_bytes
     if props.size > limit:
-        return _reject(ctx, fallback_id, blob_name, job_file, JobFileError(
+        return _reject(ctx, fallback_id, fallback_name, job_file, JobFileError(
             f"the job file is {props.size} bytes; the limit is {limit}. Put large inputs in a blob "
             f"and point \"input\" at it instead of listing items inline"))
     try:
@@ -65,7 +67,7 @@ def accept(ctx: Context, container: str, blob_name: str) -> str | None:
     try:
         spec = jobfile.parse_job_file(raw, blob_name=blob_name, max_bytes=limit)
     except JobFileError as e:
-        return _reject(ctx, fallback_id, blob_name, job_file, e)
+        return _reject(ctx, fallback_id, fallback_name, job_file, e)
 
     run_id = jobfile.run_id(spec.name, container, blob_name, etag)
     existing = ctx.runs.try_read(run_id)
@@ -84,20 +86,28 @@ def accept(ctx: Context, container: str, blob_name: str) -> str | None:
 
     if existing is None:
         try:
-            ctx.runs.create(_initial_status(ctx, run_id, spec, job_file, etag))
+            ctx.runs.create(_initial_status(ctx, run_id, spec, job_file, etag, shards.input_etag))
             ctx.events.publish("accepted", run_id, {"job_file": job_file})
         except Conflict:
             pass  # a concurrent delivery of the same event: both continue, every step is idempotent
+    else:
+        ctx.runs.mark_active(run_id)  # a retry: the first try may have died before the marker
     log.info("accepted run_id=%s job_file=%s", run_id, job_file)
 
     try:
         total = _submit(ctx, run_id, spec, shards, first)
     except JobFileError as e:  # found while streaming, e.g. malformed JSON half-way through the input
         return _reject(ctx, run_id, spec.name, job_file, e)
-    except (BatchdropError, ResourceModifiedError) as e:
-        # permanent: Batch refused (quota, invalid spec) or the input changed under us
-        message = str(e) if isinstance(e, BatchdropError) else "the input blob changed during intake; upload it again"
-        _fail(ctx, run_id, message)
+    except ResourceModifiedError:
+        _fail(ctx, run_id, "the input blob changed during intake; upload it again and drop the job file again")
+        return run_id
+    except RunEnded:
+        clean_up(ctx, run_id)  # the monitor gave up on this intake meanwhile: leave nothing behind
+        return run_id
+    except BatchdropError as e:
+        if isinstance(e, BatchError) and e.transient:
+            raise  # the trigger retries; every step is idempotent
+        _fail(ctx, run_id, str(e))  # permanent: Batch refused (quota, invalid request)
         return run_id
 
     def to_running(data: dict) -> dict | None:
@@ -105,18 +115,22 @@ def accept(ctx: Context, container: str, blob_name: str) -> str | None:
             return None
         return {"state": RUNNING, "tasks": empty_counts(total), "submitted_at": ctx.runs.now()}
 
-    ctx.runs.update_retrying(run_id, to_running)
-    ctx.events.publish("running", run_id, {"tasks": total})
-    log.info("submitted run_id=%s tasks=%d", run_id, total)
+    if ctx.runs.update_retrying(run_id, to_running) is not None:
+        ctx.events.publish("running", run_id, {"tasks": total})
+        log.info("submitted run_id=%s tasks=%d", run_id, total)
+    elif ctx.runs.read(run_id).data["state"] in TERMINAL:
+        clean_up(ctx, run_id)  # ended by the monitor while we submitted
     return run_id
 
 
-def _initial_status(ctx: Context, run_id: str, spec: JobSpec, job_file: str, etag: str) -> dict:
+def _initial_status(ctx: Context, run_id: str, spec: JobSpec, job_file: str, etag: str,
+                    input_etag: str | None) -> dict:
     return {
         "run_id": run_id,
         "name": spec.name,
         "job_file": job_file,
         "job_file_etag": etag.strip('"'),
+        **({"input_etag": input_etag} if input_etag else {}),
         "state": ACCEPTED,
         "tasks": empty_counts(0),
         "merge": spec.merge.kind,
@@ -142,10 +156,11 @@ def _plan_inputs(ctx: Context, spec: JobSpec, status: dict | None) -> Shards:
         return Shards("input.jsonl", produced=split.iter_item_shards(inp.items, items_per_task=spec.items_per_task, tasks=spec.tasks))
     if isinstance(inp, BlobInput):
         info = storage.blob_info(ctx.blobs, inp.blob.container, inp.blob.path, "input.blob")
-        chunks = storage.read_chunks(ctx.blobs, info.container, info.name, etag=info.etag)
+        etag = (status or {}).get("input_etag") or info.etag
+        chunks = storage.read_chunks(ctx.blobs, info.container, info.name, etag=etag)
         produced = split.iter_shards(inp.format, chunks, items_per_task=spec.items_per_task, tasks=spec.tasks,
                                      total_bytes=info.size)
-        return Shards(f"input.{jobfile.input_extension(inp)}", produced=produced)
+        return Shards(f"input.{jobfile.input_extension(inp)}", produced=produced, input_etag=etag)
     if isinstance(inp, PrefixInput):
         blobs = storage.list_prefix(ctx.blobs, inp.prefix.container, inp.prefix.path, "input.prefix")
         ext = blobs[0].name.rsplit(".", 1)[-1] if "." in blobs[0].name.rsplit("/", 1)[-1] else "bin"
@@ -161,8 +176,8 @@ def _submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, first: byt
     """
     settings = ctx.settings
     in_container, out_container = work_containers(ctx, run_id)
-    storage.ensure_container(ctx.blobs, in_container)
-    storage.ensure_container(ctx.blobs, out_container)
+    for name in (in_container, out_container):
+        storage.ensure_container(ctx.blobs, name, metadata={WORK_METADATA: run_id})
     pool = spec.pool if isinstance(spec.pool, jobfile.PoolSpec) else None
     max_nodes = (pool.max_nodes if pool else None) or settings.pool.max_nodes
     slots = (pool.slots_per_node if pool else None) or settings.pool.slots_per_node
@@ -177,20 +192,20 @@ def _submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, first: byt
     job_timeout = batch.job_timeout(count, max_nodes * slots, spec.retries, task_timeout)
     expiry = ctx.clock() + job_timeout + timedelta(minutes=30)
     sas = storage.SasMinter(ctx.blobs)
-    in_url = sas.container_url(in_container, ContainerSasPermissions(read=True), expiry)
     out_url = sas.container_url(out_container, ContainerSasPermissions(create=True, write=True), expiry)
+    # each task can read its own input and nothing else
     if shards.existing:
         tasks = [TaskSpec(task_id(i), i, sas.blob_read_url(b.container, b.name, expiry), shards.input_file)
                  for i, b in enumerate(shards.existing)]
     else:
-        tasks = [TaskSpec(task_id(i), i, storage.blob_url(in_url, shard_name(i, shards.input_file)), shards.input_file)
-                 for i in range(count)]
+        tasks = [TaskSpec(task_id(i), i, sas.blob_read_url(in_container, shard_name(i, shards.input_file), expiry),
+                          shards.input_file) for i in range(count)]
 
     config_url = None
     if isinstance(spec.config, dict):
         ctx.blobs.get_blob_client(in_container, "config.json").upload_blob(
             json.dumps(spec.config).encode(), overwrite=True)
-        config_url = storage.blob_url(in_url, "config.json")
+        config_url = sas.blob_read_url(in_container, "config.json", expiry)
     elif isinstance(spec.config, jobfile.BlobRef):
         config_url = sas.blob_read_url(spec.config.container, spec.config.path, expiry)
     resources = tuple(
@@ -205,9 +220,14 @@ def _submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, first: byt
         pool_id=spec.pool.id if isinstance(spec.pool, ExistingPool) else None,
         vm_size=(pool.vm_size if pool else None) or settings.pool.vm_size,
         max_nodes=max_nodes, spot=bool(pool and pool.spot), slots_per_node=slots,
-        registry=_registry(ctx, spec),
+        registry=_registry(ctx, spec), owner=owner(ctx),
     )
-    batch.create_job(ctx.batch, batch.job_model(plan, settings.pool))
+    if ctx.runs.read(run_id).data["state"] != ACCEPTED:
+        raise RunEnded(run_id)  # the monitor gave up on this intake while it split and uploaded
+    if not batch.create_job(ctx.batch, batch.job_model(plan, settings.pool)):
+        job = batch.get_job(ctx.batch, run_id)
+        if job is not None and (job.state != "active" or job.all_tasks_complete_mode == "terminatejob"):
+            return count  # a retry after the job was sealed: its tasks are all in already
     groups = _chunks(tasks, batch.MAX_TASKS_PER_CALL)
     with ThreadPoolExecutor(settings.submit_concurrency, thread_name_prefix="submit") as executor:
         for _ in executor.map(lambda g: batch.add_tasks(ctx.batch, run_id, [batch.task_model(plan, t) for t in g]),
@@ -216,6 +236,18 @@ def _submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, first: byt
     if spec.merge.kind != "command":
         batch.seal_job(ctx.batch, run_id)  # a merge task is added later; finalize seals those jobs
     return count
+
+
+class RunEnded(Exception):
+    """The run reached a final state while intake was still working on it."""
+
+
+WORK_METADATA = "batchdroprun"  # marks a container as a run's work container (the sweep checks it)
+
+
+def owner(ctx: Context) -> str:
+    """Which deployment a Batch job belongs to: the URL of its results container."""
+    return f"{ctx.blobs.url.rstrip('/')}/{ctx.settings.results_container}"
 
 
 def shard_name(index: int, input_file: str) -> str:
@@ -297,8 +329,10 @@ def _reject(ctx: Context, run_id: str, name: str, job_file: str, error: JobFileE
 
 def _fail(ctx: Context, run_id: str, message: str) -> None:
     """The run cannot go on: say why, remove what it created, mark it failed."""
+    if ctx.runs.read(run_id).data["state"] != ACCEPTED:
+        return  # another delivery already got the run going (or ended it): not ours to fail
     log.warning("run failed during intake run_id=%s error=%s", run_id, message)
     ctx.runs.write_error(run_id, {"run_id": run_id, "state": FAILED, "message": message})
     clean_up(ctx, run_id)
-    ctx.runs.update_retrying(run_id, lambda d: {"state": FAILED, "error": message} if d["state"] in ACTIVE else None)
+    ctx.runs.update_retrying(run_id, lambda d: {"state": FAILED, "error": message} if d["state"] == ACCEPTED else None)
     ctx.events.publish("failed", run_id, {"error": message})

@@ -19,12 +19,14 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.errors import BatchError, BatchQuotaError
 from shared.settings import PoolDefaults, Settings
+from shared.storage import scrub
 
 log = logging.getLogger(__name__)
 
 QUOTA_CODES = {"ActiveJobAndScheduleQuotaReached", "PoolQuotaReached", "AccountCoreQuotaReached",
                "AccountLowPriorityCoreQuotaReached", "AccountVMSeriesCoreQuotaReached"}
 MAX_TASKS_PER_CALL = 100
+API_VERSION = "2025-06-01"  # the version azure-batch 15.x speaks
 
 
 def batch_client(settings: Settings) -> BatchClient:
@@ -42,12 +44,17 @@ def batch_client(settings: Settings) -> BatchClient:
 
 
 def translate(error: HttpResponseError, what: str) -> BatchError:
-    """SDK error -> domain error. The message names the operation and the service's code, never a URL."""
+    """SDK error -> domain error. The message names the operation and the service's code (its first
+    line only: the rest is request ids), never a URL. Server-side and throttling errors are marked
+    transient: the caller lets the trigger retry instead of failing the run."""
     code = getattr(getattr(error, "error", None), "code", None)
     message = getattr(getattr(error, "error", None), "message", None) or error.reason or "request failed"
+    message = scrub(str(message).strip().splitlines()[0] if str(message).strip() else "request failed")
     if code in QUOTA_CODES:
         return BatchQuotaError(f"{what}: Azure Batch quota reached ({code}); raise the quota or wait for other jobs to finish")
-    return BatchError(f"{what}: {message}", code=code)
+    status = error.status_code or 0
+    transient = status >= 500 or status in (408, 429) or code in ("ServerBusy", "OperationTimedOut")
+    return BatchError(f"{what}: {message}", code=code, transient=transient)
 
 
 def error_code(error: HttpResponseError) -> str | None:
@@ -84,6 +91,7 @@ class JobPlan:
     config_url: str | None  # read-only SAS URL of config.json
     resource_urls: tuple[tuple[str, str, bool], ...]  # (url, file name, unzip)
     pool_id: str | None  # an existing pool; None: auto pool
+    owner: str  # which deployment made the job (its results container URL), for the orphan sweep
     vm_size: str
     max_nodes: int
     spot: bool
@@ -129,10 +137,7 @@ def task_model(plan: JobPlan, task: TaskSpec) -> bm.BatchTaskCreateOptions:
         command_line=task_wrapper(plan, task.input_file),
         container_settings=_container_settings(plan),
         resource_files=resource_files,
-        environment_settings=[
-            bm.EnvironmentSetting(name="BATCHDROP_COMMAND", value=plan.command),
-            bm.EnvironmentSetting(name="TASK_INDEX", value=str(task.index)),
-        ],
+        environment_settings=[bm.EnvironmentSetting(name="TASK_INDEX", value=str(task.index))],
         output_files=[
             bm.OutputFile(
                 file_pattern="output/**/*",
@@ -151,12 +156,17 @@ def task_model(plan: JobPlan, task: TaskSpec) -> bm.BatchTaskCreateOptions:
     )
 
 
-def autoscale_formula(max_nodes: int, slots_per_node: int, spot: bool) -> str:
-    """Nodes follow pending tasks, capped at max_nodes; nodes leave only when their tasks finish."""
+def autoscale_formula(max_nodes: int, slots_per_node: int, spot: bool, task_count: int) -> str:
+    """Nodes follow pending tasks, capped at max_nodes; nodes leave only when their tasks finish.
+
+    The first evaluation happens when the pool is created, before any sample exists; it sizes
+    from the known task count instead of waiting five minutes for the next evaluation.
+    """
     target = "$TargetLowPriorityNodes" if spot else "$TargetDedicatedNodes"
     other = "$TargetDedicatedNodes" if spot else "$TargetLowPriorityNodes"
     return "\n".join([
-        "$pending = max(0, $PendingTasks.GetSample(1));",
+        "$sampled = $PendingTasks.GetSamplePercent(TimeInterval_Minute * 5) > 0;",
+        f"$pending = $sampled ? max(0, $PendingTasks.GetSample(1)) : {task_count};",
         f"$wanted = ($pending + {slots_per_node} - 1) / {slots_per_node};",
         f"{target} = min({max_nodes}, $wanted);",
         f"{other} = 0;",
@@ -181,7 +191,7 @@ def _pool_spec(plan: JobPlan, defaults: PoolDefaults) -> bm.BatchPoolSpecificati
         ),
         task_slots_per_node=plan.slots_per_node,
         enable_auto_scale=True,
-        auto_scale_formula=autoscale_formula(plan.max_nodes, plan.slots_per_node, plan.spot),
+        auto_scale_formula=autoscale_formula(plan.max_nodes, plan.slots_per_node, plan.spot, plan.task_count),
         auto_scale_evaluation_interval=timedelta(minutes=5),
         metadata=[bm.BatchMetadataItem(name="batchdrop-run", value=plan.run_id)],
     )
@@ -212,8 +222,11 @@ def job_model(plan: JobPlan, defaults: PoolDefaults) -> bm.BatchJobCreateOptions
         all_tasks_complete_mode="noaction",
         constraints=bm.BatchJobConstraints(max_wall_clock_time=plan.job_timeout),
         job_preparation_task=prep,
-        common_environment_settings=[bm.EnvironmentSetting(name="TASK_COUNT", value=str(plan.task_count))],
-        metadata=[bm.BatchMetadataItem(name="batchdrop-run", value=plan.run_id)],
+        # the same for every task, so said once here rather than in each task (add-task bodies stay small)
+        common_environment_settings=[bm.EnvironmentSetting(name="TASK_COUNT", value=str(plan.task_count)),
+                                     bm.EnvironmentSetting(name="BATCHDROP_COMMAND", value=plan.command)],
+        metadata=[bm.BatchMetadataItem(name="batchdrop-run", value=plan.run_id),
+                  bm.BatchMetadataItem(name="batchdrop-owner", value=plan.owner)],
     )
 
 
@@ -239,18 +252,33 @@ def create_job(client: BatchClient, job: bm.BatchJobCreateOptions) -> bool:
         raise translate(e, f"creating job {job.id}") from None
 
 
-def add_tasks(client: BatchClient, job_id: str, tasks: Sequence[bm.BatchTaskCreateOptions]) -> None:
-    """Add up to 100 tasks in one call. Idempotent: tasks that already exist count as added."""
+def add_tasks(client: BatchClient, job_id: str, tasks: Sequence[bm.BatchTaskCreateOptions], _tries: int = 3) -> None:
+    """Add up to 100 tasks in one call. Idempotent: tasks that already exist count as added.
+    A body over the service's 1 MB limit is split in half and sent again; tasks the service
+    could not add for a server-side reason are sent again (a few times)."""
     try:
         result = client.create_task_collection(job_id, bm.BatchTaskGroup(task_values=list(tasks)))
     except HttpResponseError as e:
+        if error_code(e) == "RequestBodyTooLarge" and len(tasks) > 1:
+            half = len(tasks) // 2
+            add_tasks(client, job_id, tasks[:half])
+            add_tasks(client, job_id, tasks[half:])
+            return
         raise translate(e, f"adding tasks to job {job_id}") from None
-    failed = [r for r in result.result_values or []
-              if r.status != "success" and not (r.error and r.error.code == "TaskExists")]
+    results = result.result_values or []
+    retry = {r.task_id for r in results if r.status == "serverError"}
+    failed = [r for r in results if r.status == "clientError" and not (r.error and r.error.code == "TaskExists")]
     if failed:
         first = failed[0]
         code = first.error.code if first.error else None
-        raise BatchError(f"adding tasks to job {job_id}: {len(failed)} task(s) refused, e.g. {first.task_id}", code=code)
+        message = scrub(first.error.message.splitlines()[0]) if first.error and first.error.message else "refused"
+        raise BatchError(f"adding tasks to job {job_id}: {len(failed)} task(s) refused, e.g. {first.task_id}: "
+                         f"{message}", code=code)
+    if retry:
+        if _tries <= 1:
+            raise BatchError(f"adding tasks to job {job_id}: the service kept failing {len(retry)} task(s)",
+                             code="ServerError", transient=True)
+        add_tasks(client, job_id, [t for t in tasks if t.id in retry], _tries - 1)
 
 
 def seal_job(client: BatchClient, job_id: str) -> None:
@@ -291,9 +319,16 @@ def list_tasks(client: BatchClient, job_id: str, filter: str | None = None,
 
 
 def delete_job(client: BatchClient, job_id: str) -> bool:
-    """Idempotent; deleting a job with an auto pool deletes the pool too. Does not wait."""
+    """Idempotent; deleting a job with an auto pool deletes the pool too. Returns False when it
+    was already gone. Does not wait for the deletion to finish (the SDK's begin_delete_job would
+    keep a thread polling each job until it is gone)."""
+    from urllib.parse import quote
+
+    from azure.core.rest import HttpRequest
+
+    request = HttpRequest("DELETE", f"/jobs/{quote(job_id, safe='')}", params={"api-version": API_VERSION})
     try:
-        client.begin_delete_job(job_id, polling_interval=1)
+        client.send_request(request).raise_for_status()  # the SDK's policy raises Batch errors itself
         return True
     except HttpResponseError as e:
         if error_code(e) in ("JobNotFound", "JobBeingDeleted") or e.status_code == 404:

@@ -34,8 +34,9 @@ class BatchQuotaError(BatchdropError):
 class BatchError(BatchdropError):
     """Azure Batch refused a request for another reason; `code` is the service's error code."""
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, transient: bool = False) -> None:
         self.code = code
+        self.transient = transient  # a retry may succeed (server error, throttling)
         super().__init__(f"{code}: {message}" if code else message)
 
 

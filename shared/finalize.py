@@ -20,11 +20,12 @@ from azure.storage.blob import ContainerSasPermissions
 from shared import batch, merge, storage
 from shared.cleanup import clean_up, work_containers
 from shared.context import Context
-from shared.errors import Conflict
-from shared.runs import FAILED, MERGING, SUCCEEDED, TERMINAL, RunPaths
+from shared.errors import BatchdropError, Conflict
+from shared.runs import FAILED, MERGING, SUCCEEDED, TERMINAL, RunPaths, fails_run
 
 log = logging.getLogger(__name__)
 STDERR_TAIL_BYTES = 4096
+CLAIM_TTL = timedelta(minutes=12)  # longer than a function may run (10 minutes on Consumption)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def outcome_of(task) -> TaskOutcome:
     failure = None
     if info and info.failure_info:
         f = info.failure_info
-        failure = {"category": f.category, "code": f.code, "message": f.message}
+        failure = {"category": f.category, "code": f.code, "message": storage.scrub(f.message or "")}
     duration = None
     if info and info.start_time and info.end_time:
         duration = round((info.end_time - info.start_time).total_seconds(), 3)
@@ -84,12 +85,23 @@ def finalize(ctx: Context, run_id: str) -> str:
     paths = RunPaths(run_id)
     results = storage.JsonBlobs(ctx.blobs, ctx.settings.results_container)
     report = results.read(paths.report)
+    if report is None:
+        record = _claim(ctx, record)
+        if record is None:
+            return "busy"  # another finalize is working on this run right now
     if report is None and record.data.get("merge_command") and record.data.get("merge_task") != "done":
         if not _start_merge_task(ctx, record):
             return MERGING  # the monitor calls us again once the merge task has finished
     if report is None:  # not merged yet (a rerun after the report was written skips the merge)
-        report_data = _merge_and_report(ctx, record.data)
-        results.put(paths.report, report_data)
+        try:
+            report_data = _merge_and_report(ctx, record.data)
+        except BaseException:
+            _release(ctx, run_id)  # let the queue's retry start over at once
+            raise
+        try:
+            results.create(paths.report, report_data)
+        except Conflict:  # a finalize whose claim had expired finished first: keep its report
+            report_data = results.read(paths.report).data
     else:
         report_data = report.data
     final = report_data["state"]
@@ -109,16 +121,42 @@ def finalize(ctx: Context, run_id: str) -> str:
             changes["container_execution"] = report_data["container_execution"]
         return changes
 
-    ctx.runs.update_retrying(run_id, finish)
-    ctx.events.publish(final, run_id, {"output": report_data.get("output"), "tasks": report_data["tasks"]})
-    log.info("finalized run_id=%s state=%s", run_id, final)
+    if ctx.runs.update_retrying(run_id, finish) is not None:  # one event, from the finalize that ended the run
+        ctx.events.publish(final, run_id, {"output": report_data.get("output"), "tasks": report_data["tasks"]})
+        log.info("finalized run_id=%s state=%s", run_id, final)
     return final
+
+
+def _claim(ctx: Context, record):
+    """Take the run for this finalize (a conditional write). Returns the claimed record, or None
+    when another finalize holds a claim younger than CLAIM_TTL (the function timeout: older
+    claims belong to a finalize that died)."""
+    claimed = record.data.get("finalize_claimed_at")
+    if claimed:
+        age = ctx.clock() - datetime.fromisoformat(claimed.replace("Z", "+00:00"))
+        if age < CLAIM_TTL:
+            return None
+    try:
+        return ctx.runs.update(record, {"finalize_claimed_at": ctx.runs.now()})
+    except Conflict:
+        return None
+
+
+def _release(ctx: Context, run_id: str) -> None:
+    """Best effort: drop this finalize's claim (a killed host cannot; its claim then expires)."""
+    try:
+        ctx.runs.update_retrying(run_id, lambda d: {"finalize_claimed_at": None} if d["state"] == MERGING else None)
+    except Exception as e:
+        log.warning("could not release the finalize claim run_id=%s error=%s", run_id, type(e).__name__)
 
 
 def _merge_and_report(ctx: Context, status: dict) -> dict:
     run_id = status["run_id"]
     paths = RunPaths(run_id)
     _, out_container = work_containers(ctx, run_id)
+    if not ctx.blobs.get_container_client(out_container).exists():
+        # only a finished finalize deletes it, and that one wrote the report we did not find
+        raise BatchdropError(f"run {run_id}: the task output container is gone; not merging from nothing")
     tasks = sorted((outcome_of(t) for t in batch.list_tasks(ctx.batch, run_id, select=["id", "state", "executionInfo"])
                     if t.id != batch.MERGE_TASK_ID), key=lambda o: o.index)
     failed = [t for t in tasks if not t.succeeded]
@@ -130,27 +168,20 @@ def _merge_and_report(ctx: Context, status: dict) -> dict:
             entry["stderr_tail"] = _keep_failure_logs(ctx, out_container, paths, t.task_id)
         entries.append(entry)
 
-    # tasks still waiting or running when a failing run stopped are "stopped", not "failed"
+    # tasks still waiting or running when the run stopped are "stopped", not "failed"
     stopped = sum(1 for t in failed if t.failure and t.failure["category"] == "incomplete")
     counts = {"total": len(tasks), "active": 0, "running": 0, "succeeded": len(succeeded),
               "failed": len(failed) - stopped}
     if stopped:
         counts["stopped"] = stopped
     report = {"run_id": run_id, "tasks": counts, "entries": entries, "warnings": []}
+    if status.get("job_ended"):
+        report["warnings"].append(status["job_ended"])
     mode = _container_execution(ctx, run_id, tasks)
     if mode:
         report["container_execution"] = mode
-    policy = status.get("on_task_failure", "fail")
-    if not tasks or (failed and policy == "fail") or not succeeded:
-        first = next((t for t in failed if t.failure is None or t.failure["category"] != "incomplete"),
-                     failed[0] if failed else None)
-        reason = f"{counts['failed']} of {len(tasks)} tasks failed" if tasks else "the job had no tasks"
-        if stopped:
-            reason += f" ({stopped} more stopped before they finished)"
-        if first:
-            reason += f"; first: {first.task_id} (exit code {first.exit_code}"
-            reason += f", {first.failure['code']})" if first.failure else ")"
-        report.update(state=FAILED, error=reason + "; see report.json for each task's stderr")
+    if not succeeded or fails_run(status.get("on_task_failure", "fail"), len(failed)):
+        report.update(state=FAILED, error=_failure_reason(tasks, failed, counts, status.get("job_ended")))
         return _timed(ctx, status, report)
 
     kind = status.get("merge", "jsonl")
@@ -158,13 +189,19 @@ def _merge_and_report(ctx: Context, status: dict) -> dict:
         return _timed(ctx, status, _collect_merge_task(ctx, status, report, out_container, failed))
     ext = status.get("output_extension") or "bin"
     output_file = status.get("task_output") or f"output.{ext}"
+    present = {b.name for b in ctx.blobs.get_container_client(out_container).list_blobs(name_starts_with="tasks/")}
+    merged = set() if kind == "none" else {f"tasks/{t.task_id}/{output_file}" for t in succeeded}
+    # everything else a succeeded task wrote to OUTPUT_DIR is kept under results/<run>/tasks/<task>/
+    for t in succeeded:
+        prefix = f"tasks/{t.task_id}/"
+        for name in sorted(n for n in present if n.startswith(prefix) and n not in merged):
+            _copy_blob(ctx, out_container, name, paths.task_prefix(t.task_id) + name[len(prefix):])
     if kind == "none":
-        for t in succeeded:
-            _copy_prefix(ctx, out_container, f"tasks/{t.task_id}/", paths.task_prefix(t.task_id))
         report["output"] = f"{ctx.settings.results_container}/{run_id}/tasks/"
     else:
-        missing: list[str] = []
-        sources = _sources(ctx, out_container, [f"tasks/{t.task_id}/{output_file}" for t in succeeded], missing)
+        names = [f"tasks/{t.task_id}/{output_file}" for t in succeeded]
+        missing = [t.task_id for t, name in zip(succeeded, names) if name not in present]
+        sources = _sources(ctx, out_container, [n for n in names if n in present])
         size = storage.commit_stream(ctx.blobs, ctx.settings.results_container, paths.output(ext),
                                      merge.merge_stream(kind, sources))
         if missing:
@@ -173,8 +210,23 @@ def _merge_and_report(ctx: Context, status: dict) -> dict:
         report["output_bytes"] = size
     report["state"] = SUCCEEDED
     if failed:
-        report["warnings"].append(f"partial result: {len(failed)} task(s) failed and are not in the output")
+        report["warnings"].append(f"partial result: {len(failed)} task(s) did not succeed and are not in the output")
     return _timed(ctx, status, report)
+
+
+def _failure_reason(tasks: list[TaskOutcome], failed: list[TaskOutcome], counts: dict, job_ended: str | None) -> str:
+    if not tasks:
+        return "the job had no tasks"
+    reason = f"{counts['failed']} of {len(tasks)} tasks failed"
+    if counts.get("stopped"):
+        reason += f" ({counts['stopped']} more stopped before they finished)"
+    first = next((t for t in failed if t.failure is None or t.failure["category"] != "incomplete"), None)
+    if first:
+        reason += f"; first: {first.task_id} (exit code {first.exit_code}"
+        reason += f", {first.failure['code']})" if first.failure else ")"
+    if job_ended:
+        reason += f"; {job_ended}"
+    return reason + "; see report.json for each task's stderr"
 
 
 def _start_merge_task(ctx: Context, record) -> bool:
@@ -185,7 +237,8 @@ def _start_merge_task(ctx: Context, record) -> bool:
         return False
     tasks = [outcome_of(t) for t in batch.list_tasks(ctx.batch, status["run_id"], select=["id", "state", "executionInfo"])
              if t.id != batch.MERGE_TASK_ID]
-    if not tasks or (any(not t.succeeded for t in tasks) and status.get("on_task_failure", "fail") == "fail"):
+    failed = sum(1 for t in tasks if not t.succeeded)
+    if not tasks or failed == len(tasks) or fails_run(status.get("on_task_failure", "fail"), failed):
         return True
     run_id = status["run_id"]
     _, out_container = work_containers(ctx, run_id)
@@ -203,7 +256,8 @@ def _start_merge_task(ctx: Context, record) -> bool:
     batch.add_task(ctx.batch, run_id, batch.merge_task_model(plan))
     batch.seal_job(ctx.batch, run_id)
     try:
-        ctx.runs.update(record, {"merge_task": "running", "merge_task_started_at": ctx.runs.now()})
+        ctx.runs.update(record, {"merge_task": "running", "merge_task_started_at": ctx.runs.now(),
+                                 "finalize_claimed_at": None})  # the next finalize collects the result
     except Conflict:
         pass  # a concurrent finalize recorded it; the task itself is added once (TaskExists)
     log.info("merge task started run_id=%s", run_id)
@@ -242,46 +296,38 @@ def _timed(ctx: Context, status: dict, report: dict) -> dict:
     return report
 
 
-def _sources(ctx: Context, container: str, blob_names: list[str], missing: list[str],
-             ahead: int = 8) -> Iterator[Iterator[bytes]]:
+def _sources(ctx: Context, container: str, blob_names: list[str], ahead: int = 8) -> Iterator[Iterator[bytes]]:
     """Each task output blob as a stream, in the order given. The next few downloads start
     early (their first range, at most BLOCK_SIZE each), so many small outputs do not wait on one
-    request at a time. Absent blobs are skipped and named in `missing`."""
-    from azure.core.exceptions import ResourceNotFoundError
+    request at a time. A blob that vanished meanwhile is an error, never an empty source."""
+    names = iter(blob_names)
 
     def open_blob(name: str):
-        try:
-            return ctx.blobs.get_blob_client(container, name).download_blob()
-        except ResourceNotFoundError:
-            return None
+        return ctx.blobs.get_blob_client(container, name).download_blob()
 
-    names = iter(blob_names)
     with ThreadPoolExecutor(ahead, thread_name_prefix="merge-read") as pool:
-        pending = deque((name, pool.submit(open_blob, name)) for name in islice(names, ahead))
+        pending = deque(pool.submit(open_blob, name) for name in islice(names, ahead))
         while pending:
-            name, future = pending.popleft()
+            future = pending.popleft()
             following = next(names, None)
             if following is not None:
-                pending.append((following, pool.submit(open_blob, following)))
-            downloader = future.result()
-            if downloader is None:
-                missing.append(name.split("/")[-2] if name.count("/") >= 2 else name)
-                continue
-            yield downloader.chunks()
+                pending.append(pool.submit(open_blob, following))
+            yield future.result().chunks()
 
 
 def _keep_failure_logs(ctx: Context, out_container: str, paths: RunPaths, task_id: str) -> str | None:
-    """Copy a failed task's stdout/stderr into results/<run>/tasks/<task>/ and return the stderr tail."""
-    _copy_prefix(ctx, out_container, f"logs/{task_id}/", paths.task_prefix(task_id))
-    return storage.read_tail(ctx.blobs, out_container, f"logs/{task_id}/stderr.txt", STDERR_TAIL_BYTES)
+    """Copy a failed task's stdout/stderr into results/<run>/tasks/<task>/ and return the stderr
+    tail (scrubbed: a task may print a URL it was given)."""
+    prefix = f"logs/{task_id}/"
+    for blob in ctx.blobs.get_container_client(out_container).list_blobs(name_starts_with=prefix):
+        _copy_blob(ctx, out_container, blob.name, paths.task_prefix(task_id) + blob.name[len(prefix):])
+    tail = storage.read_tail(ctx.blobs, out_container, f"{prefix}stderr.txt", STDERR_TAIL_BYTES)
+    return storage.scrub(tail) if tail is not None else None
 
 
-def _copy_prefix(ctx: Context, container: str, prefix: str, target_prefix: str) -> None:
-    source = ctx.blobs.get_container_client(container)
-    for blob in source.list_blobs(name_starts_with=prefix):
-        target = target_prefix + blob.name[len(prefix):]
-        storage.commit_stream(ctx.blobs, ctx.settings.results_container, target,
-                              storage.read_chunks(ctx.blobs, container, blob.name))
+def _copy_blob(ctx: Context, container: str, name: str, target: str) -> None:
+    storage.commit_stream(ctx.blobs, ctx.settings.results_container, target,
+                          storage.read_chunks(ctx.blobs, container, name))
 
 
 def _container_execution(ctx: Context, run_id: str, tasks: list[TaskOutcome]) -> str | None:

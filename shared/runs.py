@@ -38,6 +38,12 @@ def can_transition(current: str, target: str) -> bool:
     return target == current or target in _ALLOWED.get(current, set())
 
 
+def fails_run(on_task_failure: str, failed_tasks: int) -> bool:
+    """Under `fail` (the default) one task that failed all its tries fails the run; under
+    `partial` the run goes on and merges what succeeded."""
+    return on_task_failure != "partial" and failed_tasks > 0
+
+
 def empty_counts(total: int = 0) -> dict:
     return {"total": total, "active": total, "running": 0, "succeeded": 0, "failed": 0}
 
@@ -88,13 +94,25 @@ class RunStore:
         return self._results.read(RunPaths(run_id).status)
 
     def create(self, status: dict) -> Record:
-        """Create the record if absent; Conflict if another delivery created it first."""
+        """Create the record if absent; Conflict if another delivery created it first.
+
+        An active run is put in the monitor's index *before* its record exists: a crash in
+        between leaves an index entry the monitor drops, never a run the monitor cannot see."""
         now = self.now()
         status = {**status, "created_at": now, "updated_at": now}
-        record = self._results.create(RunPaths(status["run_id"]).status, status)
         if status["state"] in ACTIVE:
-            self._control.put(f"active/{status['run_id']}", {"run_id": status["run_id"], "since": now})
-        return record
+            self.mark_active(status["run_id"])
+        return self._results.create(RunPaths(status["run_id"]).status, status)
+
+    def mark_active(self, run_id: str) -> None:
+        """Idempotent: the monitor watches this run until it reaches a final state."""
+        self._control.put(f"active/{run_id}", {"run_id": run_id, "since": self.now()})
+
+    def marked_since(self, run_id: str) -> datetime | None:
+        marker = self._control.read(f"active/{run_id}")
+        if marker is None or "since" not in marker.data:
+            return None
+        return datetime.fromisoformat(marker.data["since"].replace("Z", "+00:00"))
 
     def update(self, record: Record, changes: dict) -> Record:
         """Conditional write of `changes` (may include a new state). Raises Conflict if the record

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import logging
 import threading
 import uuid
@@ -32,6 +33,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 SAS_CLOCK_SKEW = timedelta(minutes=15)
+MAX_SAS_LIFETIME = timedelta(days=7) - timedelta(hours=1)
 BLOCK_SIZE = 4 * 1024 * 1024
 
 
@@ -77,10 +79,10 @@ def queue_client(settings: Settings, name: str) -> QueueClient:
     return service.get_queue_client(name, **policies)
 
 
-def ensure_container(service: BlobServiceClient, name: str) -> None:
+def ensure_container(service: BlobServiceClient, name: str, metadata: dict[str, str] | None = None) -> None:
     """Idempotent: an existing container is fine."""
     try:
-        service.create_container(name)
+        service.create_container(name, metadata=metadata)
     except ResourceExistsError:
         pass
 
@@ -285,11 +287,13 @@ class SasMinter:
     def _sign(self, generate, expiry: datetime, **kwargs) -> str:
         now = datetime.now(timezone.utc)
         start = now - SAS_CLOCK_SKEW
+        # a user delegation key lives at most 7 days, and a SAS cannot outlive its key
+        expiry = min(expiry, now + MAX_SAS_LIFETIME)
         account_key = getattr(self._service.credential, "account_key", None)
         if account_key:
             return generate(self._service.account_name, account_key=account_key, expiry=expiry, start=start, **kwargs)
         if self._delegation_key is None:
-            self._delegation_key = self._service.get_user_delegation_key(start, min(expiry, now + timedelta(days=7)))
+            self._delegation_key = self._service.get_user_delegation_key(start, now + MAX_SAS_LIFETIME)
         return generate(self._service.account_name, user_delegation_key=self._delegation_key,
                         expiry=expiry, start=start, **kwargs)
 
@@ -300,9 +304,13 @@ def blob_url(container_sas_url: str, blob_name: str) -> str:
     return f"{base}/{quote(blob_name)}?{token}"
 
 
-def redact(url: str) -> str:
-    """A URL safe to log: the query string (where a SAS lives) removed."""
-    return url.split("?", 1)[0] + ("?<redacted>" if "?" in url else "")
+_SECRETS = re.compile(r"(sig=|AccountKey=|SharedKey [^:\s]+:|password=)[^&;\s\"']+", re.IGNORECASE)
+
+
+def scrub(text: str) -> str:
+    """Text safe to show a user or a log: SAS signatures, account keys and passwords replaced.
+    Used on anything that comes back from a service or a task (error messages, stderr tails)."""
+    return _SECRETS.sub(lambda m: m.group(1) + "<redacted>", text)
 
 
 def ensure_queue(client: QueueClient) -> None:

@@ -6,9 +6,11 @@ behind (pools bill while they exist). It runs from the monitor at most once an h
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 
 from shared import batch, storage
+from shared.accept import WORK_METADATA, owner
 from shared.context import Context
 from shared.runs import ACTIVE, iso
 
@@ -41,17 +43,24 @@ def sweep(ctx: Context) -> list[str]:
         record = ctx.runs.try_read(run_id)
         return record is not None and record.data["state"] in ACTIVE
 
+    me = owner(ctx)
     for job in ctx.batch.list_jobs(select=["id", "creationTime", "metadata"]):
         meta = {m.name: m.value for m in (job.metadata or [])}
         run_id = meta.get("batchdrop-run")
-        if not run_id or job.creation_time is None or job.creation_time > limit:
+        # only jobs this deployment made: another one sharing the Batch account keeps its own
+        if not run_id or meta.get("batchdrop-owner") != me or job.creation_time is None or job.creation_time > limit:
             continue
         if not owned_by_active_run(run_id) and batch.delete_job(ctx.batch, job.id):
             deleted.append(f"job {job.id}")
     prefix = ctx.settings.work_prefix + "-"
-    for container in ctx.blobs.list_containers(name_starts_with=prefix):
-        run_id = container.name[len(prefix):].rsplit("-", 1)[0]
-        if container.last_modified > limit or owned_by_active_run(run_id):
+    work_name = re.compile(rf"^{re.escape(prefix)}(?P<run>[a-z0-9-]+-[0-9a-f]{{8}})-(in|out)$")
+    for container in ctx.blobs.list_containers(name_starts_with=prefix, include_metadata=True):
+        match = work_name.match(container.name)
+        # a user's container that merely shares the prefix is never touched: the name and the
+        # metadata written at creation must both say it is a run's work container
+        if not match or (container.metadata or {}).get(WORK_METADATA) != match["run"]:
+            continue
+        if container.last_modified > limit or owned_by_active_run(match["run"]):
             continue
         if storage.delete_container(ctx.blobs, container.name):
             deleted.append(f"container {container.name}")

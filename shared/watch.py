@@ -13,15 +13,18 @@ from datetime import datetime, timedelta
 from azure.core.exceptions import HttpResponseError
 
 from shared import batch, storage
+from shared.storage import scrub
 from shared.cleanup import clean_up
 from shared.context import Context
 from shared.errors import BatchdropError, Conflict, RunNotFound
 from shared.sweep import sweep_if_due
-from shared.runs import ACCEPTED, CANCELLED, FAILED, MERGING, RUNNING, TERMINAL, Record
+from shared.runs import ACCEPTED, CANCELLED, FAILED, MERGING, RUNNING, TERMINAL, Record, fails_run
 
 log = logging.getLogger(__name__)
 
-STUCK_INTAKE = timedelta(minutes=30)  # longer than any intake can take (the function timeout is 10)
+STUCK_INTAKE = timedelta(minutes=60)  # longer than an intake with all its tries (5 x the 10-minute timeout)
+ORPHAN_MARKER = timedelta(minutes=10)
+STALL_CHECK = timedelta(minutes=5)  # how often a run without progress gets its job looked at
 FINALIZE_RETRY_AFTER = timedelta(minutes=15)
 MAX_FINALIZE_REQUESTS = 3
 
@@ -37,7 +40,7 @@ class Decision:
 def decide(counts: dict, on_task_failure: str) -> Decision:
     total = counts["total"]
     finished = counts["succeeded"] + counts["failed"]
-    if on_task_failure == "fail" and counts["failed"] > 0:
+    if fails_run(on_task_failure, counts["failed"]):
         return Decision(done=True, failed_fast=finished < total)
     return Decision(done=total > 0 and finished >= total, failed_fast=False)
 
@@ -49,11 +52,17 @@ def watch(ctx: Context) -> dict[str, str]:
         try:
             outcome[run_id] = watch_run(ctx, run_id)
         except RunNotFound:
-            ctx.runs.forget_active(run_id)
-            outcome[run_id] = "forgotten"
-        except BatchdropError as e:
-            log.warning("monitor could not check run_id=%s error=%s", run_id, e)
-            outcome[run_id] = f"error: {e}"
+            # the index entry is written just before the record: forget it only when it is old
+            since = ctx.runs.marked_since(run_id)
+            if since is None or ctx.clock() - since > ORPHAN_MARKER:
+                ctx.runs.forget_active(run_id)
+                outcome[run_id] = "forgotten"
+            else:
+                outcome[run_id] = "not created yet"
+        except Exception as e:  # one bad run must not stop the tick for the others
+            log.warning("monitor could not check run_id=%s error=%s: %s", run_id, type(e).__name__,  # noqa
+                        scrub(str(e).splitlines()[0] if str(e) else ""))
+            outcome[run_id] = f"error: {type(e).__name__}"
     try:
         sweep_if_due(ctx)
     except (BatchdropError, HttpResponseError) as e:  # the sweep is a safety net; the next one retries
@@ -102,10 +111,14 @@ def _watch_running(ctx: Context, record: Record) -> str:
         if unfinished:
             decision = Decision(done=False, failed_fast=False)
     changes: dict = {"tasks": tasks}
+    if not decision.done and tasks == record.data["tasks"]:
+        stalled = _check_stalled(ctx, record)
+        if stalled is None:
+            return "no change"
+        changes.update(stalled)
+        decision = Decision(done="state" in stalled, failed_fast=False)
     if decision.done:
         changes.update(state=MERGING, finalize_requested_at=ctx.runs.now(), finalize_requests=1)
-    if tasks == record.data["tasks"] and not decision.done:
-        return "no change"
     try:
         ctx.runs.update(record, changes)
     except Conflict:
@@ -115,6 +128,25 @@ def _watch_running(ctx: Context, record: Record) -> str:
         log.info("finalize requested run_id=%s", run_id)
         return "finalize requested"
     return "updated"
+
+
+def _check_stalled(ctx: Context, record: Record) -> dict | None:
+    """A run whose counts have not moved for a while: has its job ended without its tasks (its
+    time limit expired, someone terminated it, its pool never got nodes)? Looked at once per
+    STALL_CHECK, so a quiet tick stays at one Batch call. Returns status changes, or None."""
+    last = record.data.get("job_checked_at") or record.data["updated_at"]
+    if _age(ctx, last) < STALL_CHECK:
+        return None
+    job = batch.get_job(ctx.batch, record.data["run_id"])
+    changes: dict = {"job_checked_at": ctx.runs.now()}
+    if job is not None and job.state in ("completed", "terminating"):
+        reason = getattr(job.execution_info, "termination_reason", None) if job.execution_info else None
+        error = getattr(job.execution_info, "scheduling_error", None) if job.execution_info else None
+        why = f"the Batch job ended ({reason or job.state}) before all its tasks ran"
+        if error is not None:
+            why += f": {scrub(str(getattr(error, 'message', '') or getattr(error, 'code', '')))}"
+        changes.update(state=MERGING, job_ended=why)  # finalize reports the tasks that never ran
+    return changes
 
 
 def _watch_merging(ctx: Context, record: Record) -> str:
@@ -146,12 +178,14 @@ def _watch_merging(ctx: Context, record: Record) -> str:
 
 
 def _give_up(ctx: Context, record: Record, message: str, state: str = FAILED) -> None:
+    """Clean up first (idempotent), then end the run: a crash in between leaves a run the next
+    tick gives up on again, never a final state with resources behind it."""
     run_id = record.data["run_id"]
+    clean_up(ctx, run_id)
     try:
         ctx.runs.update(record, {"state": state, "error": message})
     except Conflict:
         return
     ctx.runs.write_error(run_id, {"run_id": run_id, "state": state, "message": message})
-    clean_up(ctx, run_id)
     ctx.events.publish(state, run_id, {"error": message})
     log.warning("run ended run_id=%s state=%s reason=%s", run_id, state, message)

@@ -265,3 +265,108 @@ def test_task_sas_grants_only_what_it_needs_and_expires(ctx, batch):
         BlobClient.from_blob_url(storage.blob_url(out_url, "probe.txt")).download_blob().readall()
     batch.begin_delete_job(d.run_id).result()
     run_to_end(ctx, d.run_id)
+
+
+def test_overlapping_finalizes_merge_once_and_never_replace_the_output(ctx, env):
+    """A second finalize while the first holds its claim does nothing; after the first finished,
+    a late one (its claim long expired) finds the report and changes nothing either."""
+    from shared.runs import utc_now
+    from tests.pipeline.helpers import build_context
+
+    d = drop(ctx, "overlap.json", {"command": COPY, "input": {"items": [1, 2, 3]}})
+    accept(ctx, d.container, d.name)
+    wait_for(lambda: watch(ctx).get(d.run_id) == "finalize requested", deadline_s=60, interval_s=0.2,
+             what="finalize requested")
+    from shared.finalize import _claim
+
+    _claim(ctx, ctx.runs.read(d.run_id))  # finalize #1 has claimed the run and is merging
+    assert finalize(ctx, d.run_id) == "busy"
+    assert results_blob(ctx, f"{d.run_id}/output.jsonl") is None
+    late = build_context(env, clock=lambda: utc_now() + timedelta(minutes=13))  # #1 died: claim expired
+    assert finalize(late, d.run_id) == "succeeded"
+    output = results_blob(ctx, f"{d.run_id}/output.jsonl")
+    assert output == b"1\n2\n3\n"
+    assert finalize(late, d.run_id) == "succeeded" and finalize(ctx, d.run_id) == "succeeded"
+    assert results_blob(ctx, f"{d.run_id}/output.jsonl") == output
+    report = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))
+    assert report["output_bytes"] == len(output) and report["warnings"] == []
+    assert [e[0] for e in ctx.events.events + late.events.events].count("succeeded") == 1
+
+
+def test_run_is_monitored_even_if_intake_died_before_its_index_entry(ctx, monkeypatch):
+    from shared.runs import RunStore
+
+    d = drop(ctx, "nomarker.json", {"command": COPY, "input": {"items": [1]}})
+    real_mark = RunStore.mark_active
+    monkeypatch.setattr(RunStore, "mark_active", lambda self, run_id: (_ for _ in ()).throw(ConnectionError("died")))
+    with pytest.raises(ConnectionError):
+        accept(ctx, d.container, d.name)
+    monkeypatch.setattr(RunStore, "mark_active", real_mark)
+    accept(ctx, d.container, d.name)  # the trigger's retry
+    assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
+
+
+def test_intake_retry_after_the_job_was_sealed_and_finished_keeps_the_run(ctx, batch, monkeypatch):
+    d = drop(ctx, "sealed.json", {"command": COPY, "input": {"items": [1, 2]}})
+    calls = {"n": 0}
+    from shared.runs import RunStore
+
+    real = RunStore.update_retrying
+
+    def die_before_running(self, run_id, mutate, attempts=5):
+        calls["n"] += 1
+        raise ConnectionError("host died after sealing the job")
+
+    monkeypatch.setattr(RunStore, "update_retrying", die_before_running)
+    with pytest.raises(ConnectionError):
+        accept(ctx, d.container, d.name)
+    monkeypatch.setattr(RunStore, "update_retrying", real)
+    wait_for(lambda: batch.get_job(d.run_id).state == "completed", what="job completed")
+    accept(ctx, d.container, d.name)  # the retry finds a finished job
+    assert status(ctx, d.run_id)["state"] == "running"
+    assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
+    assert calls["n"] == 1
+
+
+def test_job_that_ends_with_tasks_never_run_does_not_leave_the_run_running(ctx, env, batch):
+    from shared.runs import utc_now
+    from tests.pipeline.helpers import build_context
+
+    d = drop(ctx, "ended.json", {"command": "sleep 30", "input": {"items": [1, 2, 3, 4, 5, 6]}, "retries": 0,
+                                 "on_task_failure": "partial"})
+    accept(ctx, d.container, d.name)
+    batch.begin_terminate_job(d.run_id, options={"terminateReason": "user stop"}).result()
+    watch(ctx)  # counts unchanged or not: a quiet run is checked only every 5 minutes
+    later = build_context(env, clock=lambda: utc_now() + timedelta(minutes=6))
+    final = run_to_end(later, d.run_id, deadline_s=30)
+    assert final["state"] == "failed"
+    assert "ended" in final["error"]
+    assert work_containers_left(ctx) == []
+
+
+def test_sweep_never_touches_a_user_container_that_shares_the_prefix(ctx, env):
+    from shared.runs import utc_now
+    from shared.sweep import sweep
+    from tests.pipeline.helpers import build_context
+
+    name = f"{ctx.settings.work_prefix}-archive"
+    storage.ensure_container(ctx.blobs, name)
+    ctx.blobs.get_blob_client(name, "precious.csv").upload_blob(b"keep me")
+    sweep(build_context(env, clock=lambda: utc_now() + timedelta(days=30)))
+    assert ctx.blobs.get_blob_client(name, "precious.csv").download_blob().readall() == b"keep me"
+
+
+def test_long_command_does_not_overflow_the_add_task_body(ctx):
+    command = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"' + "; true" * 1500  # about 9 KB
+    d = drop(ctx, "long.json", {"command": command, "input": {"items": list(range(100))}})
+    accept(ctx, d.container, d.name)
+    assert run_to_end(ctx, d.run_id, deadline_s=90)["state"] == "succeeded"
+
+
+def test_extra_files_in_output_dir_are_collected(ctx):
+    d = drop(ctx, "extras.json", {"command": COPY + '; echo "log of $TASK_INDEX" > "$OUTPUT_DIR/notes.txt"',
+                                   "input": {"items": [1, 2]}})
+    accept(ctx, d.container, d.name)
+    assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
+    assert results_blob(ctx, f"{d.run_id}/output.jsonl") == b"1\n2\n"
+    assert results_blob(ctx, f"{d.run_id}/tasks/t000001/notes.txt") == b"log of 1\n"

@@ -5,8 +5,10 @@ from datetime import timedelta
 
 from azure.batch import models as bm
 
+import uuid
+
 from shared import storage
-from shared.accept import accept
+from shared.accept import WORK_METADATA, accept, owner
 from shared.runs import utc_now
 from shared.sweep import sweep, sweep_if_due
 from tests.pipeline.helpers import build_context, drop, jobs_left, wait_for
@@ -16,21 +18,26 @@ def test_sweep_removes_old_orphans_and_keeps_active_runs(env, batch):
     ctx = build_context(env)
     active = drop(ctx, "active.json", {"command": "sleep 30", "input": {"items": [1]}})
     accept(ctx, active.container, active.name)
-    orphan_id = f"orphan-{env['INTAKE_CONTAINER'][-8:]}"
-    batch.create_job(bm.BatchJobCreateOptions(
-        id=orphan_id, pool_info=bm.BatchPoolInfo(pool_id="nonexistent-pool"),
-        metadata=[bm.BatchMetadataItem(name="batchdrop-run", value=orphan_id)]))
-    storage.ensure_container(ctx.blobs, f"{ctx.settings.work_prefix}-{orphan_id}-in")
+    orphan_id = f"orphan-{uuid.uuid4().hex[:8]}"
+    foreign_id = f"foreign-{uuid.uuid4().hex[:8]}"
+    for job_id, job_owner in ((orphan_id, owner(ctx)), (foreign_id, "http://another/deployment")):
+        batch.create_job(bm.BatchJobCreateOptions(
+            id=job_id, pool_info=bm.BatchPoolInfo(pool_id="nonexistent-pool"),
+            metadata=[bm.BatchMetadataItem(name="batchdrop-run", value=job_id),
+                      bm.BatchMetadataItem(name="batchdrop-owner", value=job_owner)]))
+    storage.ensure_container(ctx.blobs, f"{ctx.settings.work_prefix}-{orphan_id}-in",
+                             metadata={WORK_METADATA: orphan_id})
 
     assert sweep(ctx) == []  # nothing is old yet
     later = build_context(env, clock=lambda: utc_now() + timedelta(hours=49))
     deleted = sweep(later)
     assert f"job {orphan_id}" in deleted
     assert f"container {ctx.settings.work_prefix}-{orphan_id}-in" in deleted
-    assert not any(active.run_id in d for d in deleted)
+    assert not any(active.run_id in d or foreign_id in d for d in deleted)  # active, or not ours
     wait_for(lambda: not jobs_left(batch, orphan_id), what="orphan job deleted")
     assert jobs_left(batch, active.run_id) == [active.run_id]
     batch.begin_delete_job(active.run_id).result()
+    batch.begin_delete_job(foreign_id).result()
 
 
 def test_sweep_runs_at_most_once_an_hour(env):

@@ -11,7 +11,8 @@ def plan(**kw):
     base = dict(job_id="r-1", run_id="r-1", command='echo "$TASK_INDEX" > "$OUTPUT_PATH"', image=None,
                 output_file="output.jsonl", output_container_url="http://x/out?sig=secret", task_count=2,
                 retries=3, task_timeout=timedelta(minutes=60), job_timeout=timedelta(hours=3), config_url=None,
-                resource_urls=(), pool_id=None, vm_size="standard_d2s_v3", max_nodes=5, spot=False, slots_per_node=2)
+                resource_urls=(), pool_id=None, vm_size="standard_d2s_v3", max_nodes=5, spot=False, slots_per_node=2,
+                owner="http://acct/results")
     base.update(kw)
     return JobPlan(**base)
 
@@ -20,7 +21,7 @@ def test_wrapper_sets_the_app_contract_and_runs_the_users_command(tmp_path):
     line = task_wrapper(plan(config_url="http://c"), "input.jsonl")
     argv = shlex.split(line)
     assert argv[:2] == ["/bin/sh", "-c"]
-    env = {"AZ_BATCH_TASK_WORKING_DIR": str(tmp_path), "TASK_INDEX": "4", "PATH": "/usr/bin:/bin",
+    env = {"AZ_BATCH_TASK_WORKING_DIR": str(tmp_path), "TASK_INDEX": "4", "PATH": "/usr/bin:/bin",  # as Batch sets them
            "BATCHDROP_COMMAND": 'echo "$TASK_INDEX $(basename "$INPUT_PATH") $CONFIG_PATH" > "$OUTPUT_PATH"'}
     subprocess.run(argv, env=env, check=True)
     assert (tmp_path / "output" / "output.jsonl").read_text() == f"4 input.jsonl {tmp_path}/config.json\n"
@@ -34,6 +35,10 @@ def test_task_model_limits_retries_and_time_and_uploads_outputs():
     assert patterns == {"output/**/*": "taskSuccess", "../std*.txt": "taskFailure"}
     assert task.resource_files[0].file_path == "input.jsonl"
     assert task.container_settings is None
+    # the command travels once, in the job's environment, not in each task's body
+    assert [e.name for e in task.environment_settings] == ["TASK_INDEX"]
+    job = job_model(plan(), PoolDefaults())
+    assert {e.name: e.value for e in job.common_environment_settings}["BATCHDROP_COMMAND"] == plan().command
 
 
 def test_container_task_and_auto_pool_with_autoscale_and_spot():
@@ -55,8 +60,10 @@ def test_existing_pool_is_used_as_is():
 
 
 def test_autoscale_formula_caps_dedicated_nodes():
-    formula = autoscale_formula(20, 4, spot=False)
+    formula = autoscale_formula(20, 4, spot=False, task_count=300)
     assert "$TargetDedicatedNodes = min(20, $wanted);" in formula and "$TargetLowPriorityNodes = 0;" in formula
+    # before any sample exists (the evaluation at pool creation) the known task count sizes the pool
+    assert "$pending = $sampled ? max(0, $PendingTasks.GetSample(1)) : 300;" in formula
 
 
 def test_job_timeout_covers_waves_and_retries_but_at_most_a_week():

@@ -41,7 +41,7 @@ def upload_example(service, data_container: str) -> None:
 
 
 def main() -> int:
-    already_up = devstack._pid("azurite") is not None
+    already_up = all(devstack._pid(name) is not None for name in devstack.ORDER)
     devstack.up(quiet=False)
     try:
         return run_demo()

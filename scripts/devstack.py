@@ -58,11 +58,19 @@ def _alive(pid: int) -> bool:
 
 
 def _pid(name: str) -> int | None:
+    """The pid of our `name` process, if it still runs (a stale pid file, e.g. after a reboot,
+    may name an unrelated process now: its command line must still be ours)."""
     path = STATE / f"{name}.pid"
     if not path.exists():
         return None
     pid = int(path.read_text().strip() or 0)
-    return pid if pid and _alive(pid) else None
+    if not pid or not _alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return pid  # no /proc here: trust the pid file
+    return pid if name in cmdline else None
 
 
 def up(quiet: bool = False) -> None:

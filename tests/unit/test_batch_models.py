@@ -69,3 +69,34 @@ def test_autoscale_formula_caps_dedicated_nodes():
 def test_job_timeout_covers_waves_and_retries_but_at_most_a_week():
     assert job_timeout(10, 5, 1, timedelta(minutes=10)) == timedelta(minutes=40) + timedelta(hours=1)
     assert job_timeout(10**6, 1, 3, timedelta(hours=1)) == timedelta(days=7)
+
+
+class _Response:
+    """The least an HttpResponseError needs from a response."""
+
+    def __init__(self, status):
+        self.status_code = status
+        self.reason = "reason"
+        self.headers = {}
+
+    def text(self):
+        return ""
+
+
+def test_batch_errors_are_transient_only_when_a_retry_can_help():
+    from azure.core.exceptions import HttpResponseError
+
+    from shared.batch import translate
+    from shared.errors import BatchQuotaError
+
+    assert translate(HttpResponseError(response=_Response(503)), "x").transient
+    assert translate(HttpResponseError(response=_Response(429)), "x").transient
+    assert not translate(HttpResponseError(response=_Response(400)), "x").transient
+    quota = HttpResponseError(response=_Response(409))
+    quota.error = type("E", (), {"code": "ActiveJobAndScheduleQuotaReached", "message": "quota"})()
+    assert isinstance(translate(quota, "creating job"), BatchQuotaError)
+    leaky = HttpResponseError(response=_Response(400))
+    leaky.error = type("E", (), {"code": "InvalidPropertyValue",
+                                 "message": "bad url https://a/b?sv=1&sig=SECRETSIG\nRequestId:123"})()
+    text = str(translate(leaky, "adding tasks"))
+    assert "SECRETSIG" not in text and "RequestId" not in text and "sig=<redacted>" in text

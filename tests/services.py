@@ -94,6 +94,18 @@ def start_azurite(in_memory: bool = True) -> Azurite:
     return Azurite(blob, queue, table, proc, workdir)
 
 
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """Bounded polling: returns predicate()'s first truthy value, fails after the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
 def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
     if proc.poll() is not None:
         return

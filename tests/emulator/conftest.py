@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -11,21 +10,13 @@ import pytest
 from azure.batch import BatchClient, models as m
 from azure.core.credentials import AzureNamedKeyCredential
 
+from tests.services import wait_for  # noqa: F401  (re-exported for the emulator tests)
+
 
 def uid(prefix: str = "x") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def wait_for(fn, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    """Bounded polling: returns fn()'s first truthy value, fails after the deadline."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
 def make_client(emu) -> BatchClient:

@@ -18,6 +18,7 @@ from shared.runs import TERMINAL
 from shared.secrets import StaticSecrets
 from shared.settings import Settings
 from shared.watch import watch
+from tests.services import wait_for  # noqa: F401  (re-exported for the pipeline tests)
 
 
 def settings_env(azurite, emulator, suffix: str | None = None) -> dict[str, str]:
@@ -110,16 +111,6 @@ def run_to_end(ctx: Context, run_id: str, deadline_s: float = 60.0, tick_s: floa
             return data.data
         time.sleep(tick_s)
     raise TimeoutError(f"run {run_id} not finished after {deadline_s}s: {ctx.runs.try_read(run_id)}")
-
-
-def wait_for(predicate, deadline_s: float = 30.0, interval_s: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise TimeoutError(f"{what} not met within {deadline_s}s")
 
 
 def work_containers_left(ctx: Context) -> list[str]:

@@ -135,7 +135,7 @@ def test_finalize_killed_half_way_then_retried_leaves_one_complete_output(ctx, m
     items = [{"i": i, "pad": "x" * 2000} for i in range(40)]
     d = drop(ctx, "killed.json", {"command": COPY, "input": {"items": items}, "items_per_task": 4})
     accept(ctx, d.container, d.name)
-    wait_for(lambda: watch(ctx).get(d.run_id) == "finalize requested", deadline_s=60, interval_s=0.2,
+    wait_for(lambda: watch(ctx).get(d.run_id) == "finalize requested", timeout=60, interval=0.2,
              what="finalize requested")
     real_merge = finalize_module.merge.merge_stream
 
@@ -275,7 +275,7 @@ def test_overlapping_finalizes_merge_once_and_never_replace_the_output(ctx, env)
 
     d = drop(ctx, "overlap.json", {"command": COPY, "input": {"items": [1, 2, 3]}})
     accept(ctx, d.container, d.name)
-    wait_for(lambda: watch(ctx).get(d.run_id) == "finalize requested", deadline_s=60, interval_s=0.2,
+    wait_for(lambda: watch(ctx).get(d.run_id) == "finalize requested", timeout=60, interval=0.2,
              what="finalize requested")
     from shared.finalize import _claim
 

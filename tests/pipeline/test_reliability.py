@@ -226,6 +226,8 @@ def test_job_deleted_by_someone_else_cancels_the_run_and_cleans_up(ctx, batch):
     final = run_to_end(ctx, d.run_id)
     assert final["state"] == "cancelled"
     assert work_containers_left(ctx) == []
+    assert job_ids(batch, d.run_id) == []
+    assert json.loads(results_blob(ctx, f"{d.run_id}/error.json"))["state"] == "cancelled"
 
 
 def test_logs_at_debug_hold_no_secret(ctx, caplog):

@@ -26,7 +26,7 @@ from shared.cleanup import clean_up, work_containers
 from shared.context import Context
 from shared.errors import BatchdropError, BatchError, Conflict, JobFileError
 from shared.jobfile import BlobInput, ExistingPool, ItemsInput, JobSpec, PrefixInput
-from shared.runs import ACCEPTED, FAILED, REJECTED, RUNNING, TERMINAL, empty_counts
+from shared.runs import ACCEPTED, CANCELLED, FAILED, REJECTED, RUNNING, TERMINAL, empty_counts
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,15 @@ def accept(ctx: Context, container: str, blob_name: str) -> str | None:
         log.info("job file changed while reading; the newer version has its own event blob=%s", blob_name)
         return None
     try:
-        spec = jobfile.parse_job_file(raw, blob_name=blob_name, max_bytes=limit)
+        spec = jobfile.parse_intake_file(raw, blob_name=blob_name, max_bytes=limit)
     except JobFileError as e:
         return _reject(ctx, fallback_id, fallback_name, job_file, e)
+    if isinstance(spec, jobfile.CancelRequest):
+        if not cancel(ctx, spec.run_id, job_file):
+            return _reject(ctx, fallback_id, fallback_name, job_file, JobFileError(
+                f"there is no run {spec.run_id!r}; use the folder name under {ctx.settings.results_container}/",
+                field="cancel"))
+        return spec.run_id
 
     run_id = jobfile.run_id(spec.name, container, blob_name, etag)
     existing = ctx.runs.try_read(run_id)
@@ -121,6 +127,26 @@ def accept(ctx: Context, container: str, blob_name: str) -> str | None:
     elif ctx.runs.read(run_id).data["state"] in TERMINAL:
         clean_up(ctx, run_id)  # ended by the monitor while we submitted
     return run_id
+
+
+def cancel(ctx: Context, run_id: str, requested_by: str) -> bool:
+    """Stop a run and remove what it created. Idempotent: a run already in a final state is left
+    as it is. Returns False when there is no such run."""
+    record = ctx.runs.try_read(run_id)
+    if record is None:
+        return False
+    if record.data["state"] in TERMINAL:
+        log.info("cancel of a finished run ignored run_id=%s state=%s", run_id, record.data["state"])
+        return True
+    message = f"cancelled by {requested_by}"
+    clean_up(ctx, run_id)  # first: a crash after it leaves a run the monitor still watches
+    changed = ctx.runs.update_retrying(
+        run_id, lambda d: None if d["state"] in TERMINAL else {"state": CANCELLED, "error": message})
+    if changed is not None:
+        ctx.runs.write_error(run_id, {"run_id": run_id, "state": CANCELLED, "message": message})
+        ctx.events.publish(CANCELLED, run_id, {"requested_by": requested_by})
+        log.info("cancelled run_id=%s by=%s", run_id, requested_by)
+    return True
 
 
 def _initial_status(ctx: Context, run_id: str, spec: JobSpec, job_file: str, etag: str,

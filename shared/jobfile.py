@@ -259,6 +259,38 @@ def run_id(name: str, container: str, blob_name: str, etag: str) -> str:
 
 # ---------------------------------------------------------------- parsing
 
+@dataclass(frozen=True)
+class CancelRequest:
+    """`{"cancel": "<run id>"}` dropped into intake: stop that run and clean up after it (an
+    addition to the contract; a file with "cancel" must hold nothing else)."""
+
+    run_id: str
+
+
+class _CancelSeen(Exception):
+    def __init__(self, doc: dict) -> None:
+        self.doc = doc
+
+
+_RUN_ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?-[0-9a-f]{8}$")
+
+
+def parse_intake_file(raw: bytes, *, blob_name: str, max_bytes: int = MAX_JOB_FILE_BYTES) -> JobSpec | CancelRequest:
+    """A file dropped into intake: a job file (see parse_job_file) or a cancel request."""
+    try:
+        return _parse_document(raw, blob_name=blob_name, max_bytes=max_bytes)
+    except _CancelSeen as seen:
+        extra = sorted(set(seen.doc) - {"cancel"})
+        if extra:
+            raise JobFileError(f"a cancel request holds only \"cancel\"; remove {', '.join(map(repr, extra))}",
+                               field=extra[0]) from None
+        run = seen.doc["cancel"]
+        if not isinstance(run, str) or not _RUN_ID_RE.match(run):
+            raise JobFileError(f"must be the id of a run, like \"heavylift-nov-3f2a9c1e\" (the folder name "
+                               f"under results/), got {_describe(run)}", field="cancel") from None
+        return CancelRequest(run)
+
+
 def parse_job_file(raw: bytes, *, blob_name: str, max_bytes: int = MAX_JOB_FILE_BYTES) -> JobSpec:
     """Validate a job file and return its model.
 
@@ -271,12 +303,21 @@ def parse_job_file(raw: bytes, *, blob_name: str, max_bytes: int = MAX_JOB_FILE_
     would be lost silently); NaN/Infinity and numbers too large for a double are
     errors; whole-number floats such as 10.0 are accepted where an integer is expected.
     """
+    try:
+        return _parse_document(raw, blob_name=blob_name, max_bytes=max_bytes)
+    except _CancelSeen:
+        raise JobFileError("this is a cancel request, not a job file", field="cancel") from None
+
+
+def _parse_document(raw: bytes, *, blob_name: str, max_bytes: int) -> JobSpec:
     doc = _load_json(raw, max_bytes)
     if not isinstance(doc, dict):
         raise JobFileError(
             f"the job file must be a JSON object ({{\"command\": ..., \"input\": ...}}), "
             f"but it is {_describe(doc)}")
     _check_duplicates(doc, "")
+    if "cancel" in doc:
+        raise _CancelSeen(doc)  # a cancel request, not a job: see parse_intake_file
     _check_keys(doc, TOP_LEVEL_FIELDS, "")
 
     name_value = doc.get("name")

@@ -247,3 +247,24 @@ def test_fail_policy_stops_the_run_at_the_first_failure(ctx, batch):
     assert final["tasks"]["failed"] == 1 and final["tasks"]["stopped"] == 3
     assert "1 of 4 tasks failed" in final["error"] and "t000000" in final["error"]
     assert_cleaned_up(ctx, batch, d.run_id)
+
+
+def test_cancel_request_stops_a_run_and_cleans_up(ctx, batch):
+    d = drop(ctx, "long.json", {"command": "sleep 30", "input": {"items": [1, 2, 3]}})
+    accept(ctx, d.container, d.name)
+    assert status(ctx, d.run_id)["state"] == "running"
+    c = drop(ctx, "stop-it.json", {"cancel": d.run_id})
+    assert accept(ctx, c.container, c.name) == d.run_id
+    final = status(ctx, d.run_id)
+    assert final["state"] == "cancelled" and "stop-it.json" in final["error"]
+    assert_cleaned_up(ctx, batch, d.run_id)
+    assert accept(ctx, c.container, c.name) == d.run_id  # a duplicate delivery changes nothing
+    assert status(ctx, d.run_id)["state"] == "cancelled"
+    assert [e[0] for e in ctx.events.events].count("cancelled") == 1
+
+
+def test_cancel_request_for_an_unknown_run_is_rejected(ctx):
+    c = drop(ctx, "stop-nothing.json", {"cancel": "nothing-0123abcd"})
+    run_id = accept(ctx, c.container, c.name)
+    error = json.loads(results_blob(ctx, f"{run_id}/error.json"))
+    assert error["field"] == "cancel" and "no run" in error["message"]

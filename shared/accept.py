@@ -89,6 +89,13 @@ def accept(ctx: Context, container: str, blob_name: str) -> str | None:
                                "check that the blob is not empty and has the expected format", field="input")
     except JobFileError as e:
         return _reject(ctx, run_id, spec.name, job_file, e)
+    except ResourceModifiedError:
+        changed = JobFileError("the input blob changed while this run was being set up; upload it again and "
+                               "drop the job file again", field="input.blob")
+        if existing is None:
+            return _reject(ctx, run_id, spec.name, job_file, changed)
+        _fail(ctx, run_id, changed.message)
+        return run_id
 
     if existing is None:
         try:
@@ -108,12 +115,15 @@ def accept(ctx: Context, container: str, blob_name: str) -> str | None:
         _fail(ctx, run_id, "the input blob changed during intake; upload it again and drop the job file again")
         return run_id
     except RunEnded:
-        clean_up(ctx, run_id)  # the monitor gave up on this intake meanwhile: leave nothing behind
+        clean_up(ctx, run_id)  # ended meanwhile (cancel, monitor): leave nothing behind
         return run_id
     except BatchdropError as e:
         if isinstance(e, BatchError) and e.transient:
             raise  # the trigger retries; every step is idempotent
         _fail(ctx, run_id, str(e))  # permanent: Batch refused (quota, invalid request)
+        return run_id
+
+    if total is None:
         return run_id
 
     def to_running(data: dict) -> dict | None:
@@ -139,11 +149,12 @@ def cancel(ctx: Context, run_id: str, requested_by: str) -> bool:
         log.info("cancel of a finished run ignored run_id=%s state=%s", run_id, record.data["state"])
         return True
     message = f"cancelled by {requested_by}"
-    clean_up(ctx, run_id)  # first: a crash after it leaves a run the monitor still watches
     changed = ctx.runs.update_retrying(
         run_id, lambda d: None if d["state"] in TERMINAL else {"state": CANCELLED, "error": message})
     if changed is not None:
         ctx.runs.write_error(run_id, {"run_id": run_id, "state": CANCELLED, "message": message})
+        # a crash right here is covered: the monitor cleans up every run it finds in a final state
+        clean_up(ctx, run_id)
         ctx.events.publish(CANCELLED, run_id, {"requested_by": requested_by})
         log.info("cancelled run_id=%s by=%s", run_id, requested_by)
     return True
@@ -194,11 +205,12 @@ def _plan_inputs(ctx: Context, spec: JobSpec, status: dict | None) -> Shards:
     raise JobFileError(f"unsupported input form {type(inp).__name__}", field="input")
 
 
-def _submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, first: bytes | None) -> int:
+def _submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, first: bytes | None) -> int | None:
     """Create work containers, upload shards, then create the job and add its tasks.
 
     The job is created after the upload because TASK_COUNT (a job-wide variable) is known only
-    once the split is done. Returns the task count.
+    once the split is done. Returns the task count, or None when another delivery of the same
+    event submitted the job meanwhile.
     """
     settings = ctx.settings
     in_container, out_container = work_containers(ctx, run_id)
@@ -248,8 +260,11 @@ def _submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, first: byt
         max_nodes=max_nodes, spot=bool(pool and pool.spot), slots_per_node=slots,
         registry=_registry(ctx, spec), owner=owner(ctx),
     )
-    if ctx.runs.read(run_id).data["state"] != ACCEPTED:
-        raise RunEnded(run_id)  # the monitor gave up on this intake while it split and uploaded
+    state = ctx.runs.read(run_id).data["state"]
+    if state in TERMINAL:
+        raise RunEnded(run_id)  # cancelled, or the monitor gave up on this intake, meanwhile
+    if state != ACCEPTED:
+        return None  # a concurrent delivery of the same event submitted the job already
     if not batch.create_job(ctx.batch, batch.job_model(plan, settings.pool)):
         job = batch.get_job(ctx.batch, run_id)
         if job is not None and (job.state != "active" or job.all_tasks_complete_mode == "terminatejob"):
@@ -273,7 +288,7 @@ WORK_METADATA = "batchdroprun"  # marks a container as a run's work container (t
 
 def owner(ctx: Context) -> str:
     """Which deployment a Batch job belongs to: the URL of its results container."""
-    return f"{ctx.blobs.url.rstrip('/')}/{ctx.settings.results_container}"
+    return f"{ctx.blobs.url.split('?', 1)[0].rstrip('/')}/{ctx.settings.results_container}"
 
 
 def shard_name(index: int, input_file: str) -> str:
@@ -331,34 +346,40 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 
 def _reject(ctx: Context, run_id: str, name: str, job_file: str, error: JobFileError) -> str:
-    """The job file cannot run: error.json says why, status.json says rejected; nothing else is created."""
-    ctx.runs.write_error(run_id, {
-        "run_id": run_id,
-        "job_file": job_file,
-        "state": REJECTED,
-        "field": error.field,
-        "message": error.message,
-        "error": str(error),
-    })
+    """The job file cannot run: status.json says rejected, error.json says why; nothing else is
+    created. A run another delivery already got going is left alone."""
+    failure = {"run_id": run_id, "job_file": job_file, "state": REJECTED, "field": error.field,
+               "message": error.message, "error": str(error)}
     status = {"run_id": run_id, "name": name, "job_file": job_file, "state": REJECTED,
               "tasks": empty_counts(0), "error": str(error)}
     try:
         ctx.runs.create(status)
     except Conflict:
-        # a retry of a run that was accepted before its input turned out to be unusable
+        # a retry of a run accepted before its input turned out to be unusable: only an
+        # `accepted` run becomes rejected (and is cleaned up); a running one is not ours to stop
+        changed = ctx.runs.update_retrying(
+            run_id, lambda d: {"state": REJECTED, "error": str(error)} if d["state"] == ACCEPTED else None)
+        if changed is None:
+            log.warning("late job file error ignored, the run is already under way run_id=%s field=%s",
+                        run_id, error.field)
+            return run_id
+        ctx.runs.write_error(run_id, failure)
         clean_up(ctx, run_id)
-        ctx.runs.update_retrying(run_id, lambda d: {"state": REJECTED, "error": str(error)} if d["state"] == ACCEPTED else None)
+    else:
+        ctx.runs.write_error(run_id, failure)
     ctx.events.publish("rejected", run_id, {"job_file": job_file, "error": str(error)})
     log.info("rejected run_id=%s job_file=%s field=%s", run_id, job_file, error.field)
     return run_id
 
 
 def _fail(ctx: Context, run_id: str, message: str) -> None:
-    """The run cannot go on: say why, remove what it created, mark it failed."""
-    if ctx.runs.read(run_id).data["state"] != ACCEPTED:
-        return  # another delivery already got the run going (or ended it): not ours to fail
+    """The run cannot go on: mark it failed (only from `accepted`: a run another delivery got
+    going is not ours to fail), say why, remove what it created."""
+    changed = ctx.runs.update_retrying(
+        run_id, lambda d: {"state": FAILED, "error": message} if d["state"] == ACCEPTED else None)
+    if changed is None:
+        return
     log.warning("run failed during intake run_id=%s error=%s", run_id, message)
     ctx.runs.write_error(run_id, {"run_id": run_id, "state": FAILED, "message": message})
     clean_up(ctx, run_id)
-    ctx.runs.update_retrying(run_id, lambda d: {"state": FAILED, "error": message} if d["state"] == ACCEPTED else None)
     ctx.events.publish("failed", run_id, {"error": message})

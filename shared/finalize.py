@@ -20,7 +20,7 @@ from azure.storage.blob import ContainerSasPermissions
 from shared import batch, merge, storage
 from shared.cleanup import clean_up, work_containers
 from shared.context import Context
-from shared.errors import BatchdropError, Conflict
+from shared.errors import BatchdropError, BatchError, Conflict
 from shared.runs import FAILED, MERGING, SUCCEEDED, TERMINAL, RunPaths, fails_run
 
 log = logging.getLogger(__name__)
@@ -86,17 +86,19 @@ def finalize(ctx: Context, run_id: str) -> str:
     results = storage.JsonBlobs(ctx.blobs, ctx.settings.results_container)
     report = results.read(paths.report)
     if report is None:
-        record = _claim(ctx, record)
-        if record is None:
+        claimed = _claim(ctx, record)
+        if claimed is None:
+            _ask_again_later(ctx, record)
             return "busy"  # another finalize is working on this run right now
-    if report is None and record.data.get("merge_command") and record.data.get("merge_task") != "done":
-        if not _start_merge_task(ctx, record):
-            return MERGING  # the monitor calls us again once the merge task has finished
-    if report is None:  # not merged yet (a rerun after the report was written skips the merge)
+        record = claimed
         try:
+            if record.data.get("merge_command") and record.data.get("merge_task") != "done":
+                if not _start_merge_task(ctx, record):
+                    return MERGING  # the monitor calls us again once the merge task has finished
+                record = ctx.runs.read(run_id)
             report_data = _merge_and_report(ctx, record.data)
         except BaseException:
-            _release(ctx, run_id)  # let the queue's retry start over at once
+            _release(ctx, run_id, record.data["finalize_claimed_at"])  # the queue's retry starts over at once
             raise
         try:
             results.create(paths.report, report_data)
@@ -139,15 +141,32 @@ def _claim(ctx: Context, record):
     try:
         return ctx.runs.update(record, {"finalize_claimed_at": ctx.runs.now()})
     except Conflict:
-        return None
+        return None  # someone else wrote first; the caller asks again later
 
 
-def _release(ctx: Context, run_id: str) -> None:
-    """Best effort: drop this finalize's claim (a killed host cannot; its claim then expires)."""
+def _release(ctx: Context, run_id: str, claim: str) -> None:
+    """Best effort: drop this finalize's own claim (a killed host cannot; its claim then expires)."""
+    def drop(data: dict) -> dict | None:
+        mine = data["state"] == MERGING and data.get("finalize_claimed_at") == claim
+        return {"finalize_claimed_at": None} if mine else None
+
     try:
-        ctx.runs.update_retrying(run_id, lambda d: {"finalize_claimed_at": None} if d["state"] == MERGING else None)
+        ctx.runs.update_retrying(run_id, drop)
     except Exception as e:
         log.warning("could not release the finalize claim run_id=%s error=%s", run_id, type(e).__name__)
+
+
+def _ask_again_later(ctx: Context, record) -> None:
+    """The run is claimed by another finalize: this message comes back when that claim expires,
+    so a finalize that died holding it does not leave the run waiting for the monitor."""
+    wait = timedelta(seconds=30)
+    if record.data.get("finalize_claimed_at"):
+        claimed = datetime.fromisoformat(record.data["finalize_claimed_at"].replace("Z", "+00:00"))
+        wait = max(wait, CLAIM_TTL - (ctx.clock() - claimed) + timedelta(seconds=30))
+    try:
+        ctx.finalize_queue.send_message(record.data["run_id"], visibility_timeout=int(wait.total_seconds()))
+    except Exception as e:  # the monitor's re-request still covers this run
+        log.warning("could not re-queue finalize run_id=%s error=%s", record.data["run_id"], type(e).__name__)
 
 
 def _merge_and_report(ctx: Context, status: dict) -> dict:
@@ -240,6 +259,8 @@ def _start_merge_task(ctx: Context, record) -> bool:
     failed = sum(1 for t in tasks if not t.succeeded)
     if not tasks or failed == len(tasks) or fails_run(status.get("on_task_failure", "fail"), failed):
         return True
+    if status.get("job_ended"):
+        return True  # no task can be added to an ended job; the report says why
     run_id = status["run_id"]
     _, out_container = work_containers(ctx, run_id)
     timeout = timedelta(minutes=status.get("task_timeout_minutes", 60))
@@ -253,13 +274,18 @@ def _start_merge_task(ctx: Context, record) -> bool:
         output_container_url=sas.container_url(out_container, ContainerSasPermissions(create=True, write=True), expiry),
         timeout=timeout,
     )
-    batch.add_task(ctx.batch, run_id, batch.merge_task_model(plan))
-    batch.seal_job(ctx.batch, run_id)
     try:
-        ctx.runs.update(record, {"merge_task": "running", "merge_task_started_at": ctx.runs.now(),
-                                 "finalize_claimed_at": None})  # the next finalize collects the result
-    except Conflict:
-        pass  # a concurrent finalize recorded it; the task itself is added once (TaskExists)
+        batch.add_task(ctx.batch, run_id, batch.merge_task_model(plan))
+        batch.seal_job(ctx.batch, run_id)
+    except BatchError as e:
+        if e.transient:
+            raise
+        # e.g. the job ended meanwhile: record why, and report instead of merging
+        ctx.runs.update_retrying(run_id, lambda d: {"job_ended": f"the merge task could not be added: {e}"})
+        return True
+    # the next finalize (after the monitor saw the merge task finish) collects the result
+    ctx.runs.update_retrying(run_id, lambda d: {"merge_task": "running", "merge_task_started_at": ctx.runs.now(),
+                                                "finalize_claimed_at": None} if d.get("merge_task") != "running" else None)
     log.info("merge task started run_id=%s", run_id)
     return False
 
@@ -269,6 +295,9 @@ def _collect_merge_task(ctx: Context, status: dict, report: dict, out_container:
     paths = RunPaths(run_id)
     task = batch.get_task(ctx.batch, run_id, batch.MERGE_TASK_ID)
     outcome = outcome_of(task) if task is not None else None
+    if outcome is None and status.get("job_ended"):
+        report.update(state=FAILED, error=f"nothing was merged: {status['job_ended']}")
+        return report
     if outcome is None or not outcome.succeeded:
         entry = outcome.as_report() if outcome else {"task_id": batch.MERGE_TASK_ID, "outcome": "failed"}
         entry["stderr_tail"] = _keep_failure_logs(ctx, out_container, paths, batch.MERGE_TASK_ID)

@@ -122,10 +122,9 @@ class RunStore:
         if not can_transition(current, target):
             raise ValueError(f"run {record.data['run_id']}: {current} -> {target} is not allowed")
         data = {**record.data, **changes, "updated_at": self.now()}
-        new = self._results.replace(RunPaths(data["run_id"]).status, data, record.etag)
-        if target in TERMINAL:
-            self._control.delete(f"active/{data['run_id']}")
-        return new
+        # a run that reaches a final state stays in the monitor's index until the monitor has
+        # made sure nothing of it is left (see watch.watch_run)
+        return self._results.replace(RunPaths(data["run_id"]).status, data, record.etag)
 
     def update_retrying(self, run_id: str, mutate: Callable[[dict], dict | None], attempts: int = 5) -> Record | None:
         """Read-modify-write with retries on Conflict. `mutate` returns changes, or None to do nothing."""

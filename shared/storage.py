@@ -273,16 +273,17 @@ class SasMinter:
     def __init__(self, service: BlobServiceClient) -> None:
         self._service = service
         self._delegation_key = None
+        self._base = service.url.split("?", 1)[0].rstrip("/")  # a SAS connection string puts one here
 
     def container_url(self, container: str, permission: ContainerSasPermissions, expiry: datetime) -> str:
         token = self._sign(generate_container_sas, expiry, container_name=container, permission=permission)
-        return f"{self._service.url.rstrip('/')}/{container}?{token}"
+        return f"{self._base}/{container}?{token}"
 
     def blob_read_url(self, container: str, name: str, expiry: datetime) -> str:
         """Read-only access to one blob (a user's input, config or resource file)."""
         token = self._sign(generate_blob_sas, expiry, container_name=container, blob_name=name,
                            permission=BlobSasPermissions(read=True))
-        return f"{self._service.url.rstrip('/')}/{container}/{quote(name)}?{token}"
+        return f"{self._base}/{container}/{quote(name)}?{token}"
 
     def _sign(self, generate, expiry: datetime, **kwargs) -> str:
         now = datetime.now(timezone.utc)
@@ -304,7 +305,7 @@ def blob_url(container_sas_url: str, blob_name: str) -> str:
     return f"{base}/{quote(blob_name)}?{token}"
 
 
-_SECRETS = re.compile(r"(sig=|AccountKey=|SharedKey [^:\s]+:|password=)[^&;\s\"']+", re.IGNORECASE)
+_SECRETS = re.compile(r"(sig=|sig%3D|AccountKey=|SharedKey [^:\s]+:|password=)[^&;\s\"']+", re.IGNORECASE)
 
 
 def scrub(text: str) -> str:

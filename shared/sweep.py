@@ -9,7 +9,10 @@ import logging
 import re
 from datetime import timedelta
 
+from azure.core.exceptions import HttpResponseError
+
 from shared import batch, storage
+from shared.errors import BatchdropError
 from shared.accept import WORK_METADATA, owner
 from shared.context import Context
 from shared.runs import ACTIVE, iso
@@ -29,8 +32,9 @@ def sweep_if_due(ctx: Context) -> list[str] | None:
 
         if now - datetime.fromisoformat(last.data["at"].replace("Z", "+00:00")) < SWEEP_EVERY:
             return None
-    control.put(MARKER, {"at": iso(now)})
-    return sweep(ctx)
+    deleted = sweep(ctx)
+    control.put(MARKER, {"at": iso(now)})  # after: a sweep that failed is tried again next tick
+    return deleted
 
 
 def sweep(ctx: Context) -> list[str]:
@@ -50,8 +54,11 @@ def sweep(ctx: Context) -> list[str]:
         # only jobs this deployment made: another one sharing the Batch account keeps its own
         if not run_id or meta.get("batchdrop-owner") != me or job.creation_time is None or job.creation_time > limit:
             continue
-        if not owned_by_active_run(run_id) and batch.delete_job(ctx.batch, job.id):
-            deleted.append(f"job {job.id}")
+        try:
+            if not owned_by_active_run(run_id) and batch.delete_job(ctx.batch, job.id):
+                deleted.append(f"job {job.id}")
+        except BatchdropError as e:  # one stubborn item must not stop the sweep
+            log.warning("sweep could not delete job %s: %s", job.id, e)
     prefix = ctx.settings.work_prefix + "-"
     work_name = re.compile(rf"^{re.escape(prefix)}(?P<run>[a-z0-9-]+-[0-9a-f]{{8}})-(in|out)$")
     for container in ctx.blobs.list_containers(name_starts_with=prefix, include_metadata=True):
@@ -62,8 +69,11 @@ def sweep(ctx: Context) -> list[str]:
             continue
         if container.last_modified > limit or owned_by_active_run(match["run"]):
             continue
-        if storage.delete_container(ctx.blobs, container.name):
-            deleted.append(f"container {container.name}")
+        try:
+            if storage.delete_container(ctx.blobs, container.name):
+                deleted.append(f"container {container.name}")
+        except HttpResponseError as e:
+            log.warning("sweep could not delete container %s: %s", container.name, type(e).__name__)
     if deleted:
         log.warning("orphan sweep deleted %d item(s): %s", len(deleted), ", ".join(deleted))
     return deleted

@@ -74,6 +74,8 @@ def watch_run(ctx: Context, run_id: str) -> str:
     record = ctx.runs.read(run_id)
     state = record.data["state"]
     if state in TERMINAL:
+        # whoever ended the run cleaned up, unless it crashed in between: make sure (idempotent)
+        clean_up(ctx, run_id)
         ctx.runs.forget_active(run_id)
         return "forgotten"
     if state == ACCEPTED:
@@ -178,14 +180,15 @@ def _watch_merging(ctx: Context, record: Record) -> str:
 
 
 def _give_up(ctx: Context, record: Record, message: str, state: str = FAILED) -> None:
-    """Clean up first (idempotent), then end the run: a crash in between leaves a run the next
-    tick gives up on again, never a final state with resources behind it."""
+    """End the run (a conditional write: if intake or finalize moved it meanwhile, they carry on
+    and nothing is touched), then say why and clean up. A crash before the cleanup is covered:
+    the next tick finds the run in a final state and cleans up then."""
     run_id = record.data["run_id"]
-    clean_up(ctx, run_id)
     try:
         ctx.runs.update(record, {"state": state, "error": message})
     except Conflict:
         return
     ctx.runs.write_error(run_id, {"run_id": run_id, "state": state, "message": message})
+    clean_up(ctx, run_id)
     ctx.events.publish(state, run_id, {"error": message})
     log.warning("run ended run_id=%s state=%s reason=%s", run_id, state, message)

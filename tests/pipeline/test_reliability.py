@@ -372,3 +372,61 @@ def test_extra_files_in_output_dir_are_collected(ctx):
     assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
     assert results_blob(ctx, f"{d.run_id}/output.jsonl") == b"1\n2\n"
     assert results_blob(ctx, f"{d.run_id}/tasks/t000001/notes.txt") == b"log of 1\n"
+
+
+def _stale_accepted_read(monkeypatch):
+    """Make the next delivery see the run as it was before the first delivery finished (as a
+    delivery that read status.json a moment earlier would)."""
+    from shared.runs import RunStore
+    from shared.storage import Record
+
+    real = RunStore.try_read
+    calls = {"n": 0}
+
+    def stale(self, run_id):
+        record = real(self, run_id)
+        calls["n"] += 1
+        if calls["n"] == 1 and record is not None:
+            return Record({**record.data, "state": "accepted"}, record.etag)
+        return record
+
+    monkeypatch.setattr(RunStore, "try_read", stale)
+
+
+def test_a_slower_duplicate_delivery_leaves_the_running_run_alone(ctx, batch, monkeypatch):
+    d = drop(ctx, "slowdup.json", {"command": "sleep 1; " + COPY, "input": {"items": [1, 2]}})
+    accept(ctx, d.container, d.name)
+    assert status(ctx, d.run_id)["state"] == "running"
+    _stale_accepted_read(monkeypatch)
+    accept(ctx, d.container, d.name)  # the duplicate finishes its split after the first delivery
+    assert job_ids(batch, d.run_id) == [d.run_id]
+    assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
+
+
+def test_a_late_job_file_error_in_a_duplicate_does_not_stop_the_running_run(ctx, batch, monkeypatch):
+    ref = put_data(ctx, "ref/tool.txt", b"x")
+    d = drop(ctx, "latedup.json", {"command": "sleep 1; " + COPY, "input": {"items": [1]},
+                                   "resources": [{"blob": ref}]})
+    accept(ctx, d.container, d.name)
+    ctx.blobs.get_blob_client(ctx.settings.data_container, "ref/tool.txt").delete_blob()
+    _stale_accepted_read(monkeypatch)
+    accept(ctx, d.container, d.name)  # now finds the resource missing
+    assert status(ctx, d.run_id)["state"] == "running"
+    assert job_ids(batch, d.run_id) == [d.run_id]
+    assert results_blob(ctx, f"{d.run_id}/error.json") is None
+
+
+def test_input_replaced_between_intake_tries_fails_the_run_with_a_clear_reason(ctx, monkeypatch):
+    blob = put_data(ctx, "moving.jsonl", b"1\n2\n")
+    d = drop(ctx, "moving.json", {"command": COPY, "input": {"blob": blob}})
+    real_add = accept_module.batch.add_tasks
+    monkeypatch.setattr(accept_module.batch, "add_tasks",
+                        lambda *a: (_ for _ in ()).throw(ConnectionError("host died")))
+    with pytest.raises(ConnectionError):
+        accept(ctx, d.container, d.name)
+    monkeypatch.setattr(accept_module.batch, "add_tasks", real_add)
+    put_data(ctx, "moving.jsonl", b"3\n4\n5\n")  # the user replaced the input meanwhile
+    accept(ctx, d.container, d.name)
+    final = status(ctx, d.run_id)
+    assert final["state"] == "failed" and "input blob changed" in final["error"]
+    assert work_containers_left(ctx) == []

@@ -78,7 +78,7 @@ class OutcomesMixin:
                     self._enqueue(t, front=True)
                 return
             self._complete(t, "failure", rc, {"category": "usererror", "code": "FailureExitCode",
-                                              "message": f"The task exited with an exit code representing a failure",
+                                              "message": "The task exited with an exit code representing a failure",
                                               "details": [{"name": "Message",
                                                            "value": f"The task exited with exit code {rc}"}]},
                            kind="exited")

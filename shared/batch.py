@@ -376,7 +376,7 @@ def merge_task_model(plan: MergeTaskPlan) -> bm.BatchTaskCreateOptions:
             bm.OutputFile(
                 file_pattern="output/**/*",
                 destination=bm.OutputFileDestination(container=bm.OutputFileBlobContainerDestination(
-                    container_url=plan.output_container_url, path=f"merged")),
+                    container_url=plan.output_container_url, path="merged")),
                 upload_options=bm.OutputFileUploadConfiguration(upload_condition="taskSuccess")),
             bm.OutputFile(
                 file_pattern="../std*.txt",

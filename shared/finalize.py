@@ -281,7 +281,8 @@ def _start_merge_task(ctx: Context, record) -> bool:
         if e.transient:
             raise
         # e.g. the job ended meanwhile: record why, and report instead of merging
-        ctx.runs.update_retrying(run_id, lambda d: {"job_ended": f"the merge task could not be added: {e}"})
+        reason = f"the merge task could not be added: {e}"
+        ctx.runs.update_retrying(run_id, lambda d: {"job_ended": reason})
         return True
     # the next finalize (after the monitor saw the merge task finish) collects the result
     ctx.runs.update_retrying(run_id, lambda d: {"merge_task": "running", "merge_task_started_at": ctx.runs.now(),

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from azure.batch import models as m
 
-from .conftest import control, uid, wait_task
+from .conftest import control, uid
 
 
 def test_health(emu):

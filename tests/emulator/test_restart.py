@@ -6,7 +6,7 @@ from azure.batch import models as m
 
 from batchemu.process import EmulatorProcess
 
-from .conftest import control, make_client, read_file, uid, wait_for, wait_task
+from .conftest import control, make_client, read_file, wait_task
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from shared.accept import accept
 from shared.finalize import finalize
 from shared.watch import watch
 from tests.pipeline.helpers import (
-    drain_finalize, drop, jobs_left, put_data, results_blob, run_to_end, status, wait_for, work_containers_left,
+    drain_finalize, drop, put_data, results_blob, run_to_end, status, wait_for, work_containers_left,
 )
 
 COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'

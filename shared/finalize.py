@@ -85,6 +85,8 @@ def finalize(ctx: Context, run_id: str) -> str:
     paths = RunPaths(run_id)
     results = storage.JsonBlobs(ctx.blobs, ctx.settings.results_container)
     report = results.read(paths.report)
+    if report is None and record.data.get("merge_task") == "running":
+        return MERGING  # the user's merge task is still at work; the monitor asks again when it is done
     if report is None:
         claimed = _claim(ctx, record)
         if claimed is None:
@@ -252,8 +254,6 @@ def _start_merge_task(ctx: Context, record) -> bool:
     """Add the user's merge task (once). Returns False when it was started and must be waited for,
     True when there is nothing to merge (the run failed) and the report can be written now."""
     status = record.data
-    if status.get("merge_task") == "running":
-        return False
     tasks = [outcome_of(t) for t in batch.list_tasks(ctx.batch, status["run_id"], select=["id", "state", "executionInfo"])
              if t.id != batch.MERGE_TASK_ID]
     failed = sum(1 for t in tasks if not t.succeeded)

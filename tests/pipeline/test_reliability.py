@@ -430,3 +430,23 @@ def test_input_replaced_between_intake_tries_fails_the_run_with_a_clear_reason(c
     final = status(ctx, d.run_id)
     assert final["state"] == "failed" and "input blob changed" in final["error"]
     assert work_containers_left(ctx) == []
+
+
+def test_finalize_that_fails_starting_the_merge_task_lets_the_retry_in(ctx, monkeypatch):
+    from shared.errors import BatchError
+
+    d = drop(ctx, "mergeretry.json", {"command": COPY, "input": {"items": [2, 1]},
+                                      "merge": {"command": 'cat "$OUTPUTS_DIR"/*/output.bin | sort > "$OUTPUT_PATH"'}})
+    accept(ctx, d.container, d.name)
+    wait_for(lambda: watch(ctx).get(d.run_id) == "finalize requested", timeout=60, interval=0.2,
+             what="finalize requested")
+    real = finalize_module.batch.add_task
+    monkeypatch.setattr(finalize_module.batch, "add_task",
+                        lambda *a: (_ for _ in ()).throw(BatchError("busy", code="ServerBusy", transient=True)))
+    with pytest.raises(BatchError):
+        finalize(ctx, d.run_id)
+    monkeypatch.setattr(finalize_module.batch, "add_task", real)
+    assert finalize(ctx, d.run_id) == "merging"  # the queue's retry is not turned away as "busy"
+    drain_finalize(ctx)  # nothing else was queued meanwhile
+    assert run_to_end(ctx, d.run_id, deadline_s=60)["state"] == "succeeded"
+    assert results_blob(ctx, f"{d.run_id}/output.bin") == b"1\n2\n"

@@ -79,14 +79,19 @@ class TasksMixin:
             self.store.wait(gen)
         return results
 
+    def _unfinished_task(self, job_id: str, task_id: str):
+        """A task that may still be changed: not completed, in a job not being deleted (lock held)."""
+        t = self.get_task(job_id, task_id)
+        if t.job.state == "deleting":
+            raise err("JobBeingDeleted")
+        if t.state == "completed":
+            raise err("TaskCompleted")
+        return t
+
     def update_task(self, job_id: str, task_id: str, body: dict):
         check_task_constraints(body.get("constraints"))
         with self.lock:
-            t = self.get_task(job_id, task_id)
-            if t.job.state == "deleting":
-                raise err("JobBeingDeleted")
-            if t.state == "completed":
-                raise err("TaskCompleted")
+            t = self._unfinished_task(job_id, task_id)
             t.constraints = dict(body.get("constraints") or {})
             self._touch(t)
             gen = self._persist_task(t)
@@ -94,11 +99,7 @@ class TasksMixin:
 
     def terminate_task(self, job_id: str, task_id: str, wait: float = 5.0):
         with self.lock:
-            t = self.get_task(job_id, task_id)
-            if t.job.state == "deleting":
-                raise err("JobBeingDeleted")
-            if t.state == "completed":
-                raise err("TaskCompleted")
+            t = self._unfinished_task(job_id, task_id)
             if t.run is not None:
                 r = t.run
                 self._kill(r, "terminate")

@@ -21,7 +21,7 @@ from .auth import SharedKeyVerifier
 from .engine import Engine
 from .errors import BatchError, bad_query, err
 from .odata import apply_select, compile_filter, dict_getter, parse_select
-from .responses import _json
+from .responses import _empty, _json, _lm
 from .routing import Router, Stats
 from .util import parse_iso
 from . import validation as V
@@ -110,6 +110,22 @@ class App(PoolsApiMixin, JobsApiMixin, TasksApiMixin, FilesApiMixin, ControlApiM
         except (ValueError, UnicodeDecodeError) as exc:
             raise BatchError(400, "InvalidRequestBody", None, [{"key": "Reason", "value": f"Malformed JSON: {exc}"}])
         return V.validate(body, schema)
+
+    def checked(self, req, get, resource_id):
+        """The resource, after the request's If-Match/If-None-Match/If-(Un)Modified-Since held."""
+        with self.engine.lock:
+            resource = get(resource_id)
+            self.conditions(req, resource.etag, resource.last_modified)
+            return resource
+
+    def written(self, req, collection: dict, kind: str, resource_id: str, status: int):
+        """The empty answer to a change: DataServiceId, and the new ETag/Last-Modified if it still exists."""
+        with self.engine.lock:
+            resource = collection.get(resource_id.lower())
+            headers = {"DataServiceId": f"{req.base}/{kind}/{resource_id}"}
+            if resource is not None:
+                headers.update({"ETag": resource.etag, "Last-Modified": _lm(resource.last_modified)})
+        return _empty(status, headers)
 
     @staticmethod
     def conditions(req, etag: str, last_modified: str | None):

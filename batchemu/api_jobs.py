@@ -36,53 +36,39 @@ class JobsApiMixin:
         return _json(200, apply_select(d, parse_select(req.query.get("$select"))),
                      {"ETag": d["eTag"], "Last-Modified": _lm(d["lastModified"])})
 
-    def _job_cond(self, req, job_id):
-        with self.engine.lock:
-            j = self.engine.get_job(job_id)
-            self.conditions(req, j.etag, j.last_modified)
-            return j
-
-    def _job_headers(self, req, job_id, status):
-        with self.engine.lock:
-            j = self.engine.jobs.get(job_id.lower())
-            h = {"DataServiceId": f"{req.base}/jobs/{job_id}"}
-            if j is not None:
-                h.update({"ETag": j.etag, "Last-Modified": _lm(j.last_modified)})
-        return _empty(status, h)
-
     def patch_job(self, req, job_id):
         body = self.parse_body(req, V.JOB_PATCH)
-        self._job_cond(req, job_id)
+        self.checked(req, self.engine.get_job, job_id)
         self.engine.patch_job(job_id, body)
-        return self._job_headers(req, job_id, 200)
+        return self.written(req, self.engine.jobs, "jobs", job_id, 200)
 
     def replace_job(self, req, job_id):
         body = self.parse_body(req, V.JOB_UPDATE)
-        self._job_cond(req, job_id)
+        self.checked(req, self.engine.get_job, job_id)
         self.engine.replace_job(job_id, body)
-        return self._job_headers(req, job_id, 200)
+        return self.written(req, self.engine.jobs, "jobs", job_id, 200)
 
     def delete_job(self, req, job_id):
-        self._job_cond(req, job_id)
+        self.checked(req, self.engine.get_job, job_id)
         self.engine.delete_job(job_id)
         return _empty(202)
 
     def disable_job(self, req, job_id):
         body = self.parse_body(req, V.JOB_DISABLE)
-        self._job_cond(req, job_id)
+        self.checked(req, self.engine.get_job, job_id)
         self.engine.disable_job(job_id, body)
-        return self._job_headers(req, job_id, 202)
+        return self.written(req, self.engine.jobs, "jobs", job_id, 202)
 
     def enable_job(self, req, job_id):
-        self._job_cond(req, job_id)
+        self.checked(req, self.engine.get_job, job_id)
         self.engine.enable_job(job_id)
-        return self._job_headers(req, job_id, 202)
+        return self.written(req, self.engine.jobs, "jobs", job_id, 202)
 
     def terminate_job(self, req, job_id):
         body = self.parse_body(req, V.JOB_TERMINATE, required=False)
-        self._job_cond(req, job_id)
+        self.checked(req, self.engine.get_job, job_id)
         self.engine.terminate_job(job_id, body.get("terminateReason"))
-        return self._job_headers(req, job_id, 202)
+        return self.written(req, self.engine.jobs, "jobs", job_id, 202)
 
     def task_counts(self, req, job_id):
         return _json(200, self.engine.task_counts(job_id))

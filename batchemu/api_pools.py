@@ -44,56 +44,42 @@ class PoolsApiMixin:
             self.conditions(req, p.etag, p.last_modified)
             return _empty(200, {"ETag": p.etag, "Last-Modified": _lm(p.last_modified)})
 
-    def _pool_cond(self, req, pool_id):
-        with self.engine.lock:
-            p = self.engine.get_pool(pool_id)
-            self.conditions(req, p.etag, p.last_modified)
-            return p
-
-    def _pool_headers(self, req, pool_id, status):
-        with self.engine.lock:
-            p = self.engine.pools.get(pool_id.lower())
-            h = {"DataServiceId": f"{req.base}/pools/{pool_id}"}
-            if p is not None:
-                h.update({"ETag": p.etag, "Last-Modified": _lm(p.last_modified)})
-        return _empty(status, h)
-
     def patch_pool(self, req, pool_id):
         body = self.parse_body(req, V.POOL_PATCH)
-        self._pool_cond(req, pool_id)
+        self.checked(req, self.engine.get_pool, pool_id)
         self.engine.patch_pool(pool_id, body)
-        return self._pool_headers(req, pool_id, 200)
+        return self.written(req, self.engine.pools, "pools", pool_id, 200)
 
     def replace_pool(self, req, pool_id):
         body = self.parse_body(req, V.POOL_REPLACE)
         self.engine.replace_pool_properties(pool_id, body)
-        return self._pool_headers(req, pool_id, 204)
+        return self.written(req, self.engine.pools, "pools", pool_id, 204)
 
     def delete_pool(self, req, pool_id):
-        self._pool_cond(req, pool_id)
+        self.checked(req, self.engine.get_pool, pool_id)
         self.engine.delete_pool(pool_id)
         return _empty(202)
 
     def resize_pool(self, req, pool_id):
         body = self.parse_body(req, V.POOL_RESIZE)
-        self._pool_cond(req, pool_id)
+        self.checked(req, self.engine.get_pool, pool_id)
         self.engine.resize_pool(pool_id, body)
-        return self._pool_headers(req, pool_id, 202)
+        return self.written(req, self.engine.pools, "pools", pool_id, 202)
 
     def stop_resize(self, req, pool_id):
-        self._pool_cond(req, pool_id)
+        self.checked(req, self.engine.get_pool, pool_id)
         self.engine.stop_resize(pool_id)
-        return self._pool_headers(req, pool_id, 202)
+        return self.written(req, self.engine.pools, "pools", pool_id, 202)
 
     def enable_autoscale(self, req, pool_id):
         body = self.parse_body(req, V.POOL_ENABLE_AS)
-        self._pool_cond(req, pool_id)
+        self.checked(req, self.engine.get_pool, pool_id)
         self.engine.enable_autoscale(pool_id, body)
-        return self._pool_headers(req, pool_id, 200)
+        return self.written(req, self.engine.pools, "pools", pool_id, 200)
 
     def disable_autoscale(self, req, pool_id):
         self.engine.disable_autoscale(pool_id)
-        return self._pool_headers(req, pool_id, 200)
+        return self.written(req, self.engine.pools, "pools", pool_id, 200)
 
     def evaluate_autoscale(self, req, pool_id):
         body = self.parse_body(req, V.POOL_EVAL_AS)

@@ -22,11 +22,11 @@ from azure.storage.blob import ContainerSasPermissions
 
 from shared import batch, jobfile, split, storage
 from shared.batch import JobPlan, TaskSpec
-from shared.cleanup import clean_up, work_containers
+from shared.cleanup import clean_up, end_run, work_containers
 from shared.context import Context
 from shared.errors import BatchdropError, BatchError, Conflict, JobFileError
 from shared.jobfile import BlobInput, ExistingPool, ItemsInput, JobSpec, PrefixInput
-from shared.runs import ACCEPTED, CANCELLED, FAILED, REJECTED, RUNNING, TERMINAL, empty_counts
+from shared.runs import ACCEPTED, ACTIVE, CANCELLED, FAILED, REJECTED, RUNNING, TERMINAL, empty_counts
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +148,8 @@ def cancel(ctx: Context, run_id: str, requested_by: str) -> bool:
     if record.data["state"] in TERMINAL:
         log.info("cancel of a finished run ignored run_id=%s state=%s", run_id, record.data["state"])
         return True
-    message = f"cancelled by {requested_by}"
-    changed = ctx.runs.update_retrying(
-        run_id, lambda d: None if d["state"] in TERMINAL else {"state": CANCELLED, "error": message})
-    if changed is not None:
-        ctx.runs.write_error(run_id, {"run_id": run_id, "state": CANCELLED, "message": message})
-        # a crash right here is covered: the monitor cleans up every run it finds in a final state
-        clean_up(ctx, run_id)
-        ctx.events.publish(CANCELLED, run_id, {"requested_by": requested_by})
-        log.info("cancelled run_id=%s by=%s", run_id, requested_by)
+    end_run(ctx, run_id, CANCELLED, f"cancelled by {requested_by}", only_from=ACTIVE,
+            event={"requested_by": requested_by})
     return True
 
 
@@ -373,13 +366,6 @@ def _reject(ctx: Context, run_id: str, name: str, job_file: str, error: JobFileE
 
 
 def _fail(ctx: Context, run_id: str, message: str) -> None:
-    """The run cannot go on: mark it failed (only from `accepted`: a run another delivery got
-    going is not ours to fail), say why, remove what it created."""
-    changed = ctx.runs.update_retrying(
-        run_id, lambda d: {"state": FAILED, "error": message} if d["state"] == ACCEPTED else None)
-    if changed is None:
-        return
-    log.warning("run failed during intake run_id=%s error=%s", run_id, message)
-    ctx.runs.write_error(run_id, {"run_id": run_id, "state": FAILED, "message": message})
-    clean_up(ctx, run_id)
-    ctx.events.publish("failed", run_id, {"error": message})
+    """The run cannot go on: fail it, say why, remove what it created. Only from `accepted`: a
+    run another delivery got going is not ours to fail."""
+    end_run(ctx, run_id, FAILED, message, only_from=frozenset({ACCEPTED}))

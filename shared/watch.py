@@ -14,7 +14,7 @@ from azure.core.exceptions import HttpResponseError
 
 from shared import batch, storage
 from shared.storage import scrub
-from shared.cleanup import clean_up
+from shared.cleanup import clean_up, end_run
 from shared.context import Context
 from shared.errors import BatchdropError, Conflict, RunNotFound
 from shared.sweep import sweep_if_due
@@ -180,15 +180,5 @@ def _watch_merging(ctx: Context, record: Record) -> str:
 
 
 def _give_up(ctx: Context, record: Record, message: str, state: str = FAILED) -> None:
-    """End the run (a conditional write: if intake or finalize moved it meanwhile, they carry on
-    and nothing is touched), then say why and clean up. A crash before the cleanup is covered:
-    the next tick finds the run in a final state and cleans up then."""
-    run_id = record.data["run_id"]
-    try:
-        ctx.runs.update(record, {"state": state, "error": message})
-    except Conflict:
-        return
-    ctx.runs.write_error(run_id, {"run_id": run_id, "state": state, "message": message})
-    clean_up(ctx, run_id)
-    ctx.events.publish(state, run_id, {"error": message})
-    log.warning("run ended run_id=%s state=%s reason=%s", run_id, state, message)
+    """End the run unless intake or finalize moved it since it was read (they carry on then)."""
+    end_run(ctx, record.data["run_id"], state, message, only_from=frozenset({record.data["state"]}), record=record)

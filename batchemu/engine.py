@@ -26,6 +26,7 @@ import threading
 import time
 
 from .dependencies import MAX_TASK_RANGE_EXPANSION, DependenciesMixin  # noqa: F401  (re-exported)
+from .environment import docker_cli_environment, task_base_environment
 from .errors import err
 from .execution import ExecutionMixin
 from .faults import FaultsMixin
@@ -70,7 +71,9 @@ class Engine(PoolsMixin, PoolScalingMixin, JobsMixin, JobLifecycleMixin, TasksMi
         self.stopping = False
         self.job_order = 0
         self.store = Store(self.data_dir)
-        self.base_env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCHEMU_", "AZ_BATCH_"))}
+        # tasks never see the emulator's own environment (app settings, keys): only a few base variables
+        self.base_env = task_base_environment(os.environ)
+        self.docker_env = docker_cli_environment(os.environ)
         self._threads: set = set()
         self._scheduler = threading.Thread(target=self._schedule_loop, name="batchemu-scheduler", daemon=True)
 

@@ -12,10 +12,12 @@ import tempfile
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from threading import Thread
 
 from . import DEFAULT_ACCOUNT, DEFAULT_KEY
+from .environment import emulator_environment
 
 _PKG_PARENT = str(Path(__file__).resolve().parent.parent)
 
@@ -35,7 +37,9 @@ class EmulatorProcess:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_dir=None, account: str = DEFAULT_ACCOUNT,
                  key: str = DEFAULT_KEY, max_concurrency: int | None = None, container_mode: str | None = None,
-                 extra_args=()):
+                 extra_args=(), env: Mapping[str, str] | None = None):
+        """`env`: extra variables for the emulator process, on top of the clean environment it always
+        gets (`batchemu.environment.emulator_environment`: never the caller's whole environment)."""
         self.host = host
         self.port = port or _free_port(host)
         self._tmp = None
@@ -48,6 +52,7 @@ class EmulatorProcess:
         self.max_concurrency = max_concurrency
         self.container_mode = container_mode
         self.extra_args = tuple(extra_args)
+        self.env = dict(env or {})
         self.proc: subprocess.Popen | None = None
         self._stderr_tail: deque = deque(maxlen=200)
         self._reader: Thread | None = None
@@ -84,8 +89,7 @@ class EmulatorProcess:
     def start(self, timeout: float = 30.0) -> "EmulatorProcess":
         if self.proc and self.proc.poll() is None:
             return self
-        env = dict(os.environ)
-        env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env = emulator_environment(os.environ, {"PYTHONPATH": _PKG_PARENT, **self.env})
         self._stderr_tail.clear()
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=env, start_new_session=True)

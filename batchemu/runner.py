@@ -1,8 +1,10 @@
 """Running one command: process launch, environment, task directories, kill, optional Docker wrapping.
 
 Guarantees: each command runs in its own process group, killed as a whole when the try is killed and
-again when the command exits, so children left in the group never outlive the try; the environment is the
-emulator's own (minus ``BATCHEMU_*``/``AZ_BATCH_*``) plus common, task and Batch variables; every try
+again when the command exits, so children left in the group never outlive the try; the environment is
+only PATH/HOME/LANG/LC_ALL/TMPDIR (never the rest of the emulator's own), then the job's common, the task's
+and the Batch variables; in Docker mode the ``docker`` CLI gets the base and ``DOCKER_*`` variables and the
+container gets the others through ``-e``; every try
 starts from a clean task directory with an empty ``wd/``; a signal exit code -N is reported as 128+N;
 launch problems come back as Batch failureInfo, never as exceptions.
 """
@@ -97,7 +99,9 @@ class RunnerMixin:
                           "message": f"Failed to parse the command line: {exc}"}
         if not argv:
             return None, {"category": "usererror", "code": "CommandLaunchFailed", "message": "Empty command line"}
+        process_env = env
         if container is not None and self.container_mode == "docker":
+            process_env = self.docker_env  # user variables must not steer the docker CLI itself (DOCKER_HOST...)
             name = f"batchemu-{uuid.uuid4().hex[:16]}"
             r.container_name = name
             docker = ["docker", "run", "--rm", "--name", name, "-v", f"{node.root}:{node.root}"]
@@ -114,7 +118,7 @@ class RunnerMixin:
                 if r.reason is not None:
                     return None, None
                 try:
-                    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe,
+                    proc = subprocess.Popen(argv, cwd=cwd, env=process_env, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe,
                                             start_new_session=True, close_fds=True)
                 except FileNotFoundError:
                     return None, {"category": "usererror", "code": "CommandProgramNotFound",

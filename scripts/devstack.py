@@ -73,9 +73,22 @@ def _pid(name: str) -> int | None:
     return pid if name in cmdline else None
 
 
+def environments(app_settings: dict[str, str], environ: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """Each service's environment. Only the functions host gets the app settings (storage key, Batch key,
+    registry password): the emulator runs tasks' commands on this machine, and Azurite needs none of them,
+    so both start from a clean, minimal environment (their own settings are flags)."""
+    from batchemu.environment import emulator_environment, task_base_environment
+
+    environ = dict(os.environ if environ is None else environ)
+    return {"azurite": task_base_environment(environ),
+            "batchemu": emulator_environment(environ),
+            "devhost": {**environ, **app_settings}}
+
+
 def up(quiet: bool = False) -> None:
     STATE.mkdir(exist_ok=True)
-    env = {**os.environ, **settings()}
+    app_settings = settings()
+    envs = environments(app_settings)
     for name in ORDER:
         if _pid(name):
             continue
@@ -83,13 +96,13 @@ def up(quiet: bool = False) -> None:
         if port and _listening(port):
             sys.exit(f"port {port} is already in use: is another stack running? (`make down` stops ours)")
         log = open(STATE / f"{name}.log", "ab")
-        proc = subprocess.Popen(_commands()[name], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(_commands()[name], cwd=ROOT, env=envs[name], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         (STATE / f"{name}.pid").write_text(str(proc.pid))
         if port:
             _wait(name, port, proc)
         if name == "azurite":
-            _create_containers(env)
+            _create_containers(app_settings)
         if not quiet:
             print(f"started {name:9s} pid {proc.pid}" + (f" on 127.0.0.1:{port}" if port else ""))
     if not quiet:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from .errors import bad_query
+from .redact import is_write_only_path
 from .util import parse_iso
 
 _TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<dt>datetime'[^']*')|(?P<num>-?\d+(?:\.\d+)?)"
@@ -154,6 +155,8 @@ class _Parser:
             if self.peek()[0] == "lp":
                 return self.func(val.lower())
             path = val
+            if is_write_only_path(path):
+                return lambda g: None  # never readable, so never filterable (no oracle for a password)
             return lambda g: g(path)
         raise ValueError("expected an operand")
 

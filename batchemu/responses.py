@@ -1,11 +1,13 @@
 """Handler results and their JSON/empty shorthands, in the Batch service's wire format.
 
-Guarantees: JSON bodies are compact UTF-8 with the OData ``minimalmetadata`` content type the SDK expects;
-``Last-Modified`` values are RFC 1123 dates.
+Guarantees: JSON bodies are compact UTF-8 with the OData ``minimalmetadata`` content type the SDK expects,
+and never hold a write-only property such as a registry password (`redact`); ``Last-Modified`` values are
+RFC 1123 dates.
 """
 from __future__ import annotations
 
 from .engine import dumps
+from .redact import may_hold_write_only, without_write_only
 from .util import http_date, parse_iso
 
 JSON_CT = "application/json;odata=minimalmetadata"
@@ -22,10 +24,14 @@ class Response:
 
 
 def _json(status, obj, headers=None) -> Response:
+    """Every JSON body goes out through here: the one place write-only properties are left out."""
     h = {"Content-Type": JSON_CT}
     if headers:
         h.update(headers)
-    return Response(status, dumps(obj), h)
+    body = dumps(obj)
+    if may_hold_write_only(body):
+        body = dumps(without_write_only(obj))
+    return Response(status, body, h)
 
 
 def _empty(status, headers=None) -> Response:

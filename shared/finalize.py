@@ -25,6 +25,7 @@ from shared.runs import FAILED, MERGING, SUCCEEDED, TERMINAL, RunPaths, fails_ru
 
 log = logging.getLogger(__name__)
 STDERR_TAIL_BYTES = 4096
+LOG_COPY_BYTES = 1024 * 1024  # of each captured stdout/stderr kept in results: a task may print gigabytes
 CLAIM_TTL = timedelta(minutes=12)  # longer than a function may run (10 minutes on Consumption)
 
 
@@ -346,13 +347,45 @@ def _sources(ctx: Context, container: str, blob_names: list[str], ahead: int = 8
 
 
 def _keep_failure_logs(ctx: Context, out_container: str, paths: RunPaths, task_id: str) -> str | None:
-    """Copy a failed task's stdout/stderr into results/<run>/tasks/<task>/ and return the stderr
-    tail (scrubbed: a task may print a URL it was given)."""
+    """Copy the last LOG_COPY_BYTES of a failed task's stdout/stderr into results/<run>/tasks/<task>/
+    and return the last STDERR_TAIL_BYTES of its stderr for the report.
+
+    Whatever the task printed, results get at most LOG_COPY_BYTES (plus one line saying what was
+    cut) per file and memory holds at most one such tail. Copies and tail are scrubbed: a task may
+    print a URL it was given."""
     prefix = f"logs/{task_id}/"
     for blob in ctx.blobs.get_container_client(out_container).list_blobs(name_starts_with=prefix):
-        _copy_blob(ctx, out_container, blob.name, paths.task_prefix(task_id) + blob.name[len(prefix):])
-    tail = storage.read_tail(ctx.blobs, out_container, f"{prefix}stderr.txt", STDERR_TAIL_BYTES)
-    return storage.scrub(tail) if tail is not None else None
+        _copy_log_tail(ctx, out_container, blob.name, paths.task_prefix(task_id) + blob.name[len(prefix):])
+    tail = _log_tail(ctx, out_container, f"{prefix}stderr.txt", STDERR_TAIL_BYTES)
+    return tail.data.decode("utf-8", errors="replace") if tail is not None else None
+
+
+@dataclass(frozen=True)
+class LogTail:
+    data: bytes  # scrubbed
+    size: int  # of the whole log
+    kept: int  # bytes of the log that `data` is made from (the last ones)
+
+
+def _log_tail(ctx: Context, container: str, name: str, max_bytes: int) -> LogTail | None:
+    """The scrubbed last `max_bytes` (at most) of a log blob, or None if there is none. One ranged read."""
+    found = storage.read_last(ctx.blobs, container, name, max_bytes + storage.SECRET_CONTEXT_BYTES)
+    if found is None:
+        return None
+    raw, size = found
+    data, start = storage.scrub_tail(raw, max(0, len(raw) - max_bytes))
+    return LogTail(data, size, len(raw) - start)
+
+
+def _copy_log_tail(ctx: Context, container: str, name: str, target: str) -> None:
+    """One Put Blob of the log's tail, first saying what was cut when the log was longer."""
+    tail = _log_tail(ctx, container, name, LOG_COPY_BYTES)
+    if tail is None:
+        return  # gone meanwhile (a finalize that finished first deleted the work container)
+    cut = tail.size - tail.kept
+    header = (f"[batchdrop: the first {cut:,} bytes of {tail.size:,} were cut; this is the last {tail.kept:,}]\n"
+              .encode() if cut else b"")
+    ctx.blobs.get_blob_client(ctx.settings.results_container, target).upload_blob(header + tail.data, overwrite=True)
 
 
 def _copy_blob(ctx: Context, container: str, name: str, target: str) -> None:

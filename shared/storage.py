@@ -328,3 +328,47 @@ def queue_send(client: QueueClient, text: str) -> None:
     except ResourceNotFoundError:
         client.create_queue()
         client.send_message(text)
+
+
+# ----------------------------------------------------------------------------- bounded reads of task logs
+
+SECRET_CONTEXT_BYTES = 16 * 1024  # read before a cut so a secret that straddles it is still recognised
+_SECRETS_BYTES = re.compile(_SECRETS.pattern.encode(), re.IGNORECASE)
+
+
+def read_last(service: BlobServiceClient, container: str, name: str, max_bytes: int) -> tuple[bytes, int] | None:
+    """The last `max_bytes` bytes of a blob and the blob's whole size, or None if it does not exist.
+
+    One properties call and one ranged read (pinned to the ETag it saw): memory is bounded by
+    `max_bytes` whatever the blob's size."""
+    from azure.core import MatchConditions
+
+    client = service.get_blob_client(container, name)
+    try:
+        props = client.get_blob_properties()
+        offset = max(0, props.size - max_bytes)
+        if props.size == 0:
+            return b"", 0
+        data = client.download_blob(offset=offset, length=props.size - offset, etag=props.etag,
+                                    match_condition=MatchConditions.IfNotModified).readall()
+    except ResourceNotFoundError:
+        return None
+    return data, props.size
+
+
+def scrub_bytes(data: bytes) -> bytes:
+    """`scrub` on raw bytes: the same secrets replaced, every other byte kept as it was (a log need not be UTF-8)."""
+    return _SECRETS_BYTES.sub(lambda m: m.group(1) + b"<redacted>", data)
+
+
+def scrub_tail(data: bytes, start: int) -> tuple[bytes, int]:
+    """``data[start:]`` scrubbed, for a tail cut out of a longer text, and where it really starts.
+
+    `data` holds up to SECRET_CONTEXT_BYTES before `start`: a secret that straddles the cut is
+    recognised there and left out whole (its remnant after the cut, missing its ``sig=``, would
+    not be recognised by `scrub`). Returns (scrubbed bytes, offset in `data` they start at)."""
+    for m in _SECRETS_BYTES.finditer(data, max(0, start - SECRET_CONTEXT_BYTES)):
+        if m.start() >= start:
+            break
+        start = max(start, m.end())
+    return scrub_bytes(data[start:]), start

@@ -210,7 +210,10 @@ def job_model(plan: JobPlan, defaults: PoolDefaults) -> bm.BatchJobCreateOptions
         unzip = [name for _, name, z in plan.resource_urls if z]
         script = "set -e; " + "".join(
             f"if command -v unzip >/dev/null 2>&1; then unzip -oq {shlex.quote(n)}; "
-            f"else python3 -m zipfile -e {shlex.quote(n)} .; fi; " for n in unzip) + "true"
+            f"else python3 -m zipfile -e {shlex.quote(n)} .; fi; "
+            # defence in depth (intake refuses such zips): both drop '../' and leading '/', but unzip makes links
+            'if [ -n "$(find . -type l)" ]; then echo "batchdrop: a resource zip holds a symbolic link" >&2; exit 1; fi; '
+            for n in unzip) + "true"
         prep = bm.BatchJobPreparationTask(
             command_line="/bin/sh -c " + shlex.quote(script),
             resource_files=[bm.ResourceFile(http_url=url, file_path=name) for url, name, _ in plan.resource_urls],

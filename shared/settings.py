@@ -5,10 +5,11 @@ held in `Secret` wrappers so that a settings object can be logged or printed wit
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from shared.errors import ConfigurationError
+from shared.jobfile import valid_container_name
 
 STORAGE_CONNECTION = "AzureWebJobsStorage"  # the Functions connection name the triggers use
 
@@ -90,9 +91,13 @@ class Settings:
     eventgrid_endpoint: str | None = None
     eventgrid_key: Secret | None = None
     orphan_max_age_hours: float = 48.0
+    # Containers job files may read besides data_container; never the pipeline's own (see
+    # jobfile.ReadPolicy, which refuses those whatever is listed here).
+    input_containers: tuple[str, ...] = ()
+    max_tasks_per_run: int = 100_000
 
     @classmethod
-    def from_mapping(cls, env: Mapping[str, str]) -> "Settings":
+    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
         """Build from app settings (os.environ in the Functions host). Raises ConfigurationError."""
 
         def get(name: str, default: str | None = None) -> str | None:
@@ -185,4 +190,21 @@ class Settings:
             eventgrid_endpoint=get("EVENTGRID_TOPIC_ENDPOINT"),
             eventgrid_key=Secret(eg_key) if eg_key else None,
             orphan_max_age_hours=float(get("ORPHAN_MAX_AGE_HOURS", "48")),
+            input_containers=_container_list("INPUT_CONTAINERS", get("INPUT_CONTAINERS") or ""),
+            max_tasks_per_run=integer("MAX_TASKS_PER_RUN", 100_000),
         )
+
+
+def _container_list(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of container names: whitespace trimmed, empty entries dropped,
+    repeats kept once, each a valid container name (else ConfigurationError)."""
+    containers: list[str] = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry or entry in containers:
+            continue
+        if not valid_container_name(entry):
+            raise ConfigurationError(
+                f"setting {name} lists {entry!r}, which is not a valid container name: use 3 to 63 "
+                f"lowercase letters, digits and single hyphens, comma-separated (e.g. \"shared-refs,inputs\")")
+        containers.append(entry)
+    return tuple(containers)

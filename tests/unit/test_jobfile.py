@@ -11,7 +11,7 @@ from shared.errors import JobFileError
 from shared.jobfile import (
     BlobInput, BlobRef, ExistingPool, ItemsInput, JobSpec, MergeSpec, PoolSpec, PrefixInput,
     Resource, default_name, format_from_extension, input_extension, output_extension,
-    parse_job_file, run_id, sanitise_name, task_output_name,
+    parse_job_file, run_id, run_id_candidates, sanitise_name, task_output_name,
 )
 
 MINIMAL = {"command": "python3 app.py", "input": {"items": [1, 2, 3]}}
@@ -552,9 +552,23 @@ def test_input_extension():
 def test_run_id_is_deterministic_and_shaped():
     first = run_id("heavy", "intake", "jobs/heavy.json", '"0x8DC1"')
     assert first == run_id("heavy", "intake", "jobs/heavy.json", '"0x8DC1"')
-    assert re.fullmatch(r"heavy-[0-9a-f]{8}", first)
-    expected = hashlib.sha256("intake\0jobs/heavy.json\0" "0x8DC1".encode()).hexdigest()[:8]
+    assert re.fullmatch(r"heavy-[0-9a-f]{16}", first)  # 64 bits: collisions are not a daily event
+    expected = hashlib.sha256("intake\0jobs/heavy.json\0" "0x8DC1".encode()).hexdigest()[:16]
     assert first == f"heavy-{expected}"
+
+
+def test_run_id_candidates_are_deterministic_and_start_with_run_id():
+    candidates = run_id_candidates("heavy", "intake", "jobs/heavy.json", '"0x8DC1"')
+    assert candidates == run_id_candidates("heavy", "intake", "jobs/heavy.json", "0x8DC1")
+    assert candidates[0] == run_id("heavy", "intake", "jobs/heavy.json", "0x8DC1")
+    assert len(candidates) == 4 and len(set(candidates)) == 4
+    digest = hashlib.sha256("intake\0jobs/heavy.json\0" "0x8DC1".encode()).hexdigest()
+    assert candidates == [f"heavy-{digest[i:i + 16]}" for i in range(0, 64, 16)]
+
+
+def test_run_id_of_the_longest_name_is_a_valid_batch_job_id():
+    ident = run_id("x" * 100, "intake", "j.json", "0x1")
+    assert re.fullmatch(r"[a-z0-9-]{1,64}", ident) and ident.startswith("x" * 40 + "-")
 
 
 def test_run_id_ignores_etag_quotes():
@@ -572,3 +586,267 @@ def test_run_id_changes_with_blob_identity(change):
 
 def test_run_id_name_is_sanitised():
     assert run_id("My Job", "intake", "j.json", "0x1").startswith("my-job-")
+
+
+# ---------------------------------------------------------------- untrusted bytes: every class refused cleanly
+
+def job_bytes(fragment: str, **fields: str) -> bytes:
+    """A minimal job file with raw JSON text spliced in: `fragment` as extra top-level members,
+    `fields` replacing members (so hooks see NaN, huge numbers and escapes exactly as written)."""
+    members = {"command": '"python3 app.py"', "input": '{"items": [1]}', **fields}
+    body = ", ".join(f'"{k}": {v}' for k, v in members.items())
+    return ("{" + body + (", " + fragment if fragment else "") + "}").encode()
+
+
+@pytest.mark.parametrize("where", ["items", "config", "top"])
+def test_deep_nesting_is_refused_with_line_and_column(where):
+    deep = "[" * 1000 + "]" * 1000
+    raw = {"items": job_bytes("", input=f'{{"items": [{deep}]}}'),
+           "config": job_bytes("", config=f'{{"a": {deep}}}'),
+           "top": deep.encode()}[where]
+    e = raw_error(raw)
+    assert e.field is None and "64 levels" in e.message and "line 1, column" in e.message
+
+
+def test_nesting_up_to_the_limit_is_accepted():
+    from shared.jobfile import MAX_DEPTH
+    nested = "[" * (MAX_DEPTH - 2) + "1" + "]" * (MAX_DEPTH - 2)  # top object and input add two
+    spec = parse_job_file(job_bytes("", input=f'{{"items": {nested}}}'), blob_name="a.json")
+    assert isinstance(spec.input, ItemsInput)
+    too_deep = "[" + nested + "]"
+    assert "levels deep" in raw_error(job_bytes("", input=f'{{"items": {too_deep}}}')).message
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    text = json.dumps("[{" * 5000)
+    spec = parse_job_file(job_bytes("", command=text), blob_name="a.json")
+    assert spec.command == "[{" * 5000
+
+
+def test_depth_error_names_the_line():
+    raw = b'{"command": "x",\n "input": {"items": [\n' + b"[" * 100 + b"]" * 100 + b"]}}"
+    e = raw_error(raw)
+    assert "line 3, column 62" in e.message  # object, input and items are levels 1-3
+
+
+@pytest.mark.parametrize("field, value, path", [
+    ("input", '{"items": [1, %s]}', "input.items[1]"),
+    ("retries", "%s", "retries"),
+    ("config", '{"a": {"b": [%s]}}', "config.a.b[0]"),
+])
+def test_integers_too_long_name_their_path(field, value, path):
+    e = raw_error(job_bytes("", **{field: value % ("9" * 5000)}))
+    assert e.field == path and "too long" in e.message and "5,000 digits" in e.message
+
+
+def test_long_but_convertible_integers_are_kept_or_range_checked():
+    big = "9" * 4300
+    assert parse_job_file(job_bytes("", input=f'{{"items": [{big}]}}'), blob_name="a.json").input.items == (int(big),)
+    e = raw_error(job_bytes("", retries=big))
+    assert e.field == "retries" and "whole number" in e.message and len(e.message) < 200
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
+@pytest.mark.parametrize("field, template, path", [
+    ("input", '{"items": [0, %s]}', "input.items[1]"),
+    ("tasks", "%s", "tasks"),
+    ("pool", '{"max_nodes": %s}', "pool.max_nodes"),
+    ("config", '{"threshold": %s}', "config.threshold"),
+])
+def test_non_json_numbers_name_their_path(number, field, template, path):
+    e = raw_error(job_bytes("", **{field: template % number}))
+    assert e.field == path and repr(number) in e.message
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"1e400", b"9" * 5000])
+def test_a_bare_bad_number_is_not_an_object(number):
+    e = raw_error(number)
+    assert e.field is None and "JSON object" in e.message
+
+
+@pytest.mark.parametrize("escape", [r"\ud800", r"\udfff", r"x\udc00y", r"\u0000"])
+@pytest.mark.parametrize("field, template, path", [
+    ("command", '"%s"', "command"),
+    ("input", '{"items": [1, {"k": "%s"}]}', "input.items[1].k"),
+    ("config", '{"note": "%s"}', "config.note"),
+    ("name", '"%s"', "name"),
+    ("merge", '{"command": "m %s"}', "merge.command"),
+])
+def test_nul_and_lone_surrogates_are_refused_anywhere(escape, field, template, path):
+    e = raw_error(job_bytes("", **{field: template % escape}))
+    assert e.field == path and ("NUL" in e.message or "surrogate" in e.message)
+
+
+def test_nul_and_surrogates_in_keys_are_refused_with_a_printable_path():
+    e = raw_error(job_bytes("", config=r'{"a\u0000b": 1}'))
+    assert e.field == r"config.a\x00b" and "field name" in e.message
+    e = raw_error(job_bytes("", input=r'{"items": [{"\ud800": 1}]}'))
+    assert e.field == r"input.items[0].\ud800"
+    e = raw_error(job_bytes(r'"co\u0000mmand": "x"'))
+    assert e.field == r"co\x00mmand"
+
+
+def test_a_surrogate_pair_is_a_character_not_an_error():
+    spec = parse_job_file(job_bytes("", command=r'"echo \ud83d\ude00"'), blob_name="a.json")
+    assert spec.command == "echo \U0001F600"
+    spec.command.encode("utf-8")
+
+
+def test_command_keeps_shell_control_characters_but_not_nul():
+    spec = parse_job_file(job_bytes("", command=r'"set -e\n\tpython3 app.py\r\n"'), blob_name="a.json")
+    assert spec.command == "set -e\n\tpython3 app.py\r\n"
+    assert raw_error(job_bytes("", command=r'"a\u0000"')).field == "command"
+
+
+@pytest.mark.parametrize("char", ["\n", "\t", "\x01", "\x7f", "\x85", "\u2028"])
+def test_control_characters_in_the_name_are_refused(char):
+    e = error(name=f"heavy{char}lift")
+    assert e.field == "name" and "control character" in e.message
+
+
+@pytest.mark.parametrize("fields, path", [
+    ({"pool": {"id": "mypool\n"}}, "pool.id"),
+    ({"pool": {"vm_size": "standard_d2s_v3\n"}}, "pool.vm_size"),
+    ({"merge": {"command": "m", "extension": "bin\n"}}, "merge.extension"),
+    ({"image": "python:3.11\n"}, "image"),
+    ({"input": {"blob": "data\n/x.jsonl"}}, "input.blob"),
+    ({"input": {"blob": "data/x.jsonl\n"}}, "input.blob"),
+    ({"input": {"prefix": "data\n"}}, "input.prefix"),
+])
+def test_a_trailing_newline_never_passes_an_anchored_pattern(fields, path):
+    assert error(**fields).field == path
+
+
+@pytest.mark.parametrize("ref, rule", [
+    ("data/a/../x.jsonl", "'..' segment"),
+    ("data/../intake/x.jsonl", "'..' segment"),
+    ("data/./x.jsonl", "'.' segment"),
+    ("data/x/..", "'..' segment"),
+    ("data/a%2f..%2fx.jsonl", "'%'"),
+    ("data/x%20y.jsonl", "'%'"),
+    ("data/a\\x.jsonl", "backslash"),
+    ("data/a//x.jsonl", "empty folder"),
+    ("data//x.jsonl", "empty folder"),
+    (" data/x.jsonl", "whitespace"),
+    ("data/x.jsonl ", "whitespace"),
+    ("data/x\x07.jsonl", "control character"),
+    ("data/x\u2028.jsonl", "control character"),
+])
+@pytest.mark.parametrize("where", ["input.blob", "input.prefix", "config.blob", "resources[0].blob"])
+def test_blob_paths_are_used_exactly_as_written(ref, rule, where):
+    fields = {"input.blob": {"input": {"blob": ref}}, "input.prefix": {"input": {"prefix": ref}},
+              "config.blob": {"config": {"blob": ref}}, "resources[0].blob": {"resources": [{"blob": ref}]}}
+    e = error(**fields[where])
+    assert e.field == where and rule in e.message
+
+
+@pytest.mark.parametrize("ref", ["data/a b/x y.jsonl", "data/..x/x..jsonl", "data/.hidden/x.jsonl",
+                                 "data/ü/名前.jsonl", "data/a-b_c.d~e/x+y=z@w.jsonl"])
+def test_unusual_but_exact_blob_paths_are_accepted(ref):
+    assert str(parse(input={"blob": ref}).input.blob) == ref
+
+
+@pytest.mark.parametrize("ref", ["data/run1/", "data/", "data", "data/a/b/"])
+def test_a_prefix_may_still_end_with_a_slash(ref):
+    assert isinstance(parse(input={"prefix": ref}).input, PrefixInput)
+
+
+@pytest.mark.parametrize("image", [
+    "python", "python:3.11-slim", "myregistry.azurecr.io/heavylift:1.4", "localhost:5000/team/app:v1",
+    "ghcr.io/org/app_x__y.z-w--v:tag.1-2", "app@sha256:" + "a" * 64,
+    "reg.example.com:443/a/b/c:latest@sha256:" + "0f" * 32, "[::1]:5000/app", "Registry.Example/app",
+])
+def test_valid_image_references(image):
+    assert parse(image=image).image == image
+    assert parse(merge={"command": "m", "image": image}).merge.image == image
+
+
+@pytest.mark.parametrize("image", [
+    "-app", "app-", "App", "a..b", "a/../b", "reg.io//app", "app:", "app:-tag", "app:" + "t" * 129,
+    "app@sha256:abc", "app@sha256", "app\n", "app\t:1", "a" * 256, "ftp://reg/app",
+    "reg.io/app:1.4 --privileged", "app:tag:tag", "/app", "app/",
+])
+def test_invalid_image_references_say_what_a_valid_one_looks_like(image):
+    for fields, path in (({"image": image}, "image"), ({"merge": {"command": "m", "image": image}}, "merge.image")):
+        e = error(**fields)
+        assert e.field == path and "myregistry.azurecr.io/app:1.4" in e.message
+
+
+@pytest.mark.parametrize("vm_size", ["standard_d2s_v3", "Standard_NC6s_v3", "Standard_E4-2s_v3",
+                                     "Basic_A1", "Standard_NC24ads_A100_v4"])
+def test_valid_vm_sizes(vm_size):
+    assert parse(pool={"vm_size": vm_size}).pool.vm_size == vm_size
+
+
+@pytest.mark.parametrize("vm_size", ["standard.d2", "_standard", "2s_v3", "x" * 65, "std/d2",
+                                     "standard_d2s_v3;rm", "ständard"])
+def test_invalid_vm_sizes(vm_size):
+    e = error(pool={"vm_size": vm_size})
+    assert e.field == "pool.vm_size" and "standard_d2s_v3" in e.message
+
+
+@pytest.mark.parametrize("pool_id", ["p" * 65, "my.pool", "pool\t", "pöol"])
+def test_invalid_pool_ids(pool_id):
+    assert error(pool={"id": pool_id}).field == "pool.id"
+
+
+def test_pool_id_of_64_characters_is_accepted():
+    assert parse(pool={"id": "p" * 64}).pool == ExistingPool("p" * 64)
+
+
+@pytest.mark.parametrize("ext", ["bin\n", "a..b", ".", "tar.", "x" * 21, "ta r"])
+def test_invalid_extensions(ext):
+    assert error(merge={"command": "m", "extension": ext}).field == "merge.extension"
+
+
+def test_huge_keys_and_values_give_short_messages():
+    e = error(**{"k" * 100_000: 1})
+    assert len(e.message) < 400 and len(e.field) <= 64
+    e = error(retries="r" * 100_000)
+    assert len(e.message) < 400
+
+
+def test_duplicate_keys_deep_in_items_name_the_path():
+    e = raw_error(job_bytes("", input='{"items": [1, {"a": {"b": 1, "b": 2}}]}'))
+    assert e.field == "input.items[1].a.b" and "more than once" in e.message
+
+
+def test_the_first_problem_in_document_order_is_named():
+    e = raw_error(job_bytes("", input='{"items": ["\\u0000", NaN]}'))
+    assert e.field == "input.items[0]"
+    e = raw_error(job_bytes("", input='{"items": [NaN, "\\u0000"]}'))
+    assert e.field == "input.items[0]" and "NaN" in e.message
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b'{"command": "x"', ["line 1", "column"]),
+    (b'{"a": "unterminated', ["Unterminated string starting at line 1, column 7"]),
+    (b"\xef\xbb\xbf{\xff}", ["UTF-8", "byte 0xff", "byte offset 4"]),
+    (b'\x00{"command": "x"}', ["line 1, column 1"]),
+])
+def test_whole_document_errors_say_where_and_what_to_fix(raw, words):
+    e = raw_error(raw)
+    assert e.field is None and all(w in e.message for w in words)
+
+
+@pytest.mark.parametrize("raw", [
+    b"]" * 100 + b"[" * 100,                                     # closers first: json stops at once
+    b'{"a": "\\\\", "b": "[[[[' + b"[" * 100 + b'"}',            # brackets in a string after an escaped backslash
+    b'{"a": "\\"' + b"[" * 100 + b'"}',                          # ... and after an escaped quote
+    b'{"a": "' + b"[" * 100,                                     # inside an unterminated string
+    b"[" * 30 + b"}" * 30 + b"[" * 100,                          # mismatched brackets
+])
+def test_brackets_json_never_nests_into_are_not_nesting(raw):
+    e = raw_error(raw)
+    assert "levels deep" not in e.message
+    assert e.field == "a" or "line 1, column" in e.message  # an unknown field, or where json stops
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"a": "\\\\", "b": ' + b"[" * 65 + b"]" * 65 + b"}",
+    b'{"a": "\\"]]]]", "b": ' + b"[" * 65 + b"]" * 65 + b"}",
+    b"[" * 100_000,
+    b'{"a": ' + b'{"b": ' * 70 + b"1" + b"}" * 70 + b"}",
+])
+def test_deep_nesting_is_found_past_strings_and_escapes(raw):
+    assert "levels deep" in raw_error(raw).message

@@ -44,3 +44,35 @@ def test_identity_based_storage_uses_service_uris():
 def test_bad_settings_say_what_to_fix(change, words):
     with pytest.raises(ConfigurationError, match=words):
         Settings.from_mapping({**BASE, **change})
+
+
+def test_input_containers_and_task_limit_defaults():
+    s = Settings.from_mapping(BASE)
+    assert s.input_containers == () and s.max_tasks_per_run == 100_000
+
+
+def test_input_containers_are_a_trimmed_comma_separated_list():
+    s = Settings.from_mapping({**BASE, "INPUT_CONTAINERS": " shared-refs, ,inputs,shared-refs,", "MAX_TASKS_PER_RUN": "500"})
+    assert s.input_containers == ("shared-refs", "inputs") and s.max_tasks_per_run == 500
+
+
+@pytest.mark.parametrize("value", ["Data", "ab", "a_b", "inputs,bad name", "x" * 64, "a--b", "da\nta"])
+def test_input_containers_must_be_container_names(value):
+    with pytest.raises(ConfigurationError, match="INPUT_CONTAINERS"):
+        Settings.from_mapping({**BASE, "INPUT_CONTAINERS": value})
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots"])
+def test_max_tasks_per_run_must_be_a_positive_integer(value):
+    with pytest.raises(ConfigurationError, match="MAX_TASKS_PER_RUN"):
+        Settings.from_mapping({**BASE, "MAX_TASKS_PER_RUN": value})
+
+
+def test_the_sample_settings_hold_the_new_settings():
+    import json
+    import pathlib
+    sample = json.loads((pathlib.Path(__file__).resolve().parents[2] / "local.settings.sample.json").read_text())
+    values = sample["Values"]
+    assert values["INPUT_CONTAINERS"] == "" and values["MAX_TASKS_PER_RUN"] == "100000"
+    s = Settings.from_mapping(values)
+    assert s.input_containers == () and s.max_tasks_per_run == 100_000

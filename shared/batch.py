@@ -303,6 +303,18 @@ def get_job(client: BatchClient, job_id: str) -> bm.BatchJob | None:
         raise translate(e, f"reading job {job_id}") from None
 
 
+def get_pool(client: BatchClient, pool_id: str) -> bm.BatchPool | None:
+    """None when there is no such pool."""
+    try:
+        return client.get_pool(pool_id)
+    except ResourceNotFoundError:
+        return None
+    except HttpResponseError as e:
+        if error_code(e) == "PoolNotFound" or e.status_code == 404:
+            return None
+        raise translate(e, f"reading pool {pool_id}") from None
+
+
 def task_counts(client: BatchClient, job_id: str) -> bm.BatchTaskCounts | None:
     """One call; None when the job is gone (deleted by someone else: the run is cancelled)."""
     try:

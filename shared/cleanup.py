@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from shared import batch, storage
+from shared import batch, naming, storage
 from shared.context import Context
 from shared.errors import Conflict
 from shared.storage import Record
@@ -12,9 +12,8 @@ log = logging.getLogger(__name__)
 
 
 def work_containers(ctx: Context, run_id: str) -> tuple[str, str]:
-    """(input container, output container) of a run: separate, so task SAS can be read-only / write-only."""
-    prefix = ctx.settings.work_prefix
-    return f"{prefix}-{run_id}-in", f"{prefix}-{run_id}-out"
+    """(input container, output container) of a run (see naming.work_containers)."""
+    return naming.work_containers(ctx.settings.work_prefix, run_id)
 
 
 def clean_up(ctx: Context, run_id: str, *, keep_outputs: bool = False) -> None:

@@ -11,6 +11,7 @@ import re
 import logging
 import threading
 import uuid
+from itertools import islice
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -189,13 +190,14 @@ def blob_info(service: BlobServiceClient, container: str, name: str, field: str)
     return BlobInfo(container, name, props.size, props.etag)
 
 
-def list_prefix(service: BlobServiceClient, container: str, prefix: str, field: str) -> list[BlobInfo]:
-    """Blobs under a prefix in name order; InputNotFound when the container is missing or nothing is there."""
+def list_prefix(service: BlobServiceClient, container: str, prefix: str, field: str,
+                limit: int | None = None) -> list[BlobInfo]:
+    """Blobs under a prefix in name order; InputNotFound when the container is missing or nothing is there.
+    With `limit`, stops after limit + 1 blobs (enough to tell that there are too many)."""
     try:
-        blobs = [
-            BlobInfo(container, b.name, b.size, b.etag)
-            for b in service.get_container_client(container).list_blobs(name_starts_with=prefix)
-        ]
+        listing = service.get_container_client(container).list_blobs(name_starts_with=prefix)
+        blobs = [BlobInfo(container, b.name, b.size, b.etag)
+                 for b in islice(listing, None if limit is None else limit + 1)]
     except ResourceNotFoundError:
         raise InputNotFound(f"container '{container}' does not exist", field=field) from None
     if not blobs:

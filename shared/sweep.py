@@ -6,14 +6,13 @@ behind (pools bill while they exist). It runs from the monitor at most once an h
 from __future__ import annotations
 
 import logging
-import re
 from datetime import timedelta
 
 from azure.core.exceptions import HttpResponseError
 
-from shared import batch, storage
+from shared import batch, naming, storage
 from shared.errors import BatchdropError
-from shared.accept import WORK_METADATA, owner
+from shared.naming import WORK_METADATA, is_work_container
 from shared.context import Context
 from shared.runs import ACTIVE, iso
 
@@ -47,7 +46,7 @@ def sweep(ctx: Context) -> list[str]:
         record = ctx.runs.try_read(run_id)
         return record is not None and record.data["state"] in ACTIVE
 
-    me = owner(ctx)
+    me = naming.owner_tag(ctx.blobs.url, ctx.settings.results_container)
     for job in ctx.batch.list_jobs(select=["id", "creationTime", "metadata"]):
         meta = {m.name: m.value for m in (job.metadata or [])}
         run_id = meta.get("batchdrop-run")
@@ -60,14 +59,13 @@ def sweep(ctx: Context) -> list[str]:
         except BatchdropError as e:  # one stubborn item must not stop the sweep
             log.warning("sweep could not delete job %s: %s", job.id, e)
     prefix = ctx.settings.work_prefix + "-"
-    work_name = re.compile(rf"^{re.escape(prefix)}(?P<run>[a-z0-9-]+-[0-9a-f]{{8}})-(in|out)$")
     for container in ctx.blobs.list_containers(name_starts_with=prefix, include_metadata=True):
-        match = work_name.match(container.name)
+        run_id = (container.metadata or {}).get(WORK_METADATA)
         # a user's container that merely shares the prefix is never touched: the name and the
         # metadata written at creation must both say it is a run's work container
-        if not match or (container.metadata or {}).get(WORK_METADATA) != match["run"]:
+        if not is_work_container(ctx.settings.work_prefix, container.name, run_id):
             continue
-        if container.last_modified > limit or owned_by_active_run(match["run"]):
+        if container.last_modified > limit or owned_by_active_run(run_id or ""):
             continue
         try:
             if storage.delete_container(ctx.blobs, container.name):

@@ -15,22 +15,25 @@ any field is looked at; which containers a job file may read is `ReadPolicy`'s.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import posixpath
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
 
 from shared.errors import JobFileError
 
+# Run ids and names are naming's; re-exported here for the callers that know them from jobfile.
+from shared.naming import (  # noqa: F401
+    NAME_MAX_CHARS, RUN_ID_CANDIDATES, RUN_ID_HEX_DIGITS, default_name, is_run_id, run_id, run_id_candidates,
+    sanitise_name,
+)
+
 if TYPE_CHECKING:
     from shared.settings import Settings
 
 MAX_JOB_FILE_BYTES = 1_048_576
-NAME_MAX_CHARS = 40
 INPUT_FORMATS = ("jsonl", "lines", "csv", "json")
 MERGE_KINDS = ("jsonl", "lines", "csv", "concat", "none", "command")
 FAILURE_POLICIES = ("fail", "partial")
@@ -42,8 +45,6 @@ MAX_DEPTH = 64
 # Python refuses to convert longer digit strings (int_max_str_digits), and no JSON reader
 # keeps such a number exactly anyway.
 MAX_INT_DIGITS = 4300
-RUN_ID_HEX_DIGITS = 16
-RUN_ID_CANDIDATES = 4
 
 TOP_LEVEL_FIELDS = (
     "name", "command", "image", "input", "items_per_task", "tasks", "config",
@@ -309,49 +310,6 @@ def task_output_name(spec: JobSpec) -> str:
     return f"output.{ext}"
 
 
-def sanitise_name(text: str) -> str:
-    """A run-name-safe form of `text`: only [a-z0-9-], no leading, trailing or repeated
-    '-', at most 40 characters, never empty ("job" stands in).
-
-    Accents are folded first ("Café" -> "cafe"); every other character becomes '-'.
-    """
-    folded = unicodedata.normalize("NFKD", text)
-    folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).lower()
-    name = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
-    name = name[:NAME_MAX_CHARS].rstrip("-")
-    return name or "job"
-
-
-def default_name(blob_name: str) -> str:
-    """The job file's blob name without folders and without its last extension."""
-    stem, _ = posixpath.splitext(posixpath.basename(blob_name.rstrip("/")))
-    return stem
-
-
-def run_id(name: str, container: str, blob_name: str, etag: str) -> str:
-    """"<name>-<16 hex>": the same blob version (container, name, ETag) always gives the
-    same id, and a new upload (new ETag) a new one. Quotes around the ETag are ignored,
-    so '"0x8D"' and '0x8D' are the same version.
-
-    The hex is 64 bits of a sha256 of that identity (a collision among a billion uploads of
-    one name is about 3% likely; `run_id_candidates` gives the ids to try then). An id is at
-    most 57 characters (40 + 1 + 16) of [a-z0-9-]: a valid Batch job id.
-    """
-    return run_id_candidates(name, container, blob_name, etag)[0]
-
-
-def run_id_candidates(name: str, container: str, blob_name: str, etag: str) -> list[str]:
-    """The RUN_ID_CANDIDATES (4) ids one blob version may take, always the same ones in the
-    same order; the first is `run_id(...)`. Should a run record under one turn out to belong
-    to another job file (a hash collision), intake takes the next: the i-th id uses the i-th
-    16 hex digits of the same sha256."""
-    normalised_etag = etag.strip().strip('"')
-    identity = f"{container}\0{blob_name}\0{normalised_etag}".encode("utf-8", "surrogatepass")
-    digest = hashlib.sha256(identity).hexdigest()
-    stem, width = sanitise_name(name), RUN_ID_HEX_DIGITS
-    return [f"{stem}-{digest[i * width:(i + 1) * width]}" for i in range(RUN_ID_CANDIDATES)]
-
-
 # ---------------------------------------------------------------- what a job file may read
 
 @dataclass(frozen=True)
@@ -426,10 +384,6 @@ class _CancelSeen(Exception):
         self.doc = doc
 
 
-# Today's ids end in 16 hex digits; runs made before then in 8.
-_RUN_ID_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?-(?:[0-9a-f]{16}|[0-9a-f]{8})")
-
-
 def parse_intake_file(raw: bytes, *, blob_name: str, max_bytes: int = MAX_JOB_FILE_BYTES,
                       policy: ReadPolicy | None = None) -> JobSpec | CancelRequest:
     """A file dropped into intake: a job file (see parse_job_file) or a cancel request.
@@ -445,7 +399,7 @@ def parse_intake_file(raw: bytes, *, blob_name: str, max_bytes: int = MAX_JOB_FI
                                f"{', '.join(_excerpt(k) for k in extra[:5])}",
                                field=_segment(extra[0])) from None
         run = seen.doc["cancel"]
-        if not isinstance(run, str) or not _RUN_ID_RE.fullmatch(run):
+        if not isinstance(run, str) or not is_run_id(run):
             raise JobFileError(f"must be the id of a run, like \"heavylift-nov-3f2a9c1e5b7d9f01\" (the "
                                f"folder name under results/), got {_describe(run)}", field="cancel") from None
         return CancelRequest(run)

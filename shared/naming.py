@@ -1,14 +1,101 @@
-"""Every name the pipeline derives for a run: work containers, task ids, shards, the owner tag.
+"""Every name the pipeline derives: run ids, the finalize message, work containers and the
+blobs in them, task ids, input file names, result and control paths, the owner tag.
 
-Pure functions of their arguments, so intake, finalize, cleanup and the sweep always agree on
-them. (Run ids themselves are derived in `jobfile`, from the job file's blob identity.)
+Pure functions of their arguments, so intake, the monitor, finalize, cleanup, the sweep and the
+triggers always agree on them.
 """
 from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from shared.errors import BatchdropError
+
+# ---------------------------------------------------------------- run ids
+
+NAME_MAX_CHARS = 40
+RUN_ID_HEX_DIGITS = 16
+RUN_ID_CANDIDATES = 4
+# "<name>-<hex>": today's ids end in 16 hex digits, runs made before then in 8. Used with
+# fullmatch only ("$" would let a trailing newline through).
+RUN_ID_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?-(?:[0-9a-f]{16}|[0-9a-f]{8})")
+
+
+def sanitise_name(text: str) -> str:
+    """A run-name-safe form of `text`: only [a-z0-9-], no leading, trailing or repeated
+    '-', at most 40 characters, never empty ("job" stands in).
+
+    Accents are folded first ("Café" -> "cafe"); every other character becomes '-'.
+    """
+    folded = unicodedata.normalize("NFKD", text)
+    folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).lower()
+    name = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
+    name = name[:NAME_MAX_CHARS].rstrip("-")
+    return name or "job"
+
+
+def default_name(blob_name: str) -> str:
+    """The job file's blob name without folders and without its last extension."""
+    stem, _ = posixpath.splitext(posixpath.basename(blob_name.rstrip("/")))
+    return stem
+
+
+def run_id(name: str, container: str, blob_name: str, etag: str) -> str:
+    """"<name>-<16 hex>": the same blob version (container, name, ETag) always gives the
+    same id, and a new upload (new ETag) a new one. Quotes around the ETag are ignored,
+    so '"0x8D"' and '0x8D' are the same version.
+
+    The hex is 64 bits of a sha256 of that identity (a collision among a billion uploads of
+    one name is about 3% likely; `run_id_candidates` gives the ids to try then). An id is at
+    most 57 characters (40 + 1 + 16) of [a-z0-9-]: a valid Batch job id.
+    """
+    return run_id_candidates(name, container, blob_name, etag)[0]
+
+
+def run_id_candidates(name: str, container: str, blob_name: str, etag: str) -> list[str]:
+    """The RUN_ID_CANDIDATES (4) ids one blob version may take, always the same ones in the
+    same order; the first is `run_id(...)`. Should a run record under one turn out to belong
+    to another job file (a hash collision), intake takes the next: the i-th id uses the i-th
+    16 hex digits of the same sha256."""
+    normalised_etag = etag.strip().strip('"')
+    identity = f"{container}\0{blob_name}\0{normalised_etag}".encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(identity).hexdigest()
+    stem, width = sanitise_name(name), RUN_ID_HEX_DIGITS
+    return [f"{stem}-{digest[i * width:(i + 1) * width]}" for i in range(RUN_ID_CANDIDATES)]
+
+
+def is_run_id(text: object) -> bool:
+    """Whether `text` has the form of a run id (today's or an older 8-hex one)."""
+    return isinstance(text, str) and RUN_ID_PATTERN.fullmatch(text) is not None
+
+
+# ---------------------------------------------------------------- the finalize queue
+
+
+def finalize_message(run_id: str) -> str:
+    """The body of a "finalize this run" message: the run id itself."""
+    return run_id
+
+
+def run_id_of_message(body: str) -> str:
+    """The run id a finalize message names; BatchdropError when the body is not one (the
+    message is then poisoned by the queue's retries, never given to finalize)."""
+    text = body.strip()
+    if not is_run_id(text):
+        raise BatchdropError(f"finalize message is not a run id: {text[:80]!r}")
+    return text
+
+
+# ---------------------------------------------------------------- work containers and their blobs
 
 # Azure Storage: container names are at most 63 characters.
 _CONTAINER_MAX = 63
 # Metadata key marking a container as a run's work container; its value is the run id.
 WORK_METADATA = "batchdroprun"
+CONFIG_BLOB = "config.json"  # in the input container: a job file's inline config
 
 
 def work_containers(prefix: str, run_id: str) -> tuple[str, str]:
@@ -38,9 +125,77 @@ def task_id(index: int) -> str:
     return f"t{index:06d}"
 
 
+def task_index(task: str) -> int:
+    """The index a task id was made from; -1 for a task that has none (the merge task)."""
+    return int(task[1:]) if task[1:].isdigit() else -1
+
+
 def shard_name(index: int, input_file: str) -> str:
     """Where task `index`'s input lives in the run's input container."""
     return f"shards/{index:06d}.{input_file.rsplit('.', 1)[-1]}"
+
+
+def input_file_of_blob(blob_name: str) -> str:
+    """The input file name a task sees for a pre-split blob: "input.<the blob's extension>",
+    or "input.bin" when its name has none."""
+    base = blob_name.rsplit("/", 1)[-1]
+    return f"input.{base.rsplit('.', 1)[-1]}" if "." in base else "input.bin"
+
+
+# Output container layout, as the task models upload into it (shared/batch.py).
+def task_outputs(task: str) -> str:
+    """Prefix of what a succeeded task left in OUTPUT_DIR."""
+    return f"tasks/{task}/"
+
+
+def task_logs(task: str) -> str:
+    """Prefix of a failed task's stdout.txt / stderr.txt."""
+    return f"logs/{task}/"
+
+
+def merged_output(output_file: str) -> str:
+    """Where the user's merge task leaves its output."""
+    return f"merged/{output_file}"
+
+
+# ---------------------------------------------------------------- results and control containers
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run's documents live inside the results container (the user contract)."""
+
+    run_id: str
+
+    @property
+    def status(self) -> str:
+        return f"{self.run_id}/status.json"
+
+    @property
+    def report(self) -> str:
+        return f"{self.run_id}/report.json"
+
+    @property
+    def error(self) -> str:
+        return f"{self.run_id}/error.json"
+
+    @property
+    def tasks(self) -> str:
+        return f"{self.run_id}/tasks/"
+
+    def output(self, ext: str) -> str:
+        return f"{self.run_id}/output.{ext}"
+
+    def task_prefix(self, task: str) -> str:
+        return f"{self.run_id}/tasks/{task}/"
+
+
+ACTIVE_PREFIX = "active/"  # control container: one marker per run the monitor watches
+SWEEP_MARKER = "sweep/last.json"  # control container: when the orphan sweep last ran
+
+
+def active_marker(run_id: str) -> str:
+    return f"{ACTIVE_PREFIX}{run_id}"
 
 
 def owner_tag(blob_service_url: str, results_container: str) -> str:

@@ -19,7 +19,7 @@ from .api_pools import PoolsApiMixin
 from .api_tasks import TasksApiMixin
 from .auth import SharedKeyVerifier
 from .engine import Engine
-from .errors import BatchError, bad_query, err
+from .errors import NotModified, bad_header, bad_query, err, invalid_body
 from .odata import apply_select, compile_filter, dict_getter, parse_select
 from .responses import _empty, _json, _lm
 from .routing import Router, Stats
@@ -103,12 +103,12 @@ class App(PoolsApiMixin, JobsApiMixin, TasksApiMixin, FilesApiMixin, ControlApiM
         raw = req.body
         if not raw:
             if required:
-                raise BatchError(400, "InvalidRequestBody", None, [{"key": "Reason", "value": "The request body is empty"}])
+                raise invalid_body("The request body is empty")
             return {}
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise BatchError(400, "InvalidRequestBody", None, [{"key": "Reason", "value": f"Malformed JSON: {exc}"}])
+            raise invalid_body(f"Malformed JSON: {exc}") from exc
         return V.validate(body, schema)
 
     def checked(self, req, get, resource_id):
@@ -141,12 +141,12 @@ class App(PoolsApiMixin, JobsApiMixin, TasksApiMixin, FilesApiMixin, ControlApiM
             return out
         im = h.get("if-match")
         if im and im.strip() != "*" and etag not in tags(im):
-            raise err("ConditionNotMet", 412)
+            raise err("ConditionNotMet")
         inm = h.get("if-none-match")
         if inm and (inm.strip() == "*" or etag in tags(inm)):
             if req.method in ("GET", "HEAD"):
-                raise BatchError(304, "ConditionNotMet")
-            raise err("ConditionNotMet", 412)
+                raise NotModified()
+            raise err("ConditionNotMet")
         lm = parse_iso(last_modified) if last_modified else None
         for name, modified_test in (("if-modified-since", True), ("if-unmodified-since", False)):
             v = h.get(name)
@@ -155,14 +155,14 @@ class App(PoolsApiMixin, JobsApiMixin, TasksApiMixin, FilesApiMixin, ControlApiM
                     import email.utils
                     since = email.utils.parsedate_to_datetime(v).timestamp()
                 except Exception:
-                    raise BatchError(400, "InvalidHeaderValue", None, [{"key": "HeaderName", "value": name}])
+                    raise bad_header(name)
                 modified = int(lm) > int(since)
                 if modified_test and not modified:
                     if req.method in ("GET", "HEAD"):
-                        raise BatchError(304, "ConditionNotMet")
-                    raise err("ConditionNotMet", 412)
+                        raise NotModified()
+                    raise err("ConditionNotMet")
                 if not modified_test and modified:
-                    raise err("ConditionNotMet", 412)
+                    raise err("ConditionNotMet")
 
     @staticmethod
     def max_results(req) -> int:

@@ -9,7 +9,7 @@ import json
 import time
 
 from . import __version__
-from .errors import BatchError
+from .errors import bad_property, invalid_body
 from .responses import _json
 
 
@@ -39,16 +39,16 @@ class ControlApiMixin:
         try:
             body = json.loads(req.body)
         except ValueError as exc:
-            raise BatchError(400, "InvalidRequestBody", None, [{"key": "Reason", "value": f"Malformed JSON: {exc}"}])
+            raise invalid_body(f"Malformed JSON: {exc}") from exc
         if not isinstance(body, dict):
-            raise BatchError(400, "InvalidRequestBody", None, [{"key": "Reason", "value": "Expected a JSON object"}])
+            raise invalid_body("Expected a JSON object")
         return body
 
     @staticmethod
     def _int(body, name, default):
         v = body.get(name, default)
         if not isinstance(v, int) or isinstance(v, bool):
-            raise BatchError(400, "InvalidPropertyValue", None, [{"key": "PropertyName", "value": name}])
+            raise bad_property(name, v)
         return v
 
     def fault_preempt(self, req, job_id, task_id):
@@ -66,7 +66,7 @@ class ControlApiMixin:
         body = self._control_body(req)
         secs = body.get("seconds", 1)
         if not isinstance(secs, (int, float)) or isinstance(secs, bool) or secs < 0:
-            raise BatchError(400, "InvalidPropertyValue", None, [{"key": "PropertyName", "value": "seconds"}])
+            raise bad_property("seconds", secs)
         n = self._int(body, "count", 1)
         f = self.engine.set_fault(job_id, task_id, "slow", {"seconds": secs, "count": n} if n and secs else None)
         return _json(200, {"jobId": job_id, "taskId": task_id, "faults": f})

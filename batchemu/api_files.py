@@ -96,7 +96,7 @@ class FilesApiMixin:
     def get_file(self, req, job_id, task_id, rel):
         t, path, st = self._file(req, job_id, task_id, rel)
         if stat.S_ISDIR(st.st_mode):
-            raise err("FileNotFound", 404, "The specified path is a directory.")
+            raise err("FileNotFound", "The specified path is a directory.")
         h = self._file_headers(req, t, rel, path, st)
         size = st.st_size
         start, end = 0, size - 1
@@ -104,7 +104,7 @@ class FilesApiMixin:
         if rng:
             m = re.match(r"^\s*bytes=(\d*)-(\d*)\s*$", rng)
             if not m or (not m.group(1) and not m.group(2)):
-                raise BatchError(416, "InvalidRange")
+                raise BatchError("InvalidRange")
             if m.group(1):
                 start = int(m.group(1))
                 end = int(m.group(2)) if m.group(2) else size - 1
@@ -112,7 +112,7 @@ class FilesApiMixin:
                 start = max(0, size - int(m.group(2)))
             end = min(end, size - 1)
             if start > end and size > 0:
-                raise BatchError(416, "InvalidRange")
+                raise BatchError("InvalidRange")
         length = max(0, end - start + 1)
         h["Content-Length"] = str(length)
         return Response(200, None, h, stream=(path, start, length))
@@ -122,7 +122,7 @@ class FilesApiMixin:
         if stat.S_ISDIR(st.st_mode):
             if (req.query.get("recursive") or "").lower() != "true":
                 if os.listdir(path):
-                    raise err("DirectoryNotEmpty", 409, "The directory is not empty; use recursive=true.")
+                    raise err("DirectoryNotEmpty", "The directory is not empty; use recursive=true.")
                 os.rmdir(path)
             else:
                 import shutil

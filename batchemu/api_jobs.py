@@ -81,7 +81,7 @@ class JobsApiMixin:
         return _json(200, {"value": []})
 
     def not_supported(self, req, *args):
-        raise err("NotSupportedByEmulator", 400)
+        raise err("NotSupportedByEmulator")
 
     def schedule_not_found(self, req, *args):
         if req.method == "HEAD":

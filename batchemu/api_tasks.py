@@ -28,7 +28,7 @@ class TasksApiMixin:
         if tasks is None:
             raise V.missing_property("value")
         if len(tasks) > 100:
-            raise BatchError(400, "InvalidPropertyValue", "The number of tasks in a collection exceeds the limit of 100.",
+            raise BatchError("InvalidPropertyValue", "The number of tasks in a collection exceeds the limit of 100.",
                              [{"key": "PropertyName", "value": "value"}, {"key": "PropertyValue", "value": str(len(tasks))},
                               {"key": "Reason", "value": "A task collection can contain at most 100 tasks"}])
         results = self.engine.add_tasks(job_id, tasks, req.base)

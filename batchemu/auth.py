@@ -29,7 +29,7 @@ HEADERS_TO_SIGN = (
 
 
 def _auth_error(reason: str) -> BatchError:
-    return BatchError(403, "AuthenticationFailed", None, [{"key": "AuthenticationErrorDetail", "value": reason}])
+    return BatchError("AuthenticationFailed", None, [{"key": "AuthenticationErrorDetail", "value": reason}])
 
 
 class SharedKeyVerifier:

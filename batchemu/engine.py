@@ -74,7 +74,6 @@ class Engine(PoolsMixin, PoolScalingMixin, JobsMixin, JobLifecycleMixin, TasksMi
         # tasks never see the emulator's own environment (app settings, keys): only a few base variables
         self.base_env = task_base_environment(os.environ)
         self.docker_env = docker_cli_environment(os.environ)
-        self._threads: set = set()
         self._scheduler = threading.Thread(target=self._schedule_loop, name="batchemu-scheduler", daemon=True)
 
     # =========================================================================================== lifecycle
@@ -83,7 +82,7 @@ class Engine(PoolsMixin, PoolScalingMixin, JobsMixin, JobLifecycleMixin, TasksMi
             self._load()
 
     def _load(self):
-        pools, jobs, faults, meta = self.store.load()
+        pools, jobs, faults = self.store.load()
         for d in pools:
             p = Pool(d["id"], d["spec"])
             p.state, p.state_time = d["state"], d["stateTime"]

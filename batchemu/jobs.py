@@ -142,10 +142,6 @@ class JobsMixin:
         d["executionInfo"] = dict(j.exec)
         return d
 
-    def list_jobs(self):
-        with self.lock:
-            return sorted(self.jobs.values(), key=lambda j: j.order)
-
     def _job_mutable(self, j: Job):
         if j.state == "deleting":
             raise err("JobBeingDeleted")
@@ -174,9 +170,9 @@ class JobsMixin:
             pi = body.get("poolInfo")
             if pi is not None and pi != s.get("poolInfo"):
                 if j.state not in ("disabled",):
-                    raise err("JobNotDisabled", 409, "The pool of a job can only be changed while it is disabled.")
+                    raise err("JobNotDisabled", "The pool of a job can only be changed while it is disabled.")
                 if not pi.get("poolId"):
-                    raise err("NotSupportedByEmulator", 400,
+                    raise err("NotSupportedByEmulator",
                               "Changing a job to an auto pool is not supported by the emulator.")
                 s["poolInfo"] = pi
                 j.pool_key = pi["poolId"].lower()
@@ -229,7 +225,7 @@ class JobsMixin:
             if j.state in ("terminating", "completed"):
                 raise err("JobCompleted" if j.state == "completed" else "JobBeingTerminated")
             if j.state in ("disabled", "disabling"):
-                raise err("JobNotActive", 409, "The specified job is not in active state.")
+                raise err("JobNotActive")
             self._set_job_state(j, "disabling")
             runs = list(j.runs)
             if opt in ("requeue", "terminate"):
@@ -245,7 +241,7 @@ class JobsMixin:
             if j.state == "deleting":
                 raise err("JobBeingDeleted")
             if j.state not in ("disabled", "disabling"):
-                raise err("JobNotDisabled", 409, "The specified job is not in disabled state.")
+                raise err("JobNotDisabled")
             self._set_job_state(j, "enabling")
             self._set_job_state(j, "active")
             for t in j.tasks.values():

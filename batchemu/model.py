@@ -49,7 +49,7 @@ class Node:
 class Pool:
     __slots__ = ("key", "id", "spec", "state", "state_time", "alloc_state", "alloc_time", "creation_time", "etag",
                  "last_modified", "target_dedicated", "target_low", "autoscale_run", "resize_errors", "nodes",
-                 "used", "owner_job", "node_setup", "last_autoscale", "deallocation")
+                 "used", "owner_job", "node_setup", "deallocation")
 
     def __init__(self, pool_id: str, spec: dict):
         self.key = pool_id.lower()
@@ -65,7 +65,6 @@ class Pool:
         self.used = 0
         self.owner_job = None  # job key for auto pools
         self.node_setup: dict = {}  # node id -> start task status
-        self.last_autoscale = 0.0
         self.deallocation = "requeue"
 
     @property
@@ -85,7 +84,7 @@ class Job:
     __slots__ = ("key", "id", "spec", "state", "state_time", "prev_state", "prev_state_time", "creation_time",
                  "etag", "last_modified", "exec", "pool_key", "auto_pool", "tasks", "next_seq", "counts",
                  "slot_counts", "ready", "runs", "prep", "release", "dependents", "deleted", "release_done",
-                 "order", "created_ts", "finishing")
+                 "order", "created_ts")
 
     def __init__(self, job_id: str, spec: dict):
         self.key = job_id.lower()
@@ -110,7 +109,6 @@ class Job:
         self.release_done = False
         self.order = 0
         self.created_ts = 0.0
-        self.finishing = False
 
     def doc(self) -> dict:
         return {"id": self.id, "spec": self.spec, "state": self.state, "stateTime": self.state_time,

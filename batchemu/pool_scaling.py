@@ -125,5 +125,4 @@ class PoolScalingMixin:
         try:
             autoscale.parse(formula)
         except autoscale.FormulaError as exc:
-            raise BatchError(400, "AutoScalingFormulaSyntaxError", None,
-                             [{"key": "Reason", "value": str(exc)}])
+            raise BatchError("AutoScalingFormulaSyntaxError", None, [{"key": "Reason", "value": str(exc)}]) from exc

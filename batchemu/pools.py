@@ -102,10 +102,6 @@ class PoolsMixin:
         d["taskSchedulingPolicy"] = s.get("taskSchedulingPolicy") or {"nodeFillType": "spread"}
         return d
 
-    def list_pools(self):
-        with self.lock:
-            return list(self.pools.values())
-
     def _pool_mutable(self, p: Pool):
         if p.state == "deleting":
             raise err("PoolBeingDeleted")
@@ -174,7 +170,7 @@ class PoolsMixin:
             p = self.get_pool(pool_id)
             self._pool_mutable(p)
             if p.spec.get("enableAutoScale"):
-                raise err("OperationInvalidForCurrentState", 409,
+                raise err("OperationInvalidForCurrentState",
                           "The pool has auto-scaling enabled; disable auto-scaling before resizing it.")
             for k in ("targetDedicatedNodes", "targetLowPriorityNodes"):
                 if body.get(k) is not None and body[k] < 0:
@@ -233,7 +229,7 @@ class PoolsMixin:
             p = self.get_pool(pool_id)
             self._pool_mutable(p)
             if not p.spec.get("enableAutoScale"):
-                raise err("InvalidAutoScalingSettings", 409,
+                raise err("InvalidAutoScalingSettings",
                           "Auto-scaling is not enabled on the pool; enable it before evaluating a formula.")
             formula = body.get("autoScaleFormula")
             self._check_formula(formula)

@@ -54,8 +54,9 @@ class EmulatorProcess:
         self.extra_args = tuple(extra_args)
         self.env = dict(env or {})
         self.proc: subprocess.Popen | None = None
-        self._stderr_tail: deque = deque(maxlen=200)
+        self._stderr_tail: deque[str] = deque(maxlen=200)
         self._reader: Thread | None = None
+        self._killed = False  # set by kill(): a SIGKILLed emulator is expected to exit non-zero
 
     @property
     def url(self) -> str:
@@ -91,6 +92,7 @@ class EmulatorProcess:
             return self
         env = emulator_environment(os.environ, {"PYTHONPATH": _PKG_PARENT, **self.env})
         self._stderr_tail.clear()
+        self._killed = False
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=env, start_new_session=True)
         self._reader = Thread(target=self._drain, daemon=True)
@@ -107,33 +109,52 @@ class EmulatorProcess:
             except OSError:
                 pass
             time.sleep(0.05)
-        self.stop()
+        self._terminate(grace=5.0)
         raise TimeoutError(f"batchemu did not become healthy within {timeout}s:\n{self.stderr_tail()}")
 
-    def stop(self, grace: float = 15.0) -> int | None:
+    def _terminate(self, grace: float) -> bool:
+        """SIGTERM, then SIGKILL after `grace` seconds. True if it had to be SIGKILLed."""
         proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
+        assert proc is not None
+        if proc.poll() is not None:
+            return False
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:  # exited between poll() and killpg(): nothing to stop
+            pass
+        try:
+            proc.wait(timeout=grace)
+            return False
+        except subprocess.TimeoutExpired:
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
-        if self._reader:
-            self._reader.join(timeout=2)
-        return proc.returncode
+            proc.wait(timeout=10)
+            return True
+        finally:
+            if self._reader:
+                self._reader.join(timeout=2)
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        """Stop the emulator (SIGTERM, SIGKILL after `grace` seconds) and return its exit code.
+
+        Raises RuntimeError, with the tail of its stderr, if it did not exit cleanly: it had to be
+        SIGKILLed, or it exited with a non-zero code (it crashed) without `kill()` having been called."""
+        if self.proc is None:
+            return None
+        if self._terminate(grace):
+            raise RuntimeError(f"batchemu did not stop within {grace}s of SIGTERM and was killed:\n"
+                               f"{self.stderr_tail()}")
+        rc = self.proc.returncode
+        if rc != 0 and not self._killed:
+            raise RuntimeError(f"batchemu exited with code {rc}:\n{self.stderr_tail()}")
+        return rc
 
     def kill(self) -> None:
         """Hard kill (SIGKILL), e.g. to test crash recovery."""
         if self.proc and self.proc.poll() is None:
+            self._killed = True
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
@@ -144,6 +165,8 @@ class EmulatorProcess:
     def __enter__(self) -> "EmulatorProcess":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
-        self.cleanup()
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self.cleanup()

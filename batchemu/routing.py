@@ -59,5 +59,5 @@ class Router:
                     return tpl, fn, [urllib.parse.unquote(g) for g in mt.groups()]
                 allowed = True
         if allowed:
-            raise BatchError(405, "UnsupportedHttpVerb")
-        raise err("InvalidUri", 404, "The requested URI does not represent any resource on the server.")
+            raise BatchError("UnsupportedHttpVerb")
+        raise err("InvalidUri")

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from . import __version__
 from .api import App
 from .engine import Engine
-from .errors import BatchError, bad_query
+from .errors import BatchError, NotModified, bad_header, bad_query, invalid_body
 from .responses import Response, _empty, _json
 
 log = logging.getLogger("batchemu.server")
@@ -104,11 +104,10 @@ class Handler(BaseHTTPRequestHandler):
                     data, too_big = _read_chunked(self.rfile, MAX_BODY)
                 except ValueError:
                     self.close_connection = True
-                    raise BatchError(400, "InvalidRequestBody", None,
-                                     [{"key": "Reason", "value": "Malformed chunked transfer encoding"}])
+                    raise invalid_body("Malformed chunked transfer encoding")
                 if too_big:
                     self.close_connection = True
-                    body_error = BatchError(413, "RequestBodyTooLarge")
+                    body_error = BatchError("RequestBodyTooLarge")
                 else:
                     req.body = data
             else:
@@ -120,9 +119,9 @@ class Handler(BaseHTTPRequestHandler):
                             raise ValueError
                     except ValueError:
                         self.close_connection = True
-                        raise BatchError(400, "InvalidHeaderValue", None, [{"key": "HeaderName", "value": "Content-Length"}])
+                        raise bad_header("Content-Length")
                     if n > MAX_BODY:
-                        body_error = BatchError(413, "RequestBodyTooLarge", None,
+                        body_error = BatchError("RequestBodyTooLarge", None,
                                                 [{"key": "MaxLimit", "value": str(MAX_BODY)}])
                         if n <= MAX_DRAIN:
                             remaining = n
@@ -153,7 +152,7 @@ class Handler(BaseHTTPRequestHandler):
                     raise route_error
                 api = req.query.get("api-version")
                 if api is None:
-                    raise BatchError(400, "MissingRequiredQueryParameter", None,
+                    raise BatchError("MissingRequiredQueryParameter", None,
                                      [{"key": "QueryParameterName", "value": "api-version"}])
                 if not API_VERSION_RE.match(api):
                     raise bad_query("api-version", api, "The api-version is not in a supported format",
@@ -166,16 +165,16 @@ class Handler(BaseHTTPRequestHandler):
                 if body_error:
                     raise body_error
                 resp = fn(req, *args)
+        except NotModified:
+            resp = _empty(304)
         except BatchError as e:
-            if e.status == 304:
-                resp = _empty(304)
-            elif self.command == "HEAD":
+            if self.command == "HEAD":
                 resp = _empty(e.status)
             else:
                 resp = _json(e.status, e.body(rid))
         except Exception as exc:  # never let a request kill the server
             log.exception("unhandled error for %s %s", self.command, self.path.split("?", 1)[0])
-            resp = _json(500, BatchError(500, "InternalError", f"Internal error in the emulator: {type(exc).__name__}").body(rid))
+            resp = _json(500, BatchError("InternalError", f"Internal error in the emulator: {type(exc).__name__}").body(rid))
         status = resp.status
         if stat_key is None and not self.path.startswith("/_emulator/"):
             stat_key = f"{self.command} (unmatched)"

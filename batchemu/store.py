@@ -16,7 +16,7 @@ import threading
 log = logging.getLogger("batchemu.store")
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
+DROP TABLE IF EXISTS meta;
 CREATE TABLE IF NOT EXISTS pools (k TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (k TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (jk TEXT NOT NULL, tk TEXT NOT NULL, seq INTEGER NOT NULL, doc TEXT NOT NULL,
@@ -49,8 +49,7 @@ class Store:
         pools = [json.loads(d) for (d,) in self.db.execute("SELECT doc FROM pools")]
         jobs = [json.loads(d) for (d,) in self.db.execute("SELECT doc FROM jobs")]
         faults = [(jk, tk, json.loads(d)) for jk, tk, d in self.db.execute("SELECT jk, tk, doc FROM faults")]
-        meta = dict(self.db.execute("SELECT k, v FROM meta"))
-        return pools, jobs, faults, meta
+        return pools, jobs, faults
 
     def iter_tasks(self):
         cur = self.db.execute("SELECT jk, doc FROM tasks ORDER BY jk, seq")
@@ -105,9 +104,6 @@ class Store:
     def put_fault(self, jk: str, tk: str, doc: dict | None) -> int:
         return self._put(("fault", jk, tk), _dumps(doc) if doc else None)
 
-    def put_meta(self, k: str, v: str) -> int:
-        return self._put(("meta", k), v)
-
     def wait(self, gen: int, timeout: float = 30.0) -> None:
         with self._cv:
             self._cv.wait_for(lambda: self._committed >= gen or self._error is not None or self._stop, timeout)
@@ -157,8 +153,6 @@ class Store:
                         db.execute("DELETE FROM faults WHERE jk=? AND tk=?", (key[1], key[2]))
                     else:
                         db.execute("INSERT OR REPLACE INTO faults(jk, tk, doc) VALUES (?, ?, ?)", (key[1], key[2], val))
-                elif kind == "meta":
-                    db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", (key[1], val))
             if task_del:
                 db.executemany("DELETE FROM tasks WHERE jk=? AND tk=?", task_del)
             if task_up:

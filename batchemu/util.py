@@ -8,12 +8,13 @@ import re
 import threading
 import time
 
+from conventions.scrub import scrub
+
 from .errors import bad_property
 
 UTC = datetime.timezone.utc
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_DURATION = "P10675199DT2H48M5.4775807S"  # what the service reports for "unlimited"
-MAX_DURATION_S = 10675199 * 86400.0 + 2 * 3600 + 48 * 60 + 5.4775807
 
 _etag_lock = threading.Lock()
 _etag_counter = itertools.count(int(time.time() * 1e7))
@@ -64,20 +65,6 @@ def parse_duration(value, prop: str = "duration") -> float:
     return (g["y"] * 365 + g["mo"] * 30 + g["w"] * 7 + g["d"]) * 86400 + g["h"] * 3600 + g["mi"] * 60 + g["s"]
 
 
-def format_duration(seconds: float) -> str:
-    if seconds >= MAX_DURATION_S - 1:
-        return MAX_DURATION
-    days, rem = divmod(seconds, 86400)
-    hours, rem = divmod(rem, 3600)
-    minutes, secs = divmod(rem, 60)
-    out = "P"
-    if days:
-        out += "%dD" % days
-    out += "T%dH%dM" % (hours, minutes)
-    s = ("%.7f" % secs).rstrip("0").rstrip(".")
-    return out + s + "S"
-
-
 def check_id(value, prop: str = "id") -> str:
     if value is None or value == "":
         from .errors import missing_property
@@ -88,8 +75,11 @@ def check_id(value, prop: str = "id") -> str:
     return value
 
 
-def strip_sas(url: str) -> str:
-    """Drop the query string (SAS token) from a URL so it can be logged or reported."""
-    if not isinstance(url, str):
-        return str(url)
-    return url.split("?", 1)[0]
+_URL_QUERY = re.compile(r"""(\b[a-z][a-z0-9+.-]*://[^\s?#"'<>]*)\?[^\s#"'<>]*""", re.IGNORECASE)
+
+
+def strip_sas(text: object) -> str:
+    """Text safe to log or report: every URL in it loses its query string (where a SAS token
+    travels), and what `conventions.scrub` recognises anywhere else (account keys, SharedKey and
+    bearer authorizations, ...) is redacted. A bare URL comes back as the URL without its query."""
+    return scrub(_URL_QUERY.sub(r"\1", text if isinstance(text, str) else str(text)))

@@ -6,7 +6,7 @@ older api-versions are tolerated (and ignored).
 """
 from __future__ import annotations
 
-from .errors import BatchError, bad_property, missing_property
+from .errors import BatchError, bad_property, invalid_body, missing_property
 from .util import check_id, parse_duration
 
 S, I, B, N, ANY = "string", "int", "bool", "number", "any"
@@ -132,7 +132,7 @@ def _type_ok(value, t) -> bool:
 
 
 def _invalid_body(reason: str) -> BatchError:
-    return BatchError(400, "InvalidRequestBody", None, [{"key": "Reason", "value": reason}])
+    return invalid_body(reason)
 
 
 def validate(body, schema, path: str = "") -> dict:
@@ -237,7 +237,7 @@ def check_task(body: dict, job, prop_prefix: str = "") -> None:
     dep = body.get("dependsOn")
     if dep:
         if job is not None and not job.spec.get("usesTaskDependencies"):
-            raise BatchError(400, "TaskDependenciesNotSpecifiedOnJob")
+            raise BatchError("TaskDependenciesNotSpecifiedOnJob")
         for tid in dep.get("taskIds") or []:
             check_id(tid, prop_prefix + "dependsOn.taskIds")
         for r in dep.get("taskIdRanges") or []:

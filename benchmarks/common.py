@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -52,10 +51,6 @@ def run_child(module: str, *args: str) -> dict:
     child prints one JSON line (including its own peak_rss_mib) last."""
     out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def peak_rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def table(rows: list[tuple], headers: tuple) -> str:

@@ -73,7 +73,6 @@ class BlobPathPattern:
         if not container or "{" in container:
             raise IndexingError(f"devhost: blob trigger path '{path}': the container name must be a literal")
         self.container = container
-        self.blob_pattern = blob
         parts = re.split(r"(\{[^{}]*\})", blob)
         params = [p for p in parts if p.startswith("{")]
         regex, seen = "", 0

@@ -101,10 +101,6 @@ class QueueListener:
         self._closed = False
 
     # -- public -------------------------------------------------------------------------
-    @property
-    def poison_queue_name(self) -> str:
-        return f"{self.queue.queue_name}-poison"
-
     def ensure_queue(self) -> bool:
         if self._queue_ready:
             return True

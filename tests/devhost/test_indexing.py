@@ -100,7 +100,14 @@ def test_bad_schedule_and_bad_queue_name_fail_indexing(load_app):
 def test_the_same_app_can_be_indexed_again_as_after_a_restart(load_app):
     app, _ = load_app("timers")
     s = Settings({"TICK_SCHEDULE": "00:00:01"})
-    assert [f.name for f in index_functions(app, s)] == [f.name for f in index_functions(app, s)]
+
+    def summary(specs):
+        return [(f.name, f.function_id, str(f.schedule), f.use_monitor, f.param_name) for f in specs]
+
+    expected = [("tick", "Host.Functions.tick", "Constant: 00:00:01", False, "timer"),
+                ("daily", "Host.Functions.daily", "Cron: '0 30 9 * * *'", True, "timer")]
+    assert summary(index_functions(app, s)) == expected
+    assert summary(index_functions(app, s)) == expected  # a second indexing (a restart) sees the same app
 
 
 def test_host_json_functions_list_and_disabled_setting(load_app):

@@ -9,14 +9,13 @@ import uuid
 import pytest
 from azure.batch import BatchClient, models as m
 from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import ResourceNotFoundError
 
 from tests.services import wait_for  # noqa: F401  (re-exported for the emulator tests)
 
 
 def uid(prefix: str = "x") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
 
 
 def make_client(emu) -> BatchClient:
@@ -70,8 +69,8 @@ def pool_id(client):
     yield pid
     try:
         client.begin_delete_pool(pid, polling_interval=1).result()
-    except Exception:
-        pass
+    except ResourceNotFoundError:
+        pass  # the test deleted it already; any other failure fails the teardown
 
 
 @pytest.fixture
@@ -82,5 +81,5 @@ def job_id(client, pool_id):
     yield jid
     try:
         client.begin_delete_job(jid, polling_interval=1).result()
-    except Exception:
-        pass
+    except ResourceNotFoundError:
+        pass  # the test deleted it already; any other failure fails the teardown

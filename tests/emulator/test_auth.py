@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import base64
+import json
 import urllib.error
 import urllib.request
 
 import pytest
-from azure.batch import BatchClient
+from azure.batch import BatchClient, models as m
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
 
 from batchemu import DEFAULT_ACCOUNT, DEFAULT_KEY
+
+from .conftest import uid
 
 
 def test_right_key_is_accepted(client):
@@ -18,8 +21,17 @@ def test_right_key_is_accepted(client):
 
 
 def test_wellknown_defaults(emu):
-    assert emu.account == DEFAULT_ACCOUNT == "devbatch"
-    assert emu.key == DEFAULT_KEY
+    """The emulator started without --account/--key serves the documented well-known account."""
+    assert (DEFAULT_ACCOUNT, DEFAULT_KEY[:12]) == ("devbatch", "sWfZNinS7c/+")
+    with urllib.request.urlopen(emu.url + "/_emulator/health", timeout=5) as r:
+        assert json.loads(r.read())["account"] == DEFAULT_ACCOUNT
+    client = BatchClient(emu.url, AzureNamedKeyCredential(DEFAULT_ACCOUNT, DEFAULT_KEY))
+    pid = uid("wellknown")
+    client.create_pool(m.BatchPoolCreateOptions(id=pid, vm_size="standard_d2s_v3", target_dedicated_nodes=0))
+    try:
+        assert client.get_pool(pid).id == pid
+    finally:
+        client.begin_delete_pool(pid, polling_interval=1).result()
 
 
 def test_wrong_key_is_rejected(emu):
@@ -47,7 +59,6 @@ def test_raw_requests_without_valid_auth_get_403(emu, auth):
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(req, timeout=5)
     assert exc.value.code == 403
-    import json
     assert json.loads(exc.value.read())["code"] == "AuthenticationFailed"
 
 
@@ -72,7 +83,11 @@ def test_tampered_request_fails_signature(emu):
         assert r.status == 200
 
 
-def test_older_api_versions_are_accepted(emu):
+def test_older_api_versions_are_accepted(emu, client, pool_id):
     for version in ("2024-07-01.20.0", "2023-05-01.17.0"):
-        client = BatchClient(emu.url, AzureNamedKeyCredential(emu.account, emu.key), api_version=version)
-        assert isinstance(list(client.list_pools()), list)
+        old = BatchClient(emu.url, AzureNamedKeyCredential(emu.account, emu.key), api_version=version)
+        seen: list[str] = []
+        listed = list(old.list_pools(filter=f"id eq '{pool_id}'",
+                                     raw_response_hook=lambda r: seen.append(r.http_request.url)))
+        assert [(p.id, p.task_slots_per_node) for p in listed] == [(pool_id, 2)]
+        assert seen and all(f"api-version={version}" in url for url in seen)

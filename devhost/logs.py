@@ -4,17 +4,19 @@
   `InvocationFilter` stamps every record emitted meanwhile with ``function`` / ``invocation_id``
   and gives user log records the host's category ``Function.<name>.User`` so host.json
   ``logging.logLevel`` applies to them.
-* `RedactingFormatter` removes account keys, SAS signatures, connection strings and any
-  registered secret from the final text, whatever logged it (SDK errors included).
+* `RedactingFormatter` removes account keys, SAS signatures, SharedKey and bearer authorizations
+  (`conventions.scrub`) and any registered secret from the final text, whatever logged it (SDK
+  errors included).
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import logging
-import re
 import sys
 from typing import Callable, Iterable, Iterator
+
+from conventions.scrub import scrub
 
 __all__ = ["invocation_scope", "current_invocation", "InvocationFilter", "RedactingFormatter",
            "redact", "register_secrets", "setup_logging", "HOST_LOGGER"]
@@ -26,17 +28,10 @@ _current: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVa
 
 _secrets: set[str] = set()
 
-_PATTERNS = [
-    # key=value pairs of connection strings
-    (re.compile(r"(?i)(AccountKey|SharedAccessKey|SharedAccessSignature|ClientSecret)=([^;\s'\"]+)"),
-     r"\1=[REDACTED]"),
-    # SAS query parameters in URLs
-    (re.compile(r"(?i)([?&](?:sig|se|sv|sp|spr|st|sr|srt|ss|skoid|sktid|skt|ske|sks|skv|saoid|suoid|scid)=)[^&\s'\"]+"),
-     r"\1[REDACTED]"),
-    # Shared Key authorization headers
-    (re.compile(r"(?i)(Authorization['\"]?\s*[:=]\s*['\"]?)(SharedKey|Bearer)\s+[^\s'\",]+"),
-     r"\1\2 [REDACTED]"),
-]
+# How secrets look in text (SAS signatures, account keys, SharedKey and bearer authorizations, ...) is
+# conventions.scrub's, the one scrubber of the app and the emulator too; the host adds the values it
+# knows (register_secrets).
+REDACTED = "[REDACTED]"
 
 
 def register_secrets(values: Iterable[str]) -> None:
@@ -47,12 +42,11 @@ def register_secrets(values: Iterable[str]) -> None:
 
 
 def redact(text: str) -> str:
+    """`text` without any registered secret value and without anything `conventions.scrub` recognises."""
     for s in sorted(_secrets, key=len, reverse=True):
         if s in text:
-            text = text.replace(s, "[REDACTED]")
-    for pattern, repl in _PATTERNS:
-        text = pattern.sub(repl, text)
-    return text
+            text = text.replace(s, REDACTED)
+    return scrub(text, marker=REDACTED)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,8 @@
   A section with a value is a connection string; a section with children
   (``X__blobServiceUri``, ``X__queueServiceUri``, ``X__serviceUri``, ``X__accountName``,
   ``X__credential``, ``X__clientId``) is an identity-based connection. An empty connection
-  means ``Storage``, i.e. ``AzureWebJobsStorage``.
+  means ``Storage``, i.e. ``AzureWebJobsStorage``. The rules live in `conventions.connection`,
+  which the app (shared/) resolves AzureWebJobsStorage with too: host and app never disagree.
 
 Nothing here ever puts a connection string or key in a message or a repr.
 """
@@ -21,9 +22,11 @@ import os
 import re
 import socket
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+
+from conventions import connection
 
 from .errors import ConfigurationError, IndexingError
 
@@ -87,123 +90,52 @@ class Settings:
         return _SETTING_TOKEN.sub(repl, expression)
 
     # -- connections ------------------------------------------------------------------
-    def connection(self, name: str | None) -> "StorageConnection":
-        """Resolve a binding's ``connection`` the way the WebJobs storage extension does."""
-        configured = (name or "").strip() or "Storage"
-        for candidate in (f"ConnectionStrings:AzureWebJobs{configured}", f"AzureWebJobs{configured}",
-                          f"ConnectionStrings:{configured}", configured):
-            if not self.section_exists(candidate):
-                continue
-            value = self.get(candidate)
-            if value:
-                return StorageConnection(name=configured, setting=candidate, kind="connection_string",
-                                         _connection_string=value)
-            kids = self.children(candidate)
-            if kids:
-                return StorageConnection.from_identity_section(configured, candidate, kids)
-        raise ConfigurationError(
-            f"devhost: storage connection '{configured}' is not configured: set app setting "
-            f"'{'AzureWebJobsStorage' if configured == 'Storage' else configured}' to a connection "
-            f"string, or '{configured}__blobServiceUri' / '{configured}__queueServiceUri' for an "
-            "identity-based connection")
+    def connection(self, name: str | None) -> StorageConnection:
+        """Resolve a binding's ``connection`` the way the WebJobs storage extension does
+        (`conventions.connection`, the resolver the app uses for AzureWebJobsStorage too)."""
+        try:
+            return connection.resolve(self._values, name, StorageConnection)
+        except connection.ConnectionNotConfigured as e:
+            raise ConfigurationError(f"devhost: {e}") from None
 
 
-@dataclass
-class StorageConnection:
-    """A resolved storage connection. Its repr never shows the connection string."""
-
-    name: str
-    setting: str
-    kind: str  # "connection_string" | "identity"
-    _connection_string: str | None = field(default=None, repr=False)
-    blob_service_uri: str | None = None
-    queue_service_uri: str | None = None
-    credential_options: dict[str, str] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_identity_section(cls, name: str, setting: str, kids: Mapping[str, str]) -> "StorageConnection":
-        def service_uri(sub: str) -> str | None:
-            if kids.get(f"{sub}serviceuri"):
-                return kids[f"{sub}serviceuri"].rstrip("/")
-            if kids.get("serviceuri"):
-                return kids["serviceuri"].rstrip("/")
-            if kids.get("accountname"):
-                return f"https://{kids['accountname']}.{sub}.core.windows.net"
-            return None
-
-        return cls(name=name, setting=setting, kind="identity",
-                   blob_service_uri=service_uri("blob"), queue_service_uri=service_uri("queue"),
-                   credential_options={k: v for k, v in kids.items()
-                                       if k in ("credential", "clientid", "tenantid",
-                                                "clientsecret", "certificate")})
-
-    def _parts(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for item in (self._connection_string or "").split(";"):
-            if "=" in item:
-                k, v = item.split("=", 1)
-                out[k.strip().lower()] = v.strip()
-        return out
-
-    @property
-    def account_name(self) -> str | None:
-        if self.kind == "connection_string":
-            parts = self._parts()
-            if parts.get("usedevelopmentstorage", "").lower() == "true":
-                return "devstoreaccount1"
-            return parts.get("accountname")
-        uri = self.blob_service_uri or self.queue_service_uri or ""
-        host = re.sub(r"^[a-z]+://", "", uri).split("/")[0]
-        return host.split(".")[0] or None
-
-    def describe(self) -> str:
-        """Safe text for logs: the setting name and the account, never a secret."""
-        return f"{self.setting} ({'identity' if self.kind == 'identity' else 'connection string'}, " \
-               f"account {self.account_name or '?'})"
+@dataclass(frozen=True)
+class StorageConnection(connection.StorageConnection):
+    """A resolved connection (see `conventions.connection`) and the SDK clients the host makes from
+    it. Its repr never shows the connection string or a secret."""
 
     def _credential(self) -> Any:
+        """The credential the Functions host builds for an identity-based connection."""
         from azure import identity  # lazy: only identity-based connections need it
 
-        opts = self.credential_options
-        client_id = opts.get("clientid")
-        if opts.get("credential", "").lower() == "managedidentity":
-            return identity.ManagedIdentityCredential(client_id=client_id)
-        if client_id and opts.get("clientsecret") and opts.get("tenantid"):
-            return identity.ClientSecretCredential(opts["tenantid"], client_id, opts["clientsecret"])
-        return identity.DefaultAzureCredential(managed_identity_client_id=client_id)
+        c = self.credential or connection.Credential(connection.DEFAULT_CHAIN)
+        if c.kind == connection.MANAGED_IDENTITY:
+            return identity.ManagedIdentityCredential(client_id=c.client_id)
+        if c.kind == connection.CLIENT_SECRET and c.tenant_id and c.client_id and c.client_secret:
+            return identity.ClientSecretCredential(c.tenant_id, c.client_id, c.client_secret)
+        return identity.DefaultAzureCredential(managed_identity_client_id=c.client_id)
 
     def blob_service_client(self) -> Any:
         from azure.storage.blob import BlobServiceClient
 
         if self.kind == "connection_string":
-            return BlobServiceClient.from_connection_string(self._connection_string)
+            return BlobServiceClient.from_connection_string(self.connection_string or "")
         if not self.blob_service_uri:
             raise ConfigurationError(
                 f"devhost: connection '{self.name}' has no blob service URI: set "
-                f"'{self.name}__blobServiceUri'")
+                f"'{self.child('blobServiceUri')}'")
         return BlobServiceClient(self.blob_service_uri, credential=self._credential())
 
     def queue_service_client(self) -> Any:
         from azure.storage.queue import QueueServiceClient
 
         if self.kind == "connection_string":
-            return QueueServiceClient.from_connection_string(self._connection_string)
+            return QueueServiceClient.from_connection_string(self.connection_string or "")
         if not self.queue_service_uri:
             raise ConfigurationError(
                 f"devhost: connection '{self.name}' has no queue service URI: set "
-                f"'{self.name}__queueServiceUri'")
+                f"'{self.child('queueServiceUri')}'")
         return QueueServiceClient(self.queue_service_uri, credential=self._credential())
-
-    def secrets(self) -> list[str]:
-        """Values that must never appear in a log line (for the redacting formatter)."""
-        found = []
-        parts = self._parts()
-        for key in ("accountkey", "sharedaccesssignature"):
-            if parts.get(key):
-                found.append(parts[key])
-        if self.credential_options.get("clientsecret"):
-            found.append(self.credential_options["clientsecret"])
-        return found
 
 
 # -- local.settings.json ------------------------------------------------------------------

@@ -30,17 +30,17 @@ API_VERSION = "2025-06-01"  # the version azure-batch 15.x speaks
 
 
 def batch_client(settings: Settings) -> BatchClient:
-    """Shared key when BATCH_ACCOUNT_KEY is set (the emulator, key-based accounts), else managed identity."""
+    """Shared key when BATCH_ACCOUNT_KEY is set (the emulator, key-based accounts), else the app's one
+    identity (shared.identity: the same as Storage, Event Grid and Key Vault use)."""
     access = settings.batch
-    if access.account_key is not None:
+    if access.account_key is not None:  # Settings refuses a key without an account name
         from azure.core.credentials import AzureNamedKeyCredential
 
-        credential = AzureNamedKeyCredential(access.account_name, access.account_key.reveal())
-    else:
-        from azure.identity import DefaultAzureCredential
+        key = AzureNamedKeyCredential(access.account_name or "", access.account_key.reveal())
+        return BatchClient(endpoint=access.account_url, credential=key)
+    from shared.identity import credential
 
-        credential = DefaultAzureCredential(managed_identity_client_id=settings.storage.managed_identity_client_id)
-    return BatchClient(endpoint=access.account_url, credential=credential)
+    return BatchClient(endpoint=access.account_url, credential=credential(settings))
 
 
 def translate(error: HttpResponseError, what: str) -> BatchError:

@@ -5,9 +5,13 @@ Publishing is best effort: a run never fails because its event could not be sent
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from shared import identity
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from azure.core.credentials import AzureKeyCredential, TokenCredential
 
 log = logging.getLogger(__name__)
 EVENT_SOURCE = "/batchdrop/runs"
@@ -51,16 +55,17 @@ class EventGridPublisher:
 
 
 def publisher(settings: Settings) -> EventPublisher:
+    """No topic: events are skipped. With EVENTGRID_TOPIC_KEY: that key; else the app's one identity
+    (shared.identity: the same as Storage, Batch and Key Vault use)."""
     if not settings.eventgrid_endpoint:
         return NullPublisher()
     from azure.eventgrid import EventGridPublisherClient
 
+    credential: AzureKeyCredential | TokenCredential
     if settings.eventgrid_key is not None:
         from azure.core.credentials import AzureKeyCredential
 
         credential = AzureKeyCredential(settings.eventgrid_key.reveal())
     else:
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
+        credential = identity.credential(settings)
     return EventGridPublisher(EventGridPublisherClient(settings.eventgrid_endpoint, credential))

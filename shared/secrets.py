@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping, Protocol
 
+from shared import identity
 from shared.errors import ConfigurationError
 from shared.settings import Secret, Settings
 
@@ -26,7 +27,7 @@ class SettingSecrets:
 
 
 class KeyVaultSecrets:
-    """Secrets from Azure Key Vault through the function app's managed identity."""
+    """Secrets from Azure Key Vault (the client authenticates as the app's identity, see `secret_source`)."""
 
     def __init__(self, client) -> None:
         self._client = client
@@ -53,9 +54,10 @@ class StaticSecrets:
 
 
 def secret_source(settings: Settings, env: Mapping[str, str]) -> SecretSource:
+    """Key Vault (KEY_VAULT_URL) through the app's one identity (shared.identity: the same as
+    Storage, Batch and Event Grid use); else app settings."""
     if settings.key_vault_url:
-        from azure.identity import DefaultAzureCredential
         from azure.keyvault.secrets import SecretClient
 
-        return KeyVaultSecrets(SecretClient(settings.key_vault_url, DefaultAzureCredential()))
+        return KeyVaultSecrets(SecretClient(settings.key_vault_url, identity.credential(settings)))
     return SettingSecrets(env)

@@ -1,13 +1,24 @@
 """One immutable settings object, read once from named app settings.
 
-Every setting the app reads is listed here (and in local.settings.sample.json). Secrets are
-held in `Secret` wrappers so that a settings object can be logged or printed without leaking them.
+Every setting the app reads is listed here (and in local.settings.sample.json). Each has one default:
+the field's default below (a setting that is absent or empty leaves it). Every numeric setting has a
+range (`LIMITS`); a value outside it, or not a number, stops start-up with a ConfigurationError
+naming the setting. Secrets are held in `Secret` wrappers so that a settings object can be logged or
+printed without leaking them.
+
+The storage connection (``AzureWebJobsStorage`` and its identity-based forms) is resolved by
+`conventions.connection`, the resolver the local functions host uses too, so the triggers and the
+app's own clients never read it differently. The app has one identity (`Identity`) for Storage,
+Batch, Event Grid and Key Vault; `shared.identity.credential` turns it into a credential.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, overload
 
+from conventions import connection
 from shared.errors import ConfigurationError
 from shared.jobfile import valid_container_name
 
@@ -44,14 +55,27 @@ class StorageAccess:
     connection_string: Secret | None = None
     blob_service_uri: str | None = None
     queue_service_uri: str | None = None
-    managed_identity_client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the app is to Microsoft Entra ID: one identity for Storage, Batch, Event Grid and Key Vault.
+
+    `client_id` names a user-assigned managed identity (or, with `tenant_id` and `client_secret`, a
+    service principal); `managed` says a managed identity is wanted even without one (the system-
+    assigned identity). Neither: the default credential chain."""
+
+    client_id: str | None = None
+    managed: bool = False
+    tenant_id: str | None = None
+    client_secret: Secret | None = None
 
 
 @dataclass(frozen=True)
 class BatchAccess:
     account_url: str
     account_name: str | None = None
-    account_key: Secret | None = None  # None: DefaultAzureCredential (managed identity)
+    account_key: Secret | None = None  # None: the app's identity (shared.identity.credential)
 
 
 @dataclass(frozen=True)
@@ -68,14 +92,15 @@ class PoolDefaults:
 @dataclass(frozen=True)
 class Registry:
     server: str
-    username: str
-    password_setting: str  # name of the setting or Key Vault secret holding the password
+    username: str = ""
+    password_setting: str = "registry-password"  # name of the setting or Key Vault secret holding the password
 
 
 @dataclass(frozen=True)
 class Settings:
     storage: StorageAccess
     batch: BatchAccess
+    identity: Identity = field(default_factory=Identity)
     intake_container: str = "intake"
     data_container: str = "data"
     results_container: str = "results"
@@ -99,100 +124,151 @@ class Settings:
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
         """Build from app settings (os.environ in the Functions host). Raises ConfigurationError."""
+        read = _Reader(env)
+        storage, identity = _storage_and_identity(env, read)
 
-        def get(name: str, default: str | None = None) -> str | None:
-            value = env.get(name)
-            return value if value not in (None, "") else default
-
-        def integer(name: str, default: int) -> int:
-            raw = get(name)
-            if raw is None:
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigurationError(f"setting {name} must be an integer, got {raw!r}") from None
-            if value < 1:
-                raise ConfigurationError(f"setting {name} must be at least 1, got {value}")
-            return value
-
-        conn = get(STORAGE_CONNECTION)
-        blob_uri = get(f"{STORAGE_CONNECTION}__blobServiceUri")
-        account = get(f"{STORAGE_CONNECTION}__accountName")
-        if blob_uri is None and account:
-            blob_uri = f"https://{account}.blob.core.windows.net"
-        queue_uri = get(f"{STORAGE_CONNECTION}__queueServiceUri")
-        if queue_uri is None and account:
-            queue_uri = f"https://{account}.queue.core.windows.net"
-        if conn is None and blob_uri is None:
-            raise ConfigurationError(
-                f"storage is not configured: set {STORAGE_CONNECTION} (a connection string) or "
-                f"{STORAGE_CONNECTION}__blobServiceUri and {STORAGE_CONNECTION}__queueServiceUri (managed identity)"
-            )
-        if conn is None and queue_uri is None:
-            raise ConfigurationError(f"set {STORAGE_CONNECTION}__queueServiceUri for identity-based storage")
-        if conn == "UseDevelopmentStorage=true":
-            conn = (
-                "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-                "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-                "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
-                "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
-            )
-        storage = StorageAccess(
-            connection_string=Secret(conn) if conn else None,
-            blob_service_uri=blob_uri,
-            queue_service_uri=queue_uri,
-            managed_identity_client_id=get(f"{STORAGE_CONNECTION}__clientId"),
-        )
-
-        batch_url = get("BATCH_ACCOUNT_URL")
+        batch_url = read.get("BATCH_ACCOUNT_URL")
         if batch_url is None:
             raise ConfigurationError("setting BATCH_ACCOUNT_URL is required (e.g. https://<account>.<region>.batch.azure.com)")
-        key = get("BATCH_ACCOUNT_KEY")
-        name = get("BATCH_ACCOUNT_NAME")
+        key = read.get("BATCH_ACCOUNT_KEY")
+        name = read.get("BATCH_ACCOUNT_NAME")
         if key and not name:
             raise ConfigurationError("BATCH_ACCOUNT_KEY is set but BATCH_ACCOUNT_NAME is not; shared-key auth needs both")
         batch = BatchAccess(account_url=batch_url.rstrip("/"), account_name=name, account_key=Secret(key) if key else None)
 
-        defaults = PoolDefaults()
-        pool = PoolDefaults(
-            vm_size=get("POOL_VM_SIZE", defaults.vm_size),
-            max_nodes=integer("POOL_MAX_NODES", defaults.max_nodes),
-            slots_per_node=integer("POOL_SLOTS_PER_NODE", defaults.slots_per_node),
-            image_publisher=get("POOL_IMAGE_PUBLISHER", defaults.image_publisher),
-            image_offer=get("POOL_IMAGE_OFFER", defaults.image_offer),
-            image_sku=get("POOL_IMAGE_SKU", defaults.image_sku),
-            node_agent_sku_id=get("POOL_NODE_AGENT_SKU", defaults.node_agent_sku_id),
-        )
-        registry = None
-        if get("REGISTRY_SERVER"):
-            registry = Registry(
-                server=get("REGISTRY_SERVER"),
-                username=get("REGISTRY_USERNAME", ""),
-                password_setting=get("REGISTRY_PASSWORD_SECRET", "registry-password"),
-            )
-        eg_key = get("EVENTGRID_TOPIC_KEY")
-        return cls(
-            storage=storage,
-            batch=batch,
-            intake_container=get("INTAKE_CONTAINER", "intake"),
-            data_container=get("DATA_CONTAINER", "data"),
-            results_container=get("RESULTS_CONTAINER", "results"),
-            control_container=get("CONTROL_CONTAINER", "batchdrop-runs"),
-            finalize_queue=get("FINALIZE_QUEUE", "batchdrop-finalize"),
-            work_prefix=get("WORK_CONTAINER_PREFIX", "bd"),
-            max_job_file_bytes=integer("MAX_JOB_FILE_BYTES", 1_048_576),
-            upload_concurrency=integer("UPLOAD_CONCURRENCY", 16),
-            submit_concurrency=integer("SUBMIT_CONCURRENCY", 4),
-            pool=pool,
-            registry=registry,
-            key_vault_url=get("KEY_VAULT_URL"),
-            eventgrid_endpoint=get("EVENTGRID_TOPIC_ENDPOINT"),
+        pool = PoolDefaults(**_present(
+            vm_size=read.get("POOL_VM_SIZE"),
+            max_nodes=read.get("POOL_MAX_NODES", int),
+            slots_per_node=read.get("POOL_SLOTS_PER_NODE", int),
+            image_publisher=read.get("POOL_IMAGE_PUBLISHER"),
+            image_offer=read.get("POOL_IMAGE_OFFER"),
+            image_sku=read.get("POOL_IMAGE_SKU"),
+            node_agent_sku_id=read.get("POOL_NODE_AGENT_SKU"),
+        ))
+        server = read.get("REGISTRY_SERVER")
+        registry = None if server is None else Registry(server, **_present(
+            username=read.get("REGISTRY_USERNAME"), password_setting=read.get("REGISTRY_PASSWORD_SECRET")))
+        eg_key = read.get("EVENTGRID_TOPIC_KEY")
+        containers = read.get("INPUT_CONTAINERS")
+        return cls(storage=storage, batch=batch, identity=identity, pool=pool, registry=registry, **_present(
+            intake_container=read.get("INTAKE_CONTAINER"),
+            data_container=read.get("DATA_CONTAINER"),
+            results_container=read.get("RESULTS_CONTAINER"),
+            control_container=read.get("CONTROL_CONTAINER"),
+            finalize_queue=read.get("FINALIZE_QUEUE"),
+            work_prefix=read.get("WORK_CONTAINER_PREFIX"),
+            max_job_file_bytes=read.get("MAX_JOB_FILE_BYTES", int),
+            upload_concurrency=read.get("UPLOAD_CONCURRENCY", int),
+            submit_concurrency=read.get("SUBMIT_CONCURRENCY", int),
+            key_vault_url=read.get("KEY_VAULT_URL"),
+            eventgrid_endpoint=read.get("EVENTGRID_TOPIC_ENDPOINT"),
             eventgrid_key=Secret(eg_key) if eg_key else None,
-            orphan_max_age_hours=float(get("ORPHAN_MAX_AGE_HOURS", "48")),
-            input_containers=_container_list("INPUT_CONTAINERS", get("INPUT_CONTAINERS") or ""),
-            max_tasks_per_run=integer("MAX_TASKS_PER_RUN", 100_000),
-        )
+            orphan_max_age_hours=read.get("ORPHAN_MAX_AGE_HOURS", float),
+            input_containers=None if containers is None else _container_list("INPUT_CONTAINERS", containers),
+            max_tasks_per_run=read.get("MAX_TASKS_PER_RUN", int),
+        ))
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The range of a numeric setting (inclusive), what the number counts, and why the range is what it is."""
+
+    field: str  # the Settings field it sets ("pool.max_nodes" for a PoolDefaults field)
+    minimum: int | float
+    maximum: int | float
+    unit: str
+    why: str = ""
+
+
+LIMITS: dict[str, Limit] = {
+    "MAX_JOB_FILE_BYTES": Limit("max_job_file_bytes", 1024, 64 * 1024 * 1024, "bytes",
+                                "a job file is read into memory whole; put large inputs in a blob"),
+    "MAX_TASKS_PER_RUN": Limit("max_tasks_per_run", 1, 1_000_000, "tasks",
+                               "task ids and shard names have six digits so that name order is task order"),
+    "UPLOAD_CONCURRENCY": Limit("upload_concurrency", 1, 128, "parallel shard uploads"),
+    "SUBMIT_CONCURRENCY": Limit("submit_concurrency", 1, 64, "parallel add-task calls"),
+    "POOL_MAX_NODES": Limit("pool.max_nodes", 1, 10_000, "nodes"),
+    "POOL_SLOTS_PER_NODE": Limit("pool.slots_per_node", 1, 256, "task slots per node",
+                                 "Azure Batch allows at most 256"),
+    # the sweep must never take the work of an intake still within its retries (shared.watch.STUCK_INTAKE,
+    # 60 minutes) for an orphan: at least 2 hours
+    "ORPHAN_MAX_AGE_HOURS": Limit("orphan_max_age_hours", 2, 24 * 30, "hours",
+                                  "younger leftovers may belong to an intake still within its retries"),
+}
+
+
+class _Reader:
+    """Named app settings. An empty value is the same as an absent one: the field's default applies."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, kind: type[int]) -> int | None: ...
+    @overload
+    def get(self, name: str, kind: type[float]) -> float | None: ...
+
+    def get(self, name: str, kind: type[int | float] | None = None) -> str | int | float | None:
+        """The setting's text, or (with `kind`) its number, checked against LIMITS[name]."""
+        raw = self._env.get(name)
+        if raw is None or raw == "":
+            return None
+        if kind is None:
+            return raw
+        limit = LIMITS[name]  # every numeric setting has a range
+        noun = "a whole number" if kind is int else "a number"
+        expected = f"{noun} of {limit.unit} from {limit.minimum:,} to {limit.maximum:,}"
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            raise ConfigurationError(f"setting {name} must be {expected}, got {raw!r}") from None
+        if not math.isfinite(value) or not limit.minimum <= value <= limit.maximum:
+            why = f" ({limit.why})" if limit.why else ""
+            raise ConfigurationError(f"setting {name} must be {expected}{why}, got {raw!r}")
+        return value
+
+
+def _present(**values: Any) -> dict[str, Any]:
+    """The values that were set; the others are left to the dataclass's defaults (their one home)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _storage_and_identity(env: Mapping[str, str], read: _Reader) -> tuple[StorageAccess, Identity]:
+    """The storage connection as the Functions host resolves it, and the app's one identity.
+
+    The identity is the identity-based connection's (its ``__credential``, ``__clientId``, and
+    ``__tenantId`` + ``__clientSecret``), so the app reaches storage as the triggers do; with a
+    connection string, MANAGED_IDENTITY_CLIENT_ID names it (else the default chain). Settings that
+    would make the triggers and the app use different identities are refused."""
+    try:
+        conn = connection.resolve(env, STORAGE_CONNECTION)
+    except connection.ConnectionNotConfigured as e:
+        raise ConfigurationError(f"storage is not configured: {e}") from None
+    named = read.get("MANAGED_IDENTITY_CLIENT_ID")
+    if conn.kind == "connection_string":
+        if "clientid" in conn.ignored_children:
+            raise ConfigurationError(
+                f"{conn.setting} is a connection string, so the Functions host ignores {conn.child('clientId')}: "
+                f"remove it, and set MANAGED_IDENTITY_CLIENT_ID to the user-assigned identity Batch, Event Grid "
+                f"and Key Vault should use")
+        return StorageAccess(connection_string=Secret(conn.connection_string or "")), Identity(client_id=named)
+    for uri, child in ((conn.blob_service_uri, "blobServiceUri"), (conn.queue_service_uri, "queueServiceUri")):
+        if uri is None:
+            raise ConfigurationError(f"set {conn.child(child)} (or {conn.child('accountName')}) for identity-based storage")
+    cred = conn.credential or connection.Credential(connection.DEFAULT_CHAIN)
+    if named is not None and named != cred.client_id:
+        raise ConfigurationError(
+            f"MANAGED_IDENTITY_CLIENT_ID and {conn.child('clientId')} must name the same identity (the app uses one "
+            f"identity for Storage, Batch, Event Grid and Key Vault, and the Functions host reaches storage as "
+            f"{conn.child('clientId')} says): set {conn.child('clientId')} to the same client id, or leave "
+            f"MANAGED_IDENTITY_CLIENT_ID unset")
+    secret = cred.kind == connection.CLIENT_SECRET
+    identity = Identity(client_id=cred.client_id, managed=cred.kind == connection.MANAGED_IDENTITY,
+                        tenant_id=cred.tenant_id if secret else None,
+                        client_secret=Secret(cred.client_secret) if secret and cred.client_secret else None)
+    return StorageAccess(blob_service_uri=conn.blob_service_uri, queue_service_uri=conn.queue_service_uri), identity
 
 
 def _container_list(name: str, raw: str) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from itertools import islice
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from urllib.parse import quote
@@ -30,6 +30,9 @@ from azure.storage.blob import (
 )
 from azure.storage.queue import QueueClient, QueueServiceClient
 
+from azure.core.credentials import TokenCredential
+
+from conventions import scrub as secret_text
 from shared.errors import Conflict, InputNotFound
 from shared.settings import Settings
 
@@ -40,10 +43,11 @@ MAX_SAS_LIFETIME = timedelta(days=7) - timedelta(hours=1)
 BLOCK_SIZE = 4 * 1024 * 1024
 
 
-def _credential(settings: Settings):
-    from azure.identity import DefaultAzureCredential
+def _credential(settings: Settings) -> TokenCredential:
+    """The app's one identity (shared.identity): the same as Batch, Event Grid and Key Vault use."""
+    from shared.identity import credential
 
-    return DefaultAzureCredential(managed_identity_client_id=settings.storage.managed_identity_client_id)
+    return credential(settings)
 
 
 def _transport(pool_size: int):
@@ -59,24 +63,29 @@ def _transport(pool_size: int):
 
 
 def blob_service(settings: Settings) -> BlobServiceClient:
-    """Connection string when given (Azurite, account key), else managed identity."""
+    """Connection string when given (Azurite, account key), else the app's identity (shared.identity)."""
     s = settings.storage
     # bounded ranges: a download holds at most BLOCK_SIZE at a time, whatever the blob's size
     options = dict(max_single_put_size=BLOCK_SIZE, max_single_get_size=BLOCK_SIZE, max_chunk_get_size=BLOCK_SIZE,
                    transport=_transport(settings.upload_concurrency * 2 + 8))
     if s.connection_string is not None:
         return BlobServiceClient.from_connection_string(s.connection_string.reveal(), **options)
+    if s.blob_service_uri is None:  # Settings.from_mapping refuses identity-based storage without it
+        raise ValueError("identity-based storage needs a blob service URI")
     return BlobServiceClient(s.blob_service_uri, credential=_credential(settings), **options)
 
 
 def queue_client(settings: Settings, name: str) -> QueueClient:
-    """Messages are base64, which is what the Functions queue trigger expects by default."""
+    """Messages are base64, which is what the Functions queue trigger expects by default. Connection
+    string when given, else the app's identity (shared.identity)."""
     from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 
     s = settings.storage
     policies = dict(message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
     if s.connection_string is not None:
         service = QueueServiceClient.from_connection_string(s.connection_string.reveal())
+    elif s.queue_service_uri is None:  # Settings.from_mapping refuses identity-based storage without it
+        raise ValueError("identity-based storage needs a queue service URI")
     else:
         service = QueueServiceClient(s.queue_service_uri, credential=_credential(settings))
     return service.get_queue_client(name, **policies)
@@ -309,21 +318,46 @@ def blob_url(container_sas_url: str, blob_name: str) -> str:
     return f"{base}/{quote(blob_name)}?{token}"
 
 
-_SECRETS = re.compile(r"(sig=|sig%3D|AccountKey=|SharedKey [^:\s]+:|password=)[^&;\s\"']+", re.IGNORECASE)
+# The one secret pattern of the repository (conventions.scrub): group 1 is the name kept, the rest the secret.
+_SECRETS = secret_text.PATTERN
 
 
 def scrub(text: str) -> str:
-    """Text safe to show a user or a log: SAS signatures, account keys and passwords replaced.
-    Used on anything that comes back from a service or a task (error messages, stderr tails)."""
-    return _SECRETS.sub(lambda m: m.group(1) + "<redacted>", text)
+    """Text safe to show a user or a log: SAS signatures, account keys, SharedKey and bearer
+    authorizations, client secrets and passwords replaced (conventions.scrub, the scrubber devhost and
+    batchemu use too). Used on anything that comes back from a service or a task (error messages,
+    stderr tails)."""
+    return secret_text.scrub(text)
 
 
-def ensure_queue(client: QueueClient) -> None:
-    """Idempotent: an existing queue is fine."""
-    try:
-        client.create_queue()
-    except ResourceExistsError:
-        pass
+QUEUE_BEING_DELETED_WAIT_S = 90.0  # Azure keeps a deleted queue's name for at least 30 seconds
+
+
+def ensure_queue(client: QueueClient, *, wait_s: float = QUEUE_BEING_DELETED_WAIT_S,
+                 sleep: Callable[[float], None] | None = None) -> None:
+    """Idempotent, also when many callers run it at once: when it returns, the queue exists.
+
+    A queue that exists already, or that another caller creates at the same moment, is success
+    (QueueAlreadyExists, which the SDK raises as ResourceExistsError, also for the 204 an identical
+    create gets). A queue still being deleted is not: the SDK raises that as ResourceExistsError too,
+    so it is told apart by its code and created again once the service allows it, for up to `wait_s`
+    seconds (then the error is raised)."""
+    import time
+
+    pause = sleep or time.sleep
+    deadline = time.monotonic() + wait_s
+    delay = 1.0
+    while True:
+        try:
+            client.create_queue()
+            return
+        except ResourceExistsError as e:
+            if getattr(e, "error_code", None) != "QueueBeingDeleted":
+                return  # it exists: created before, or by another caller just now
+            if time.monotonic() + delay > deadline:
+                raise
+        pause(delay)
+        delay = min(delay * 2, 10.0)
 
 
 def queue_send(client: QueueClient, text: str) -> None:

@@ -70,6 +70,29 @@ def test_missing_connection_names_the_settings_to_set():
     with pytest.raises(ConfigurationError) as e:
         Settings({}).connection("DATA")
     assert "DATA__blobServiceUri" in str(e.value)
+    with pytest.raises(ConfigurationError) as e:
+        Settings({}).connection("")
+    assert "AzureWebJobsStorage__blobServiceUri" in str(e.value)  # not "Storage__blobServiceUri"
+
+
+def test_development_storage_and_identity_credentials_follow_the_shared_rules():
+    c = Settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true"}).connection("")
+    assert "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1" in c.connection_string
+    c = Settings({"DATA__accountName": "a", "DATA__credential": "managedidentity", "DATA__clientId": "u"}).connection("DATA")
+    assert (c.credential.kind, c.credential.client_id) == ("managedidentity", "u")
+    c = Settings({"DATA__accountName": "a", "DATA__tenantId": "t", "DATA__clientId": "c",
+                  "DATA__clientSecret": "s3cret-s3cret"}).connection("DATA")
+    assert c.credential.kind == "clientsecret" and "s3cret" not in repr(c) and c.secrets() == ["s3cret-s3cret"]
+    c = Settings({"DATA__accountName": "a", "DATA__clientId": "u"}).connection("DATA")
+    assert (c.credential.kind, c.credential.client_id) == ("default", "u")
+
+
+def test_the_log_redaction_is_the_shared_scrubber_plus_registered_values():
+    token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJzdG9yYWdlIn0.c2ln"
+    assert token not in redact(f"Authorization: Bearer {token}")
+    assert "SharedKey acct:[REDACTED]" in redact("Authorization: SharedKey acct:c2lnbmF0dXJlc2lnbmF0dXJl")
+    register_secrets(["plain-registered-value"])
+    assert redact("the value plain-registered-value leaked") == "the value [REDACTED] leaked"
 
 
 def test_connections_never_show_their_secret():

@@ -1,10 +1,13 @@
-"""Settings: one frozen object from named settings; secrets never show in repr."""
+"""Settings: one frozen object from named settings; secrets never show in repr; every numeric setting
+has a range and each setting one default; storage and the app's identity are resolved as the host does."""
 import dataclasses
+import json
+import pathlib
 
 import pytest
 
 from shared.errors import ConfigurationError
-from shared.settings import Settings
+from shared.settings import LIMITS, Identity, PoolDefaults, Settings
 
 BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "BATCH_ACCOUNT_URL": "http://127.0.0.1:10100",
         "BATCH_ACCOUNT_NAME": "devbatch", "BATCH_ACCOUNT_KEY": "c2VjcmV0LWtleS12YWx1ZQ=="}
@@ -39,7 +42,7 @@ def test_identity_based_storage_uses_service_uris():
     ({"BATCH_ACCOUNT_URL": ""}, "BATCH_ACCOUNT_URL"),
     ({"BATCH_ACCOUNT_NAME": ""}, "BATCH_ACCOUNT_NAME"),
     ({"POOL_MAX_NODES": "many"}, "POOL_MAX_NODES"),
-    ({"UPLOAD_CONCURRENCY": "0"}, "at least 1"),
+    ({"UPLOAD_CONCURRENCY": "0"}, "UPLOAD_CONCURRENCY must be a whole number .* from 1 to 128"),
 ])
 def test_bad_settings_say_what_to_fix(change, words):
     with pytest.raises(ConfigurationError, match=words):
@@ -76,3 +79,140 @@ def test_the_sample_settings_hold_the_new_settings():
     assert values["INPUT_CONTAINERS"] == "" and values["MAX_TASKS_PER_RUN"] == "100000"
     s = Settings.from_mapping(values)
     assert s.input_containers == () and s.max_tasks_per_run == 100_000
+
+
+# ----------------------------------------------------------------------------- numeric settings and their ranges
+
+
+@pytest.mark.parametrize("value", ["two days", "-5", "0", "1", "1.99", "721", "nan", "inf", "-inf", "1e400", "48h"])
+def test_orphan_max_age_hours_is_a_number_of_hours_in_its_range(value):
+    # "two days" used to be a bare ValueError at start-up, and -5 removed the sweep's grace period
+    with pytest.raises(ConfigurationError, match="setting ORPHAN_MAX_AGE_HOURS must be a number of hours from 2 to 720"):
+        Settings.from_mapping({**BASE, "ORPHAN_MAX_AGE_HOURS": value})
+
+
+@pytest.mark.parametrize("value, hours", [("2", 2.0), ("2.5", 2.5), (" 72 ", 72.0), ("720", 720.0), ("", 48.0)])
+def test_orphan_max_age_hours_in_range_is_taken(value, hours):
+    assert Settings.from_mapping({**BASE, "ORPHAN_MAX_AGE_HOURS": value}).orphan_max_age_hours == hours
+
+
+def test_the_orphan_grace_period_outlasts_an_intake_with_all_its_retries():
+    from datetime import timedelta
+
+    from shared.watch import STUCK_INTAKE
+
+    assert timedelta(hours=LIMITS["ORPHAN_MAX_AGE_HOURS"].minimum) > STUCK_INTAKE
+
+
+def _field_value(settings, dotted):
+    for part in dotted.split("."):
+        settings = getattr(settings, part)
+    return settings
+
+
+def _numeric_fields():
+    out = [f.name for f in dataclasses.fields(Settings) if f.type in ("int", "float")]
+    return out + [f"pool.{f.name}" for f in dataclasses.fields(PoolDefaults) if f.type in ("int", "float")]
+
+
+def test_every_numeric_setting_has_a_range_that_holds_its_default():
+    assert sorted(limit.field for limit in LIMITS.values()) == sorted(_numeric_fields())
+    defaults = Settings.from_mapping(BASE)
+    for name, limit in LIMITS.items():
+        assert limit.minimum <= _field_value(defaults, limit.field) <= limit.maximum, name
+
+
+@pytest.mark.parametrize("name", sorted(LIMITS))
+def test_every_numeric_setting_refuses_junk_and_out_of_range_values_naming_itself(name):
+    limit = LIMITS[name]
+    for bad in ("lots", "1.5x", str(limit.minimum - 1), str(limit.maximum + 1), "nan"):
+        with pytest.raises(ConfigurationError, match=f"^setting {name} must be .* from "):
+            Settings.from_mapping({**BASE, name: bad})
+    for good in (limit.minimum, limit.maximum):
+        assert _field_value(Settings.from_mapping({**BASE, name: str(good)}), limit.field) == good
+
+
+@pytest.mark.parametrize("name", ["MAX_TASKS_PER_RUN", "POOL_MAX_NODES", "UPLOAD_CONCURRENCY"])
+def test_whole_number_settings_refuse_fractions(name):
+    with pytest.raises(ConfigurationError, match=f"setting {name} must be a whole number"):
+        Settings.from_mapping({**BASE, name: "2.5"})
+
+
+def test_each_default_has_one_home_the_dataclass():
+    """A setting that is absent or empty leaves the field's default: from_mapping writes none of its own."""
+    s = Settings.from_mapping(BASE)
+    assert s == Settings(storage=s.storage, batch=s.batch, identity=s.identity)
+    every = {name: "" for name in json.loads(SAMPLE.read_text())["Values"] if name not in BASE}
+    assert Settings.from_mapping({**BASE, **every}) == s
+    registry = Settings.from_mapping({**BASE, "REGISTRY_SERVER": "r.example"}).registry
+    assert (registry.username, registry.password_setting) == ("", "registry-password")
+
+
+def test_the_sample_settings_are_all_in_range():
+    s = Settings.from_mapping(json.loads(SAMPLE.read_text())["Values"])
+    assert s.pool.max_nodes == 2 and s.orphan_max_age_hours == 48.0
+
+
+SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "local.settings.sample.json"
+
+
+# ----------------------------------------------------------------------------- storage connection and identity
+
+NO_STORAGE = {k: v for k, v in BASE.items() if k != "AzureWebJobsStorage"}
+
+
+def test_storage_is_found_as_the_functions_host_finds_it():
+    # ConnectionStrings:, any case, and "__" the same as ":"
+    s = Settings.from_mapping({**NO_STORAGE, "ConnectionStrings__AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert "127.0.0.1:10001/devstoreaccount1" in s.storage.connection_string.reveal()
+    s = Settings.from_mapping({**NO_STORAGE, "AZUREWEBJOBSSTORAGE:blobServiceUri": "https://a.blob.core.windows.net/",
+                               "azurewebjobsstorage__SERVICEURI": "https://a.queue.core.windows.net"})
+    assert (s.storage.blob_service_uri, s.storage.queue_service_uri) == (
+        "https://a.blob.core.windows.net", "https://a.queue.core.windows.net")
+    s = Settings.from_mapping({**NO_STORAGE, "AzureWebJobsStorage": "UseDevelopmentStorage=true;"
+                               "DevelopmentStorageProxyUri=http://azurite.local"})
+    assert "BlobEndpoint=http://azurite.local:10000/devstoreaccount1" in s.storage.connection_string.reveal()
+
+
+def test_identity_based_storage_needs_both_services():
+    with pytest.raises(ConfigurationError, match="AzureWebJobsStorage__queueServiceUri"):
+        Settings.from_mapping({**NO_STORAGE, "AzureWebJobsStorage__blobServiceUri": "https://a.blob.core.windows.net"})
+
+
+@pytest.mark.parametrize("env, identity", [
+    ({"AzureWebJobsStorage": "UseDevelopmentStorage=true"}, Identity()),
+    ({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "MANAGED_IDENTITY_CLIENT_ID": "uami"},
+     Identity(client_id="uami")),
+    ({"AzureWebJobsStorage__accountName": "acct"}, Identity()),
+    ({"AzureWebJobsStorage__accountName": "acct", "AzureWebJobsStorage__clientId": "uami"}, Identity(client_id="uami")),
+    ({"AzureWebJobsStorage__accountName": "acct", "AzureWebJobsStorage__clientId": "uami",
+      "MANAGED_IDENTITY_CLIENT_ID": "uami"}, Identity(client_id="uami")),
+    ({"AzureWebJobsStorage__accountName": "acct", "AzureWebJobsStorage__credential": "managedidentity"},
+     Identity(managed=True)),
+    ({"AzureWebJobsStorage__accountName": "acct", "AzureWebJobsStorage__credential": "ManagedIdentity",
+      "AzureWebJobsStorage__clientId": "uami"}, Identity(client_id="uami", managed=True)),
+])
+def test_the_app_has_one_identity_taken_from_the_storage_connection_or_named(env, identity):
+    assert Settings.from_mapping({**NO_STORAGE, **env}).identity == identity
+
+
+def test_a_service_principal_connection_keeps_its_secret_hidden():
+    s = Settings.from_mapping({**NO_STORAGE, "AzureWebJobsStorage__accountName": "acct",
+                               "AzureWebJobsStorage__tenantId": "t", "AzureWebJobsStorage__clientId": "app",
+                               "AzureWebJobsStorage__clientSecret": "hunter2-hunter2"})
+    assert (s.identity.client_id, s.identity.tenant_id, s.identity.client_secret.reveal()) == ("app", "t", "hunter2-hunter2")
+    assert "hunter2" not in repr(s) + str(s)
+
+
+@pytest.mark.parametrize("env, words", [
+    # the triggers would reach storage as one identity and the app as another
+    ({"AzureWebJobsStorage__accountName": "acct", "AzureWebJobsStorage__clientId": "a",
+      "MANAGED_IDENTITY_CLIENT_ID": "b"}, "must name the same identity"),
+    ({"AzureWebJobsStorage__accountName": "acct", "MANAGED_IDENTITY_CLIENT_ID": "b"}, "must name the same identity"),
+    # the host ignores __clientId next to a connection string; the app used to give it to Batch
+    ({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "AzureWebJobsStorage__clientId": "a"},
+     "ignores AzureWebJobsStorage__clientId.*MANAGED_IDENTITY_CLIENT_ID"),
+])
+def test_settings_that_would_split_the_identity_are_refused(env, words):
+    with pytest.raises(ConfigurationError, match=words):
+        Settings.from_mapping({**NO_STORAGE, **env})

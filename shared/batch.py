@@ -10,7 +10,7 @@ import logging
 import math
 import shlex
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Iterable, Sequence
 
 from azure.batch import BatchClient
@@ -420,3 +420,76 @@ def get_task(client: BatchClient, job_id: str, task_id: str) -> bm.BatchTask | N
         if error_code(e) in ("TaskNotFound", "JobNotFound") or e.status_code == 404:
             return None
         raise translate(e, f"reading task {task_id} of job {job_id}") from None
+
+
+# ----------------------------------------------------------------------------- the pipeline steps' other Batch calls
+# Every Batch call of accept, watch, finalize, sweep and cleanup goes through this module.
+
+
+def registry_reference(server: str, username: str, password: str) -> bm.ContainerRegistryReference:
+    return bm.ContainerRegistryReference(registry_server=server, username=username, password=password)
+
+
+def job_sealed(client: BatchClient, job_id: str) -> bool:
+    """Whether the job was sealed (switched to terminate when its tasks complete) or has ended:
+    either way all its tasks were added already."""
+    job = get_job(client, job_id)
+    return job is not None and (job.state != "active" or job.all_tasks_complete_mode == "terminatejob")
+
+
+def job_end_reason(client: BatchClient, job_id: str) -> str | None:
+    """Why the job ended (its time limit, a terminate by hand, a scheduling error), when it has
+    ended or is ending; None while it is active, and when it is gone."""
+    job = get_job(client, job_id)
+    if job is None or job.state not in ("completed", "terminating"):
+        return None
+    info = job.execution_info
+    reason = getattr(info, "termination_reason", None) if info else None
+    error = getattr(info, "scheduling_error", None) if info else None
+    why = f"the Batch job ended ({reason or job.state}) before all its tasks ran"
+    if error is not None:
+        why += f": {scrub(str(getattr(error, 'message', '') or getattr(error, 'code', '')))}"
+    return why
+
+
+def finished_tasks(client: BatchClient, job_id: str) -> list[bm.BatchTask]:
+    """The run's tasks (not the merge task) with their state and execution info."""
+    return [t for t in list_tasks(client, job_id, select=["id", "state", "executionInfo"]) if t.id != MERGE_TASK_ID]
+
+
+def all_tasks_completed(client: BatchClient, job_id: str) -> bool:
+    """One filtered list: task counts may lag the tasks."""
+    return not list_tasks(client, job_id, filter="state ne 'completed'", select=["id"])
+
+
+def container_execution(client: BatchClient, job_id: str, task_id: str) -> str | None:
+    """How a container task actually ran, where the service says (the local emulator does).
+    Best effort: None whenever it cannot tell."""
+    try:
+        task = client.get_task(job_id, task_id)
+        return task.get("emulatorContainerMode")
+    except Exception:  # informational only; never a reason to fail a finalize
+        return None
+
+
+@dataclass(frozen=True)
+class TaggedJob:
+    """A job as the orphan sweep sees it: the run and deployment its metadata names."""
+
+    job_id: str
+    run_id: str | None
+    owner: str | None
+    created: datetime | None
+
+
+def list_tagged_jobs(client: BatchClient) -> list[TaggedJob]:
+    """Every job of the account with the run and owner tags `job_model` writes."""
+    try:
+        jobs = list(client.list_jobs(select=["id", "creationTime", "metadata"]))
+    except HttpResponseError as e:
+        raise translate(e, "listing jobs") from None
+    tagged = []
+    for job in jobs:
+        meta = {m.name: m.value for m in (job.metadata or [])}
+        tagged.append(TaggedJob(job.id, meta.get("batchdrop-run"), meta.get("batchdrop-owner"), job.creation_time))
+    return tagged

@@ -1,6 +1,7 @@
 """The clients a pipeline step needs, built once from settings and passed in explicitly."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -8,7 +9,9 @@ from azure.batch import BatchClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
-from shared import batch, events, secrets, storage
+from shared import batch, cleanup, events, secrets, storage
+from shared.events import EventPublisher
+from shared.secrets import SecretSource
 from shared.runs import Clock, RunStore, utc_now
 from shared.settings import Settings
 
@@ -20,26 +23,30 @@ class Context:
     batch: BatchClient
     finalize_queue: QueueClient
     runs: RunStore
-    events: events.EventPublisher
-    secrets: secrets.SecretSource
+    events: EventPublisher
+    secrets: SecretSource
     clock: Clock = field(default=utc_now)
 
     @classmethod
-    def build(cls, settings: Settings, env: Mapping[str, str], *, publisher: events.EventPublisher | None = None,
-              secret_source: secrets.SecretSource | None = None, clock: Clock = utc_now) -> "Context":
+    def build(cls, settings: Settings, env: Mapping[str, str], *, publisher: EventPublisher | None = None,
+              secret_source: SecretSource | None = None, clock: Clock = utc_now) -> Context:
         blobs = storage.blob_service(settings)
+        batch_client = batch.batch_client(settings)
+        publisher = publisher or events.publisher(settings)
         runs = RunStore(
             storage.JsonBlobs(blobs, settings.results_container),
             storage.JsonBlobs(blobs, settings.control_container),
             clock,
+            events=publisher,
+            cleanup=functools.partial(cleanup.remove_run, batch_client, blobs, settings.work_prefix),
         )
         return cls(
             settings=settings,
             blobs=blobs,
-            batch=batch.batch_client(settings),
+            batch=batch_client,
             finalize_queue=storage.queue_client(settings, settings.finalize_queue),
             runs=runs,
-            events=publisher or events.publisher(settings),
+            events=publisher,
             secrets=secret_source or secrets.secret_source(settings, env),
             clock=clock,
         )

@@ -1,16 +1,32 @@
-"""The run record: results/<run>/status.json, its states and conditional transitions.
+"""The run record (results/<run>/status.json): its states, its fields, and every change to it.
 
-Every state change is a conditional write (If-Match on the ETag read), so two monitors or two
-finalizers racing on the same run cannot both win: the loser gets `Conflict` and backs off.
+`RunRecord` is the typed record. Its transitions (`running`, `finalize_requested`, `claimed`,
+`finished`, `ended`, ...) are pure: each returns the changed record, or None when the change
+does not apply in the record's state. `RunStore` is the only writer: it stores a transition's
+result with a conditional write (If-Match on the ETag read), so of two monitors or finalizers
+racing on a run exactly one wins and the other gets `Conflict`; and it writes what goes with a
+state change (error.json, report.json, the monitor's index, the lifecycle event, the cleanup).
+
+status.json keeps the layout users read (docs/jobfile.md): the same keys with the same values,
+in the order they were first written, and keys this code does not know are kept as they are.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+import logging
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping
 
-from shared.errors import Conflict, RunNotFound
-from shared.storage import JsonBlobs, Record
+from shared import jobfile, naming
+from shared.errors import Conflict, JobFileError, RunNotFound
+from shared.events import EventPublisher
+from shared.jobfile import ExistingPool, JobSpec
+from shared.naming import RunPaths
+from shared.storage import JsonBlobs
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RunPaths", "RunRecord", "RunStore", "TaskCounts", "JobFileVersion", "MergeCommand"]
 
 ACCEPTED, RUNNING, MERGING = "accepted", "running", "merging"
 SUCCEEDED, FAILED, CANCELLED, REJECTED = "succeeded", "failed", "cancelled", "rejected"
@@ -24,6 +40,7 @@ _ALLOWED = {
 }
 
 Clock = Callable[[], datetime]
+Cleanup = Callable[[str], None]
 
 
 def utc_now() -> datetime:
@@ -31,7 +48,18 @@ def utc_now() -> datetime:
 
 
 def iso(t: datetime) -> str:
+    """The one timestamp format of every document: "2026-11-28T10:15:02Z"."""
     return t.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """The inverse of `iso` (any ISO 8601 form with a zone is accepted)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _second(t: datetime) -> datetime:
+    """What `iso` keeps of a time, so a stored time equals the one read back."""
+    return t.astimezone(timezone.utc).replace(microsecond=0)
 
 
 def can_transition(current: str, target: str) -> bool:
@@ -44,109 +72,508 @@ def fails_run(on_task_failure: str, failed_tasks: int) -> bool:
     return on_task_failure != "partial" and failed_tasks > 0
 
 
-def empty_counts(total: int = 0) -> dict:
-    return {"total": total, "active": total, "running": 0, "succeeded": 0, "failed": 0}
+# ----------------------------------------------------------------------------- the record
 
 
 @dataclass(frozen=True)
-class RunPaths:
-    """Where a run's documents live inside the results container."""
+class TaskCounts:
+    """status.json's "tasks". `stopped` (tasks that never finished because the run stopped
+    early) is written only when there are any."""
+
+    total: int = 0
+    active: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    stopped: int = 0
+
+    @classmethod
+    def waiting(cls, total: int) -> TaskCounts:
+        return cls(total=total, active=total)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> TaskCounts:
+        return cls(**{f.name: int(doc.get(f.name) or 0) for f in fields(cls)})
+
+    def to_json(self) -> dict[str, int]:
+        out = {"total": self.total, "active": self.active, "running": self.running,
+               "succeeded": self.succeeded, "failed": self.failed}
+        if self.stopped:
+            out["stopped"] = self.stopped
+        return out
+
+
+@dataclass(frozen=True)
+class MergeCommand:
+    """The user's own recombiner (`"merge": {"command": ...}`)."""
+
+    command: str
+    image: str | None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> MergeCommand:
+        return cls(doc["command"], doc.get("image"))
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"command": self.command, "image": self.image}
+
+
+@dataclass(frozen=True)
+class JobFileVersion:
+    """One upload of a job file: the blob's container, name and ETag. A run belongs to exactly one."""
+
+    container: str
+    blob_name: str
+    etag: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.container}/{self.blob_name}"
+
+    @property
+    def version(self) -> str:
+        return self.etag.strip().strip('"')
+
+    def made(self, run: RunRecord) -> bool:
+        """Whether a run record was made from this upload (and not from another that hashes alike)."""
+        return run.job_file == self.path and run.job_file_etag == self.version
+
+
+_BOOKKEEPING = frozenset({"keys", "extra", "etag"})
+_TIMES = frozenset({"created_at", "updated_at", "submitted_at", "job_checked_at", "finalize_requested_at",
+                    "merge_task_started_at", "finalize_claimed_at", "finished_at"})
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """status.json as a typed record. Defaults are what a reader assumes for a key the document
+    does not hold; only keys in `keys` are written (a key once written stays, None as null)."""
 
     run_id: str
+    state: str
+    name: str | None = None
+    job_file: str | None = None
+    job_file_etag: str | None = None
+    input_etag: str | None = None  # the input blob's version: every intake try splits the same bytes
+    tasks: TaskCounts = TaskCounts()
+    merge: str = "jsonl"
+    on_task_failure: str = "fail"
+    output_extension: str | None = None  # of the merged output; None for merge "none"
+    task_output: str | None = None  # the file each task writes, e.g. output.jsonl
+    pool: str | None = None  # "auto", or the id of the user's pool
+    task_timeout_minutes: int = jobfile.DEFAULT_TASK_TIMEOUT_MINUTES
+    merge_command: MergeCommand | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    submitted_at: datetime | None = None
+    job_checked_at: datetime | None = None  # when the monitor last looked at a quiet run's job
+    job_ended: str | None = None  # why the Batch job ended before all its tasks ran
+    finalize_requested_at: datetime | None = None
+    finalize_requests: int = 1
+    merge_task: str | None = None  # "running", then "done"
+    merge_task_started_at: datetime | None = None
+    finalize_claimed_at: datetime | None = None  # a finalize is at work since then (None: released)
+    finished_at: datetime | None = None
+    output: str | None = None
+    error: str | None = None
+    container_execution: str | None = None
+    keys: tuple[str, ...] = ()  # the document's keys, in the order they were first written
+    extra: Mapping[str, Any] = field(default_factory=dict)  # keys this code does not know, kept as read
+    etag: str | None = None  # the version read; None for a record not stored yet
+
+    # ------------------------------------------------------------------ JSON
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], etag: str | None = None) -> RunRecord:
+        values = {k: _decode(k, v) for k, v in doc.items() if k in _FIELDS}
+        extra = {k: v for k, v in doc.items() if k not in _FIELDS}
+        return cls(**values, keys=tuple(doc), extra=extra, etag=etag)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: self.extra[k] if k in self.extra else _encode(getattr(self, k)) for k in self.keys}
+
+    @classmethod
+    def _new(cls, values: dict[str, Any]) -> RunRecord:
+        return cls(**values, keys=tuple(values))
+
+    def _with(self, **changes: Any) -> RunRecord:
+        """The record with `changes`; keys it did not hold yet are appended (as a dict update would)."""
+        changes = {k: _second(v) if k in _TIMES and v is not None else v for k, v in changes.items()}
+        keys = self.keys + tuple(k for k in changes if k not in self.keys)
+        return replace(self, keys=keys, **changes)
+
+    # ------------------------------------------------------------------ what readers ask
 
     @property
-    def status(self) -> str:
-        return f"{self.run_id}/status.json"
+    def output_file(self) -> str:
+        """The file each task writes (OUTPUT_PATH's name)."""
+        return self.task_output or f"output.{self.output_extension or 'bin'}"
 
-    @property
-    def report(self) -> str:
-        return f"{self.run_id}/report.json"
+    # ------------------------------------------------------------------ intake
 
-    @property
-    def error(self) -> str:
-        return f"{self.run_id}/error.json"
+    @classmethod
+    def accepted(cls, run_id: str, spec: JobSpec, source: JobFileVersion, input_etag: str | None) -> RunRecord:
+        """A new run of a valid job file, before anything is created for it."""
+        values: dict[str, Any] = dict(run_id=run_id, name=spec.name, job_file=source.path,
+                                      job_file_etag=source.version)
+        if input_etag:
+            values["input_etag"] = input_etag
+        values.update(
+            state=ACCEPTED, tasks=TaskCounts(), merge=spec.merge.kind, on_task_failure=spec.on_task_failure,
+            output_extension=spec.merge.output_extension, task_output=jobfile.task_output_name(spec),
+            pool=spec.pool.id if isinstance(spec.pool, ExistingPool) else "auto",
+            task_timeout_minutes=spec.task_timeout_minutes)
+        if spec.merge.kind == "command":
+            values["merge_command"] = MergeCommand(spec.merge.command or "", spec.merge.image or spec.image)
+        return cls._new(values)
 
-    def output(self, ext: str) -> str:
-        return f"{self.run_id}/output.{ext}"
+    @classmethod
+    def rejected_job_file(cls, run_id: str, name: str, source: JobFileVersion, error: str) -> RunRecord:
+        """A job file that cannot run: the run is rejected from the start."""
+        return cls._new(dict(run_id=run_id, name=name, job_file=source.path, job_file_etag=source.version,
+                             state=REJECTED, tasks=TaskCounts(), error=error))
 
-    def task_prefix(self, task_id: str) -> str:
-        return f"{self.run_id}/tasks/{task_id}/"
+    def created(self, now: datetime) -> RunRecord:
+        return self._with(created_at=now, updated_at=now)
+
+    def touched(self, now: datetime) -> RunRecord:
+        return self._with(updated_at=now)
+
+    def running(self, total: int, now: datetime) -> RunRecord | None:
+        """accepted -> running, once its `total` tasks are all in Batch."""
+        if self.state != ACCEPTED:
+            return None
+        return self._with(state=RUNNING, tasks=TaskCounts.waiting(total), submitted_at=now)
+
+    def rejected(self, error: str, source: JobFileVersion) -> RunRecord | None:
+        """accepted -> rejected, for a retry of this job file's intake that found it cannot run;
+        a run that got going (or another job file's) is not rejected."""
+        if self.state != ACCEPTED or not source.made(self):
+            return None
+        return self._with(state=REJECTED, error=error)
+
+    # ------------------------------------------------------------------ monitor
+
+    def progressed(self, tasks: TaskCounts) -> RunRecord:
+        return self._with(tasks=tasks)
+
+    def job_looked_at(self, now: datetime, ended: str | None) -> RunRecord:
+        """A quiet run's job was looked at; if it `ended` before all its tasks ran, the run goes
+        to merging (finalize reports the tasks that never ran)."""
+        checked = self._with(job_checked_at=now)
+        return checked._with(state=MERGING, job_ended=ended) if ended else checked
+
+    def finalize_requested(self, now: datetime) -> RunRecord:
+        """running -> merging: all tasks are done (or the run stops early); finalize is asked for."""
+        return self._with(state=MERGING, finalize_requested_at=now, finalize_requests=1)
+
+    def merge_task_done(self, now: datetime) -> RunRecord:
+        return self._with(merge_task="done", finalize_requested_at=now)
+
+    def finalize_rerequested(self, now: datetime) -> RunRecord:
+        return self._with(finalize_requested_at=now, finalize_requests=self.finalize_requests + 1)
+
+    # ------------------------------------------------------------------ finalize
+
+    def claimed(self, now: datetime, ttl: timedelta) -> RunRecord | None:
+        """Taken by a finalize; None while another finalize's claim is younger than `ttl`."""
+        if self.finalize_claimed_at is not None and now - self.finalize_claimed_at < ttl:
+            return None
+        return self._with(finalize_claimed_at=now)
+
+    def released(self, claim: datetime) -> RunRecord | None:
+        """The claim dropped, if it is still `claim` (a finalize releases only its own)."""
+        if self.state != MERGING or self.finalize_claimed_at != _second(claim):
+            return None
+        return self._with(finalize_claimed_at=None)
+
+    def merge_task_started(self, now: datetime) -> RunRecord | None:
+        """The user's merge task runs; the claim is dropped so the finalize after it can collect."""
+        if self.merge_task == "running":
+            return None
+        return self._with(merge_task="running", merge_task_started_at=now, finalize_claimed_at=None)
+
+    def merge_task_refused(self, reason: str) -> RunRecord:
+        """The merge task could not be added (the job ended meanwhile): report, do not merge."""
+        return self._with(job_ended=reason)
+
+    def finished(self, report: Mapping[str, Any], now: datetime) -> RunRecord | None:
+        """merging -> the report's final state, with its counts, output and error."""
+        if self.state != MERGING:
+            return None
+        changes: dict[str, Any] = dict(state=report["state"], tasks=TaskCounts.from_json(report["tasks"]),
+                                       finished_at=now)
+        for key in ("output", "error", "container_execution"):
+            if report.get(key):
+                changes[key] = report[key]
+        return self._with(**changes)
+
+    # ------------------------------------------------------------------ any step
+
+    def ended(self, state: str, message: str, only_from: frozenset[str]) -> RunRecord | None:
+        """-> a final state (failed, cancelled), saying why; only while in one of `only_from`."""
+        if self.state not in only_from:
+            return None
+        return self._with(state=state, error=message)
+
+
+_FIELDS = frozenset(f.name for f in fields(RunRecord)) - _BOOKKEEPING
+
+
+def _decode(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if key in _TIMES:
+        return parse_time(value)
+    if key == "tasks":
+        return TaskCounts.from_json(value)
+    if key == "merge_command":
+        return MergeCommand.from_json(value)
+    return value
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, (TaskCounts, MergeCommand)):
+        return value.to_json()
+    return value
+
+
+# ----------------------------------------------------------------------------- the store
 
 
 class RunStore:
-    """status.json documents plus an index of active runs (one marker blob each) for the monitor."""
+    """Run records, the documents beside them (error.json, report.json) and the control
+    container's index of active runs (one marker blob each) and sweep marker.
 
-    def __init__(self, results: JsonBlobs, control: JsonBlobs, clock: Clock = utc_now) -> None:
+    The only writer of all of them. Each state change is a conditional write of a `RunRecord`
+    transition; the one that wins it writes what follows (error.json, cleanup, the event).
+    """
+
+    def __init__(self, results: JsonBlobs, control: JsonBlobs, clock: Clock = utc_now, *,
+                 events: EventPublisher, cleanup: Cleanup) -> None:
         self._results = results
         self._control = control
         self._clock = clock
+        self._events = events
+        self._cleanup = cleanup
 
-    def now(self) -> str:
-        return iso(self._clock())
+    def now(self) -> datetime:
+        return _second(self._clock())
 
-    def read(self, run_id: str) -> Record:
-        record = self._results.read(RunPaths(run_id).status)
-        if record is None:
+    # ------------------------------------------------------------------ reading
+
+    def read(self, run_id: str) -> RunRecord:
+        run = self.try_read(run_id)
+        if run is None:
             raise RunNotFound(run_id)
-        return record
+        return run
 
-    def try_read(self, run_id: str) -> Record | None:
-        return self._results.read(RunPaths(run_id).status)
+    def try_read(self, run_id: str) -> RunRecord | None:
+        found = self._results.read(RunPaths(run_id).status)
+        return None if found is None else RunRecord.from_json(found.data, found.etag)
 
-    def create(self, status: dict) -> Record:
+    # ------------------------------------------------------------------ writing
+
+    def create(self, run: RunRecord) -> RunRecord:
         """Create the record if absent; Conflict if another delivery created it first.
 
         An active run is put in the monitor's index *before* its record exists: a crash in
         between leaves an index entry the monitor drops, never a run the monitor cannot see."""
-        now = self.now()
-        status = {**status, "created_at": now, "updated_at": now}
-        if status["state"] in ACTIVE:
-            self.mark_active(status["run_id"])
-        return self._results.create(RunPaths(status["run_id"]).status, status)
+        run = run.created(self.now())
+        if run.state in ACTIVE:
+            self.mark_active(run.run_id)
+        written = self._results.create(RunPaths(run.run_id).status, run.to_json())
+        return replace(run, etag=written.etag)
 
-    def mark_active(self, run_id: str) -> None:
-        """Idempotent: the monitor watches this run until it reaches a final state."""
-        self._control.put(f"active/{run_id}", {"run_id": run_id, "since": self.now()})
-
-    def marked_since(self, run_id: str) -> datetime | None:
-        marker = self._control.read(f"active/{run_id}")
-        if marker is None or "since" not in marker.data:
-            return None
-        return datetime.fromisoformat(marker.data["since"].replace("Z", "+00:00"))
-
-    def update(self, record: Record, changes: dict) -> Record:
-        """Conditional write of `changes` (may include a new state). Raises Conflict if the record
-        changed since it was read, ValueError if the state change is not allowed."""
-        current = record.data["state"]
-        target = changes.get("state", current)
-        if not can_transition(current, target):
-            raise ValueError(f"run {record.data['run_id']}: {current} -> {target} is not allowed")
-        data = {**record.data, **changes, "updated_at": self.now()}
+    def commit(self, before: RunRecord, after: RunRecord) -> RunRecord:
+        """Store `after`, a transition of `before`, if status.json has not changed since `before`
+        was read. Raises Conflict if it has, ValueError if the state change is not allowed."""
+        if after.run_id != before.run_id or before.etag is None:
+            raise ValueError(f"run {before.run_id}: not a stored record's transition")
+        if not can_transition(before.state, after.state):
+            raise ValueError(f"run {before.run_id}: {before.state} -> {after.state} is not allowed")
         # a run that reaches a final state stays in the monitor's index until the monitor has
-        # made sure nothing of it is left (see watch.watch_run)
-        return self._results.replace(RunPaths(data["run_id"]).status, data, record.etag)
+        # made sure nothing of it is left (see `retire`)
+        stamped = after.touched(self.now())
+        written = self._results.replace(RunPaths(before.run_id).status, stamped.to_json(), before.etag)
+        return replace(stamped, etag=written.etag)
 
-    def update_retrying(self, run_id: str, mutate: Callable[[dict], dict | None], attempts: int = 5) -> Record | None:
-        """Read-modify-write with retries on Conflict. `mutate` returns changes, or None to do nothing."""
+    def commit_retrying(self, run_id: str, transition: Callable[[RunRecord], RunRecord | None],
+                        attempts: int = 5) -> RunRecord | None:
+        """Read, apply `transition`, commit; again on Conflict. None when the transition does
+        not apply (it returned None)."""
         for _ in range(attempts):
-            record = self.read(run_id)
-            changes = mutate(record.data)
-            if changes is None:
+            run = self.read(run_id)
+            after = transition(run)
+            if after is None:
                 return None
             try:
-                return self.update(record, changes)
+                return self.commit(run, after)
             except Conflict:
                 continue
         raise Conflict(f"run {run_id}: status.json kept changing; gave up after {attempts} attempts")
 
-    def active_run_ids(self) -> list[str]:
-        return [name.split("/", 1)[1] for name in self._control.names("active/")]
+    # ------------------------------------------------------------------ transitions with what follows them
 
-    def forget_active(self, run_id: str) -> None:
-        self._control.delete(f"active/{run_id}")
+    def accept(self, run: RunRecord) -> RunRecord:
+        """A new accepted run (see `create`); announced once, by the delivery that created it."""
+        created = self.create(run)
+        self._events.publish("accepted", run.run_id, {"job_file": run.job_file})
+        return created
+
+    def start_running(self, run_id: str, total: int) -> bool:
+        """accepted -> running; False when the run was not accepted any more (ended meanwhile,
+        or another delivery got it running)."""
+        if self.commit_retrying(run_id, lambda run: run.running(total, self.now())) is None:
+            return False
+        self._events.publish("running", run_id, {"tasks": total})
+        log.info("submitted run_id=%s tasks=%d", run_id, total)
+        return True
+
+    def reject(self, run_id: str, name: str, source: JobFileVersion, error: JobFileError) -> bool:
+        """The job file cannot run: status.json says rejected, error.json says why (for a new run,
+        error.json is there before status.json says rejected). A retry of a run accepted before its
+        input turned out to be unusable rejects that run (only an `accepted` run of this job file)
+        and cleans up after it; a run that got going is left alone (returns False)."""
+        failure = {"run_id": run_id, "job_file": source.path, "state": REJECTED, "field": error.field,
+                   "message": error.message, "error": str(error)}
+        if not self._create_rejected(RunRecord.rejected_job_file(run_id, name, source, str(error)), failure):
+            if self.commit_retrying(run_id, lambda run: run.rejected(str(error), source)) is None:
+                log.warning("late job file error ignored, the run is already under way run_id=%s field=%s",
+                            run_id, error.field)
+                return False
+            self.write_error(run_id, failure)
+            self._cleanup(run_id)
+        self._events.publish("rejected", run_id, {"job_file": source.path, "error": str(error)})
+        log.info("rejected run_id=%s job_file=%s field=%s", run_id, source.path, error.field)
+        return True
+
+    def _create_rejected(self, run: RunRecord, failure: dict) -> bool:
+        """Create a rejected run's record, error.json first: whoever reads "rejected" finds why.
+        False when a record exists already (error.json then stays as it was: should another
+        delivery have created the record meanwhile, the one written here is taken back unless
+        that run has an error.json of its own)."""
+        if self.try_read(run.run_id) is not None:
+            return False
+        self.write_error(run.run_id, failure)
+        try:
+            self.create(run)
+            return True
+        except Conflict:
+            other = self.try_read(run.run_id)
+            if other is not None and other.state not in (FAILED, CANCELLED, REJECTED):
+                self._results.delete(RunPaths(run.run_id).error)
+            return False
+
+    def end(self, run_id: str, state: str, message: str, *, only_from: frozenset[str],
+            record: RunRecord | None = None, event: dict | None = None) -> bool:
+        """Move a run to a final state, then say why (error.json) and clean up; publish the event.
+
+        The state change comes first and is conditional: it happens only while the run is in one
+        of `only_from` (and, given `record`, only if status.json has not changed since it was
+        read), so a run somebody else moved on meanwhile is left alone. Returns whether this call
+        ended the run. A crash after the state change is covered: the monitor retires every
+        finished run it indexes."""
+        if record is not None:
+            ended = record.ended(state, message, only_from)
+            if ended is None:
+                return False
+            try:
+                self.commit(record, ended)
+            except Conflict:
+                return False
+        elif self.commit_retrying(run_id, lambda run: run.ended(state, message, only_from)) is None:
+            return False
+        self.write_error(run_id, {"run_id": run_id, "state": state, "message": message})
+        self._cleanup(run_id)
+        self._events.publish(state, run_id, event if event is not None else {"error": message})
+        log.warning("run ended run_id=%s state=%s reason=%s", run_id, state, message)
+        return True
+
+    def fail_intake(self, run_id: str, message: str) -> bool:
+        """Intake cannot go on: fail the run. Only from `accepted`: a run another delivery got
+        going is not this delivery's to fail."""
+        return self.end(run_id, FAILED, message, only_from=frozenset({ACCEPTED}))
+
+    def give_up(self, run: RunRecord, message: str, state: str = FAILED) -> bool:
+        """End a run the monitor found stuck, unless it changed since `run` was read."""
+        return self.end(run.run_id, state, message, only_from=frozenset({run.state}), record=run)
+
+    def cancel(self, run_id: str, requested_by: str) -> bool:
+        """Stop a run and remove what it created. Idempotent: a run already in a final state is
+        left as it is. Returns False when there is no such run."""
+        run = self.try_read(run_id)
+        if run is None:
+            return False
+        if run.state in TERMINAL:
+            log.info("cancel of a finished run ignored run_id=%s state=%s", run_id, run.state)
+            return True
+        self.end(run_id, CANCELLED, f"cancelled by {requested_by}", only_from=ACTIVE,
+                 event={"requested_by": requested_by})
+        return True
+
+    def finish(self, run_id: str, report: Mapping[str, Any]) -> bool:
+        """merging -> the report's state, after error.json (if it failed) and the cleanup. Returns
+        whether this call made the change (and so published the one event)."""
+        final = report["state"]
+        if final == FAILED:
+            self.write_error(run_id, {"run_id": run_id, "state": FAILED, "message": report["error"]})
+        self._cleanup(run_id)
+        if self.commit_retrying(run_id, lambda run: run.finished(report, self.now())) is None:
+            return False
+        self._events.publish(final, run_id, {"output": report.get("output"), "tasks": report["tasks"]})
+        log.info("finalized run_id=%s state=%s", run_id, final)
+        return True
+
+    # ------------------------------------------------------------------ documents beside the record
 
     def write_error(self, run_id: str, error: dict) -> None:
         self._results.put(RunPaths(run_id).error, error)
 
-    def write_report(self, run_id: str, report: dict) -> None:
-        self._results.put(RunPaths(run_id).report, report)
+    def read_report(self, run_id: str) -> dict | None:
+        found = self._results.read(RunPaths(run_id).report)
+        return None if found is None else found.data
+
+    def keep_report(self, run_id: str, report: dict) -> dict:
+        """Write report.json once: if another finalize (whose claim had expired) wrote it first,
+        its report is kept and returned."""
+        try:
+            self._results.create(RunPaths(run_id).report, report)
+            return report
+        except Conflict:
+            return self.read_report(run_id) or report
+
+    # ------------------------------------------------------------------ the monitor's index
+
+    def mark_active(self, run_id: str) -> None:
+        """Idempotent: the monitor watches this run until it reaches a final state."""
+        self._control.put(naming.active_marker(run_id), {"run_id": run_id, "since": iso(self.now())})
+
+    def marked_since(self, run_id: str) -> datetime | None:
+        marker = self._control.read(naming.active_marker(run_id))
+        if marker is None or "since" not in marker.data:
+            return None
+        return parse_time(marker.data["since"])
+
+    def active_run_ids(self) -> list[str]:
+        return [name[len(naming.ACTIVE_PREFIX):] for name in self._control.names(naming.ACTIVE_PREFIX)]
+
+    def forget_active(self, run_id: str) -> None:
+        self._control.delete(naming.active_marker(run_id))
+
+    def retire(self, run_id: str) -> None:
+        """A finished run: make sure nothing of it is left (whoever ended it cleaned up, unless it
+        crashed in between; idempotent), then stop watching it."""
+        self._cleanup(run_id)
+        self.forget_active(run_id)
+
+    # ------------------------------------------------------------------ the orphan sweep's marker
+
+    def last_sweep(self) -> datetime | None:
+        marker = self._control.read(naming.SWEEP_MARKER)
+        return None if marker is None else parse_time(marker.data["at"])
+
+    def mark_swept(self, at: datetime) -> None:
+        self._control.put(naming.SWEEP_MARKER, {"at": iso(at)})

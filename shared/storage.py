@@ -11,13 +11,16 @@ import re
 import logging
 import threading
 import uuid
+from collections import deque
 from itertools import islice
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
+)
 from urllib.parse import quote
 
 from azure.storage.blob import (
@@ -33,7 +36,7 @@ from azure.storage.queue import QueueClient, QueueServiceClient
 from azure.core.credentials import TokenCredential
 
 from conventions import scrub as secret_text
-from shared.errors import Conflict, InputNotFound
+from shared.errors import BatchdropError, Conflict, InputNotFound
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 SAS_CLOCK_SKEW = timedelta(minutes=15)
 MAX_SAS_LIFETIME = timedelta(days=7) - timedelta(hours=1)
 BLOCK_SIZE = 4 * 1024 * 1024
+T = TypeVar("T")
 
 
 def _credential(settings: Settings) -> TokenCredential:
@@ -479,3 +483,160 @@ def open_blob_seekable(service: BlobServiceClient, container: str, name: str, et
     condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
     props = client.get_blob_properties(**condition)
     return BlobReader(client, props.size, props.etag)
+
+
+# ----------------------------------------------------------------------------- the pipeline steps' blob and queue calls
+# Every blob and queue call of accept, watch, finalize, sweep and cleanup goes through here; the SDK
+# errors a step handles arrive as the domain errors below.
+
+
+class BlobChanged(BatchdropError):
+    """A blob read pinned to one version (its ETag) changed or vanished meanwhile."""
+
+
+class StorageError(BatchdropError):
+    """Storage refused a request or could not be reached."""
+
+
+def blob_version(service: BlobServiceClient, container: str, name: str) -> BlobInfo | None:
+    """The blob's size and version, or None when it does not exist."""
+    try:
+        props = service.get_blob_client(container, name).get_blob_properties()
+    except ResourceNotFoundError:
+        return None
+    return BlobInfo(container, name, props.size, props.etag)
+
+
+def read_pinned(service: BlobServiceClient, container: str, name: str, etag: str) -> bytes:
+    """The whole blob as it was at `etag`; BlobChanged when it is no longer that version."""
+    from azure.core import MatchConditions
+
+    try:
+        return service.get_blob_client(container, name).download_blob(
+            etag=etag, match_condition=MatchConditions.IfNotModified).readall()
+    except (ResourceModifiedError, ResourceNotFoundError):
+        raise BlobChanged(f"'{container}/{name}' changed while it was read") from None
+
+
+def read_chunks_pinned(service: BlobServiceClient, container: str, name: str, etag: str) -> Iterator[bytes]:
+    """`read_chunks` pinned to `etag`: BlobChanged (at any point of the stream) when the blob is
+    replaced meanwhile."""
+    try:
+        yield from read_chunks(service, container, name, etag=etag)
+    except ResourceModifiedError:
+        raise BlobChanged(f"'{container}/{name}' changed while it was read") from None
+
+
+def inspect_pinned(service: BlobServiceClient, container: str, name: str, etag: str,
+                   inspect: Callable[[Any], T]) -> T:
+    """`inspect` applied to the blob as a seekable file pinned to `etag` (see BlobReader);
+    BlobChanged when it changed or vanished before or during the inspection."""
+    try:
+        return inspect(open_blob_seekable(service, container, name, etag=etag))
+    except (ResourceModifiedError, ResourceNotFoundError):
+        raise BlobChanged(f"'{container}/{name}' changed while it was being read") from None
+
+
+def put_blob(service: BlobServiceClient, container: str, name: str, data: bytes) -> None:
+    """Create or replace a small blob in one call."""
+    service.get_blob_client(container, name).upload_blob(data, overwrite=True)
+
+
+def upload_many(service: BlobServiceClient, container: str, blobs: Iterable[tuple[str, bytes]],
+                concurrency: int) -> int:
+    """Upload (name, data) pairs in parallel, in order of production; returns how many. At most
+    2 x `concurrency` are in flight, so memory stays flat whatever the input's length; a
+    producer error stops the uploads not yet started and is raised."""
+    client = service.get_container_client(container)
+    in_flight = threading.BoundedSemaphore(concurrency * 2)
+
+    def upload(name: str, data: bytes) -> None:
+        try:
+            client.upload_blob(name, data, overwrite=True)
+        finally:
+            in_flight.release()
+
+    futures: list[Future] = []
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="upload") as executor:
+        try:
+            for name, data in blobs:
+                in_flight.acquire()
+                futures.append(executor.submit(upload, name, data))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    for f in futures:
+        f.result()
+    return len(futures)
+
+
+def container_exists(service: BlobServiceClient, name: str) -> bool:
+    return service.get_container_client(name).exists()
+
+
+def blob_names(service: BlobServiceClient, container: str, prefix: str) -> list[str]:
+    """Names of the blobs under `prefix`, in name order."""
+    return [b.name for b in service.get_container_client(container).list_blobs(name_starts_with=prefix)]
+
+
+def stream_blobs(service: BlobServiceClient, container: str, names: list[str],
+                 ahead: int = 8) -> Iterator[Iterator[bytes]]:
+    """Each blob as a stream of chunks, in the order given. The next few downloads start early
+    (their first range, at most BLOCK_SIZE each), so many small blobs do not wait on one request
+    at a time. A blob that vanished meanwhile is an error, never an empty stream."""
+    pending_names = iter(names)
+
+    def open_blob(name: str):
+        return service.get_blob_client(container, name).download_blob()
+
+    with ThreadPoolExecutor(ahead, thread_name_prefix="merge-read") as pool:
+        pending = deque(pool.submit(open_blob, name) for name in islice(pending_names, ahead))
+        while pending:
+            future = pending.popleft()
+            following = next(pending_names, None)
+            if following is not None:
+                pending.append(pool.submit(open_blob, following))
+            yield future.result().chunks()
+
+
+def copy_blob(service: BlobServiceClient, container: str, name: str, target_container: str, target: str) -> int:
+    """Stream a blob into another (committed once, see commit_stream); returns the bytes copied."""
+    return commit_stream(service, target_container, target, read_chunks(service, container, name))
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    name: str
+    metadata: dict[str, str]
+    last_modified: datetime
+
+
+def list_containers(service: BlobServiceClient, prefix: str) -> list[ContainerInfo]:
+    """Containers whose name starts with `prefix`, with their metadata."""
+    try:
+        return [ContainerInfo(c.name, dict(c.metadata or {}), c.last_modified)
+                for c in service.list_containers(name_starts_with=prefix, include_metadata=True)]
+    except AzureError as e:
+        raise StorageError(f"listing containers {prefix}*: {type(e).__name__}") from None
+
+
+def remove_container(service: BlobServiceClient, name: str) -> bool:
+    """`delete_container` with any other refusal as StorageError."""
+    try:
+        return delete_container(service, name)
+    except AzureError as e:
+        raise StorageError(f"deleting container {name}: {type(e).__name__}") from None
+
+
+def account_url(service: BlobServiceClient) -> str:
+    """The blob service's URL without any SAS token."""
+    return service.url.split("?", 1)[0]
+
+
+def queue_send_later(client: QueueClient, text: str, delay: timedelta) -> None:
+    """A message that becomes visible after `delay`; StorageError when it could not be sent."""
+    try:
+        client.send_message(text, visibility_timeout=int(delay.total_seconds()))
+    except AzureError as e:
+        raise StorageError(f"sending a queue message: {type(e).__name__}") from None

@@ -14,6 +14,7 @@ from shared import jobfile
 from shared.context import Context
 from shared.events import RecordingPublisher
 from shared.finalize import finalize
+from shared.naming import run_id_of_message
 from shared.runs import TERMINAL
 from shared.secrets import StaticSecrets
 from shared.settings import Settings
@@ -78,7 +79,8 @@ def put_data(ctx: Context, path: str, data: bytes) -> str:
 
 
 def status(ctx: Context, run_id: str) -> dict:
-    return ctx.runs.read(run_id).data
+    """status.json as a user reads it."""
+    return ctx.runs.read(run_id).to_json()
 
 
 def results_blob(ctx: Context, name: str) -> bytes | None:
@@ -94,7 +96,7 @@ def drain_finalize(ctx: Context) -> int:
     """Do what the queue trigger does for each waiting message. Returns how many were handled."""
     handled = 0
     for msg in ctx.finalize_queue.receive_messages(messages_per_page=16, visibility_timeout=60):
-        finalize(ctx, msg.content.strip())
+        finalize(ctx, run_id_of_message(msg.content))
         ctx.finalize_queue.delete_message(msg)
         handled += 1
     return handled
@@ -106,9 +108,9 @@ def run_to_end(ctx: Context, run_id: str, deadline_s: float = 60.0, tick_s: floa
     while time.monotonic() < deadline:
         watch(ctx)
         drain_finalize(ctx)
-        data = ctx.runs.try_read(run_id)
-        if data is not None and data.data["state"] in TERMINAL:
-            return data.data
+        run = ctx.runs.try_read(run_id)
+        if run is not None and run.state in TERMINAL:
+            return run.to_json()
         time.sleep(tick_s)
     raise TimeoutError(f"run {run_id} not finished after {deadline_s}s: {ctx.runs.try_read(run_id)}")
 

@@ -16,6 +16,7 @@ from azure.batch import models as bm
 
 from shared import jobfile, naming, storage
 from shared.accept import accept
+from shared.runs import RunRecord
 from tests.pipeline.helpers import build_context, drop, put_data, results_blob, run_to_end, status, work_containers_left
 
 COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
@@ -161,7 +162,7 @@ def test_a_run_id_collision_takes_the_next_id_and_never_touches_the_other_run(ct
     # another job file's run already lives under the first id (as if its hash collided)
     other = {"run_id": first, "name": "collide", "job_file": "intake/other.json", "job_file_etag": "0x1",
              "state": "succeeded", "tasks": {"total": 1, "active": 0, "running": 0, "succeeded": 1, "failed": 0}}
-    ctx.runs.create(other)
+    ctx.runs.create(RunRecord.from_json(other))
     assert accept(ctx, ctx.settings.intake_container, name) == second
     assert status(ctx, first)["job_file"] == "intake/other.json"  # untouched
     assert status(ctx, second)["job_file"] == f"{ctx.settings.intake_container}/{name}"
@@ -174,8 +175,8 @@ def test_a_rejected_job_file_never_rejects_another_run_sharing_its_id(ctx, batch
     name = "victim.json"
     etag = ctx.blobs.get_blob_client(ctx.settings.intake_container, name).upload_blob(b"{broken")["etag"]
     first, second = jobfile.run_id_candidates("victim", ctx.settings.intake_container, name, etag)[:2]
-    ctx.runs.create({"run_id": first, "name": "victim", "job_file": "intake/someone-else.json",
-                     "job_file_etag": "0x2", "state": "accepted", "tasks": {"total": 0}})
+    ctx.runs.create(RunRecord.from_json({"run_id": first, "name": "victim", "job_file": "intake/someone-else.json",
+                                         "job_file_etag": "0x2", "state": "accepted", "tasks": {"total": 0}}))
     assert accept(ctx, ctx.settings.intake_container, name) == second
     assert status(ctx, first)["state"] == "accepted"
     assert status(ctx, second)["state"] == "rejected"

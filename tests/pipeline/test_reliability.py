@@ -175,6 +175,22 @@ def test_malformed_job_file_is_rejected_and_nothing_is_created(ctx, batch, raw, 
     assert ctx.blobs.get_blob_client(d.container, d.name).download_blob().readall() == raw  # job file untouched
 
 
+def test_a_new_rejected_run_has_its_error_json_before_its_status_says_rejected(ctx, monkeypatch):
+    from shared.runs import RunStore
+
+    real, seen = RunStore.create, []
+
+    def create(self, run):
+        seen.append((run.state, results_blob(ctx, f"{run.run_id}/error.json") is not None))
+        return real(self, run)
+
+    monkeypatch.setattr(RunStore, "create", create)
+    d = drop(ctx, "early.json", b"{broken")
+    accept(ctx, d.container, d.name)
+    assert seen == [("rejected", True)]
+    assert status(ctx, d.run_id)["state"] == "rejected"
+
+
 def test_missing_input_blob_and_zero_tasks_are_rejected(ctx, batch):
     d = drop(ctx, "missing.json", {"command": COPY, "input": {"blob": f"{ctx.settings.data_container}/nope.jsonl"}})
     accept(ctx, d.container, d.name)
@@ -313,16 +329,16 @@ def test_intake_retry_after_the_job_was_sealed_and_finished_keeps_the_run(ctx, b
     calls = {"n": 0}
     from shared.runs import RunStore
 
-    real = RunStore.update_retrying
+    real = RunStore.start_running
 
-    def die_before_running(self, run_id, mutate, attempts=5):
+    def die_before_running(self, run_id, total):
         calls["n"] += 1
         raise ConnectionError("host died after sealing the job")
 
-    monkeypatch.setattr(RunStore, "update_retrying", die_before_running)
+    monkeypatch.setattr(RunStore, "start_running", die_before_running)
     with pytest.raises(ConnectionError):
         accept(ctx, d.container, d.name)
-    monkeypatch.setattr(RunStore, "update_retrying", real)
+    monkeypatch.setattr(RunStore, "start_running", real)
     wait_for(lambda: batch.get_job(d.run_id).state == "completed", what="job completed")
     accept(ctx, d.container, d.name)  # the retry finds a finished job
     assert status(ctx, d.run_id)["state"] == "running"
@@ -377,18 +393,19 @@ def test_extra_files_in_output_dir_are_collected(ctx):
 def _stale_accepted_read(monkeypatch):
     """Make the next delivery see the run as it was before the first delivery finished (as a
     delivery that read status.json a moment earlier would)."""
+    from dataclasses import replace
+
     from shared.runs import RunStore
-    from shared.storage import Record
 
     real = RunStore.try_read
     calls = {"n": 0}
 
     def stale(self, run_id):
-        record = real(self, run_id)
+        run = real(self, run_id)
         calls["n"] += 1
-        if calls["n"] == 1 and record is not None:
-            return Record({**record.data, "state": "accepted"}, record.etag)
-        return record
+        if calls["n"] == 1 and run is not None:
+            return replace(run, state="accepted")
+        return run
 
     monkeypatch.setattr(RunStore, "try_read", stale)
 

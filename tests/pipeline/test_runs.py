@@ -100,6 +100,18 @@ def test_prefix_input_with_config_blob_and_concat_merge(ctx):
     assert results_blob(ctx, f"{d.run_id}/output.bin") == b"ABBCCC"
 
 
+def test_prefix_tasks_each_keep_their_own_blobs_extension(ctx):
+    for name, data in (("a.csv", b"x,y\n"), ("b.jsonl", b"{}\n"), ("c", b"raw")):
+        put_data(ctx, f"mixed/{name}", data)
+    job = {"command": 'echo "$(basename "$INPUT_PATH") $(wc -c < "$INPUT_PATH")" > "$OUTPUT_PATH"',
+           "input": {"prefix": f"{ctx.settings.data_container}/mixed/"}, "merge": "lines"}
+    d = drop(ctx, "mixed.json", job)
+    accept(ctx, d.container, d.name)
+    assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
+    lines = results_blob(ctx, f"{d.run_id}/output.txt").decode().split("\n")
+    assert [line.split()[0] for line in lines if line] == ["input.csv", "input.jsonl", "input.bin"]
+
+
 def test_merge_none_keeps_per_task_outputs(ctx):
     job = {"command": 'echo "$TASK_INDEX" > "$OUTPUT_PATH"; echo extra > "$OUTPUT_DIR/extra.txt"',
            "input": {"items": ["a", "b"]}, "merge": "none"}

@@ -1,8 +1,17 @@
-"""Run states and the monitor's decision, without services."""
+"""The run record and its transitions, and the monitor's decision, without services."""
+import json
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
-from shared.runs import can_transition
+from shared.jobfile import parse_job_file
+from shared.runs import (
+    ACTIVE, JobFileVersion, RunRecord, TaskCounts, can_transition, iso, parse_time,
+)
 from shared.watch import decide
+
+T0 = datetime(2026, 11, 28, 10, 15, 2, 345678, tzinfo=timezone.utc)
+SOURCE = JobFileVersion("intake", "jobs/heavy.json", '"0x8D1"')
 
 
 @pytest.mark.parametrize("a, b, ok", [
@@ -16,8 +25,8 @@ def test_transitions(a, b, ok):
 
 
 def counts(total, succeeded=0, failed=0, running=0):
-    return {"total": total, "active": total - succeeded - failed - running, "running": running,
-            "succeeded": succeeded, "failed": failed}
+    return TaskCounts(total=total, active=total - succeeded - failed - running, running=running,
+                      succeeded=succeeded, failed=failed)
 
 
 def test_done_only_when_every_task_finished():
@@ -31,3 +40,90 @@ def test_fail_policy_stops_at_the_first_failure_partial_waits():
     assert early.done and early.failed_fast
     assert not decide(counts(4, succeeded=1, failed=1, running=2), "partial").done
     assert decide(counts(4, succeeded=3, failed=1), "partial").done
+
+
+def accepted(**job) -> RunRecord:
+    doc = {"command": "true", "input": {"items": [1, 2]}, **job}
+    spec = parse_job_file(json.dumps(doc).encode(), blob_name="jobs/heavy.json")
+    return RunRecord.accepted("heavy-0123456789abcdef", spec, SOURCE, None).created(T0)
+
+
+def stored(run: RunRecord) -> RunRecord:
+    """As a later reader sees it: the bytes written, read back."""
+    return RunRecord.from_json(json.loads(json.dumps(run.to_json())), etag="e")
+
+
+# status.json as the dict-based code wrote it along a whole successful run, key order included
+LEGACY = {
+    "run_id": "heavy-0123456789abcdef", "name": "heavy", "job_file": "intake/jobs/heavy.json",
+    "job_file_etag": "0x8D1", "state": "succeeded",
+    "tasks": {"total": 2, "active": 0, "running": 0, "succeeded": 2, "failed": 0},
+    "merge": "jsonl", "on_task_failure": "fail", "output_extension": "jsonl", "task_output": "output.jsonl",
+    "pool": "auto", "task_timeout_minutes": 60, "created_at": "2026-11-28T10:15:02Z",
+    "updated_at": "2026-11-28T10:20:02Z", "submitted_at": "2026-11-28T10:16:02Z",
+    "finalize_requested_at": "2026-11-28T10:17:02Z", "finalize_requests": 1,
+    "finalize_claimed_at": "2026-11-28T10:18:02Z", "finished_at": "2026-11-28T10:19:02Z",
+    "output": "results/heavy-0123456789abcdef/output.jsonl",
+}
+
+
+def test_a_whole_run_writes_the_documented_layout_key_for_key():
+    run = stored(accepted())
+    run = stored(run.running(2, T0 + timedelta(minutes=1)))
+    run = stored(run.progressed(counts(2, succeeded=2)).finalize_requested(T0 + timedelta(minutes=2)))
+    run = stored(run.claimed(T0 + timedelta(minutes=3), timedelta(minutes=12)))
+    report = {"state": "succeeded", "tasks": counts(2, succeeded=2).to_json(), "output": LEGACY["output"]}
+    run = stored(run.finished(report, T0 + timedelta(minutes=4)).touched(T0 + timedelta(minutes=5)))
+    assert json.dumps(run.to_json()) == json.dumps(LEGACY)
+
+
+def test_unknown_keys_and_nulls_are_kept_as_they_were():
+    doc = {**LEGACY, "state": "merging", "finalize_claimed_at": None, "added_by_a_newer_version": {"x": [1]}}
+    run = RunRecord.from_json(doc)
+    assert run.finalize_claimed_at is None
+    assert json.dumps(run.progressed(run.tasks).to_json()) == json.dumps(doc)
+
+
+def test_a_rejected_job_file_and_an_ended_run():
+    rejected = RunRecord.rejected_job_file("bad-0123456789abcdef", "bad", SOURCE, "command: required").created(T0)
+    assert list(rejected.to_json()) == ["run_id", "name", "job_file", "job_file_etag", "state", "tasks", "error",
+                                        "created_at", "updated_at"]
+    run = accepted()
+    assert run.ended("cancelled", "cancelled by intake/stop.json", only_from=ACTIVE).error.startswith("cancelled")
+    assert run.running(2, T0).ended("failed", "x", only_from=frozenset({"accepted"})) is None
+
+
+def test_transitions_apply_only_in_their_state():
+    run = accepted()
+    assert run.rejected("late", SOURCE).state == "rejected"
+    assert run.rejected("late", JobFileVersion("intake", "other.json", "1")) is None  # another job file's run
+    running = run.running(2, T0)
+    assert running.running(2, T0) is None and running.rejected("late", SOURCE) is None
+    assert running.finished({"state": "succeeded", "tasks": {}}, T0) is None  # not merging yet
+
+
+def test_a_claim_is_held_until_it_expires_and_only_its_owner_releases_it():
+    run = stored(accepted().running(2, T0).finalize_requested(T0))
+    ttl = timedelta(minutes=12)
+    claimed = stored(run.claimed(T0, ttl))
+    assert claimed.claimed(T0 + timedelta(minutes=11), ttl) is None
+    assert claimed.claimed(T0 + timedelta(minutes=13), ttl) is not None
+    assert claimed.released(T0 + timedelta(seconds=1)) is None  # somebody else's claim
+    assert claimed.released(T0).finalize_claimed_at is None
+
+
+def test_merge_task_and_job_checks():
+    run = accepted(merge={"command": "cat *"}, image="python:3.11-slim").running(1, T0)
+    assert run.merge_command.image == "python:3.11-slim" and run.output_file == "output.bin"
+    started = run.finalize_requested(T0).merge_task_started(T0)
+    assert started.merge_task == "running" and started.merge_task_started(T0) is None
+    assert started.merge_task_done(T0).finalize_rerequested(T0).finalize_requests == 2
+    ended = run.job_looked_at(T0, "the Batch job ended (MaxWallClockTimeExpiry) before all its tasks ran")
+    assert ended.state == "merging" and ended.job_checked_at == T0.replace(microsecond=0)
+    assert run.job_looked_at(T0, None).state == "running"
+
+
+def test_timestamps_have_one_format():
+    assert iso(T0) == "2026-11-28T10:15:02Z" and parse_time("2026-11-28T10:15:02Z") == T0.replace(microsecond=0)
+    assert TaskCounts.from_json({"total": 3, "stopped": 2}).to_json() == {
+        "total": 3, "active": 0, "running": 0, "succeeded": 0, "failed": 0, "stopped": 2}

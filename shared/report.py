@@ -1,0 +1,168 @@
+"""report.json, assembled from the tasks' outcomes and what merging produced (pure).
+
+finalize gathers the facts (the tasks, their stderr tails, the merge's result); the functions
+here decide the run's outcome and write it down, so every case is tested without services.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping, Sequence
+
+from shared import naming
+from shared.runs import FAILED, SUCCEEDED, RunRecord, TaskCounts, fails_run, iso
+from shared.storage import scrub
+
+MERGE_FAILED = "the merge task failed; see report.json (merge_task) for its stderr"
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    task_id: str
+    index: int
+    succeeded: bool
+    exit_code: int | None
+    retries: int
+    requeues: int
+    duration_s: float | None
+    failure: dict | None
+
+    @property
+    def stopped(self) -> bool:
+        """Still waiting or running when the run stopped: not counted as failed."""
+        return self.failure is not None and self.failure["category"] == "incomplete"
+
+    def as_report(self) -> dict:
+        entry = {"task_id": self.task_id, "index": self.index, "outcome": "succeeded" if self.succeeded else "failed",
+                 "exit_code": self.exit_code, "retries": self.retries, "requeues": self.requeues,
+                 "duration_s": self.duration_s}
+        if self.failure:
+            entry["failure"] = self.failure
+        return entry
+
+
+def outcome_of(task: Any) -> TaskOutcome:
+    """A Batch task's outcome. Success is exit 0 *and* no failure info: Batch completes a task
+    whose output upload failed with failureInfo set even when its command exited 0."""
+    info = task.execution_info
+    exit_code = info.exit_code if info else None
+    failure = None
+    if info and info.failure_info:
+        f = info.failure_info
+        failure = {"category": f.category, "code": f.code, "message": scrub(f.message or "")}
+    duration = None
+    if info and info.start_time and info.end_time:
+        duration = round((info.end_time - info.start_time).total_seconds(), 3)
+    succeeded = task.state == "completed" and exit_code == 0 and failure is None
+    if task.state != "completed" and failure is None:
+        failure = {"category": "incomplete", "code": "TaskNotCompleted",
+                   "message": f"the task was still {task.state} when the run ended"}
+    return TaskOutcome(task.id, naming.task_index(task.id), succeeded, exit_code,
+                       info.retry_count if info else 0, info.requeue_count if info else 0, duration, failure)
+
+
+@dataclass(frozen=True)
+class Merged:
+    """What merging produced, for the report. `failure` says why nothing could be merged (the
+    run then fails); `merge_task` is the user's merge task's entry when it ran."""
+
+    output: str | None = None  # "<results>/<run>/output.<ext>", or ".../tasks/" for merge "none"
+    output_bytes: int | None = None
+    missing: tuple[str, ...] = ()  # succeeded tasks that wrote no output file
+    merge_task: dict | None = None
+    failure: str | None = None
+    recombined: bool = False  # by the user's merge task
+
+
+def must_fail(run: RunRecord, tasks: Sequence[TaskOutcome]) -> bool:
+    """Nothing to merge: no task succeeded, or one failed under on_task_failure "fail"."""
+    failed = sum(1 for t in tasks if not t.succeeded)
+    return failed == len(tasks) or fails_run(run.on_task_failure, failed)
+
+
+def assemble(run: RunRecord, tasks: Sequence[TaskOutcome], *, stderr_tails: Mapping[str, str | None],
+             container_execution: str | None, merged: Merged | None, now: datetime) -> dict:
+    """The report of a run whose tasks are `tasks` (in task order; each failed task with its
+    stderr tail), merged as `merged` (None: nothing was merged because the run fails)."""
+    report = _head(run, tasks, stderr_tails, container_execution)
+    failed = [t for t in tasks if not t.succeeded]
+    if merged is None:
+        report.update(state=FAILED, error=failure_reason(tasks, run.job_ended))
+    elif merged.recombined:
+        _recombined(report, merged, failed)
+    else:
+        _merged(report, merged, run.output_file, failed)
+    report["timings"] = timings(run, now)
+    return report
+
+
+def _head(run: RunRecord, tasks: Sequence[TaskOutcome], stderr_tails: Mapping[str, str | None],
+          container_execution: str | None) -> dict:
+    entries = []
+    for t in tasks:
+        entry = t.as_report()
+        if not t.succeeded:
+            entry["stderr_tail"] = stderr_tails.get(t.task_id)
+        entries.append(entry)
+    report: dict[str, Any] = {"run_id": run.run_id, "tasks": counts(tasks).to_json(), "entries": entries,
+                              "warnings": [run.job_ended] if run.job_ended else []}
+    if container_execution:
+        report["container_execution"] = container_execution
+    return report
+
+
+def counts(tasks: Sequence[TaskOutcome]) -> TaskCounts:
+    """Final counts: tasks that never finished are `stopped`, not `failed`."""
+    stopped = sum(1 for t in tasks if t.stopped)
+    succeeded = sum(1 for t in tasks if t.succeeded)
+    return TaskCounts(total=len(tasks), succeeded=succeeded, failed=len(tasks) - succeeded - stopped, stopped=stopped)
+
+
+def _recombined(report: dict, merged: Merged, failed: list[TaskOutcome]) -> None:
+    if merged.merge_task is not None:
+        report["merge_task"] = merged.merge_task
+    if merged.failure:
+        report.update(state=FAILED, error=merged.failure)
+        return
+    report.update(state=SUCCEEDED, output=merged.output, output_bytes=merged.output_bytes)
+    if failed:
+        report["warnings"].append(f"partial result: {len(failed)} task(s) failed and were not merged")
+
+
+def _merged(report: dict, merged: Merged, output_file: str, failed: list[TaskOutcome]) -> None:
+    if merged.missing:
+        report["warnings"].append(f"{len(merged.missing)} succeeded task(s) wrote no {output_file}: "
+                                  f"{', '.join(merged.missing[:20])}")
+    report["output"] = merged.output
+    if merged.output_bytes is not None:
+        report["output_bytes"] = merged.output_bytes
+    report["state"] = SUCCEEDED
+    if failed:
+        report["warnings"].append(f"partial result: {len(failed)} task(s) did not succeed and are not in the output")
+
+
+def failure_reason(tasks: Sequence[TaskOutcome], job_ended: str | None) -> str:
+    """One line for status.json's "error": how many failed, the first real failure, and why the
+    job ended early if it did."""
+    if not tasks:
+        return "the job had no tasks"
+    final = counts(tasks)
+    reason = f"{final.failed} of {len(tasks)} tasks failed"
+    if final.stopped:
+        reason += f" ({final.stopped} more stopped before they finished)"
+    first = next((t for t in tasks if not t.succeeded and not t.stopped), None)
+    if first:
+        reason += f"; first: {first.task_id} (exit code {first.exit_code}"
+        reason += f", {first.failure['code']})" if first.failure else ")"
+    if job_ended:
+        reason += f"; {job_ended}"
+    return reason + "; see report.json for each task's stderr"
+
+
+def timings(run: RunRecord, now: datetime) -> dict:
+    out: dict[str, Any] = {"created_at": iso(run.created_at) if run.created_at else None,
+                           "submitted_at": iso(run.submitted_at) if run.submitted_at else None,
+                           "merged_at": iso(now)}
+    if run.created_at:
+        out["wall_s"] = round((now - run.created_at).total_seconds(), 3)
+    return out

@@ -1,0 +1,127 @@
+"""report.json from the tasks' outcomes and what merging produced, without services."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from shared.jobfile import parse_job_file
+from shared.report import MERGE_FAILED, Merged, TaskOutcome, assemble, must_fail, outcome_of
+from shared.runs import JobFileVersion, RunRecord
+
+T0 = datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
+
+
+def run(**job) -> RunRecord:
+    doc = {"command": "true", "input": {"items": [1, 2, 3]}, **job}
+    spec = parse_job_file(json.dumps(doc).encode(), blob_name="j.json")
+    accepted = RunRecord.accepted("j-0123456789abcdef", spec, JobFileVersion("intake", "j.json", "1"), None)
+    return accepted.created(T0).running(3, T0 + timedelta(seconds=5)).finalize_requested(T0)
+
+
+def ok(i: int) -> TaskOutcome:
+    return TaskOutcome(f"t{i:06d}", i, True, 0, 0, 0, 1.5, None)
+
+
+def bad(i: int, code: int = 3) -> TaskOutcome:
+    return TaskOutcome(f"t{i:06d}", i, False, code, 2, 0, 0.5,
+                       {"category": "usererror", "code": "FailureExitCode", "message": "exit"})
+
+
+def stopped(i: int) -> TaskOutcome:
+    return TaskOutcome(f"t{i:06d}", i, False, None, 0, 0, None,
+                       {"category": "incomplete", "code": "TaskNotCompleted", "message": "still running"})
+
+
+def report(r, tasks, merged, **kw):
+    return assemble(r, tasks, stderr_tails=kw.pop("tails", {}), container_execution=kw.pop("mode", None),
+                    merged=merged, now=T0 + timedelta(seconds=70.25))
+
+
+def test_a_merged_run_in_the_documented_order():
+    out = report(run(), [ok(0), ok(1), ok(2)], Merged(output="results/j/output.jsonl", output_bytes=6), mode="host")
+    assert list(out) == ["run_id", "tasks", "entries", "warnings", "container_execution", "output", "output_bytes",
+                         "state", "timings"]
+    assert out["tasks"] == {"total": 3, "active": 0, "running": 0, "succeeded": 3, "failed": 0}
+    assert out["state"] == "succeeded" and out["warnings"] == []
+    assert out["timings"] == {"created_at": "2026-11-28T10:00:00Z", "submitted_at": "2026-11-28T10:00:05Z",
+                              "merged_at": "2026-11-28T10:01:10Z", "wall_s": 70.25}
+
+
+def test_fail_fast_counts_stopped_tasks_apart_and_names_the_first_failure():
+    tasks = [stopped(0), bad(1), stopped(2)]
+    assert must_fail(run(), tasks)
+    out = report(run(), tasks, None, tails={"t000001": "boom"})
+    assert out["state"] == "failed"
+    assert out["tasks"]["failed"] == 1 and out["tasks"]["stopped"] == 2
+    assert out["error"] == ("1 of 3 tasks failed (2 more stopped before they finished); first: t000001 (exit code 3, "
+                            "FailureExitCode); see report.json for each task's stderr")
+    assert [e.get("stderr_tail") for e in out["entries"]] == [None, "boom", None]
+    assert "stderr_tail" in out["entries"][0]  # every failed task has the key, null when there was no stderr
+
+
+def test_partial_merge_warns_about_missing_outputs_then_the_partial_result():
+    r = run(on_task_failure="partial")
+    tasks = [ok(0), bad(1), ok(2)]
+    assert not must_fail(r, tasks)
+    out = report(r, tasks, Merged(output="results/j/output.jsonl", output_bytes=2, missing=("t000002",)))
+    assert out["warnings"] == ["1 succeeded task(s) wrote no output.jsonl: t000002",
+                               "partial result: 1 task(s) did not succeed and are not in the output"]
+
+
+def test_merge_none_has_no_output_bytes():
+    out = report(run(merge="none"), [ok(0)], Merged(output="results/j/tasks/"))
+    assert out["output"] == "results/j/tasks/" and "output_bytes" not in out
+
+
+def test_the_users_merge_task():
+    r = run(merge={"command": "sort"}, on_task_failure="partial")
+    merged = Merged(recombined=True, merge_task={"task_id": "merge"}, output="o", output_bytes=1)
+    done = report(r, [ok(0), bad(1)], merged)
+    assert list(done)[-5:] == ["merge_task", "state", "output", "output_bytes", "timings"]
+    assert done["warnings"] == ["partial result: 1 task(s) failed and were not merged"]
+    failed = report(r, [ok(0)], Merged(recombined=True, merge_task={"task_id": "merge"}, failure=MERGE_FAILED))
+    assert failed["state"] == "failed" and failed["error"] == MERGE_FAILED
+
+
+def test_a_job_that_ended_early_is_the_first_warning_and_ends_the_reason():
+    r = run().job_looked_at(T0, "the Batch job ended (terminated) before all its tasks ran")
+    out = report(r, [ok(0), stopped(1)], None)
+    assert out["warnings"] == [r.job_ended] and out["error"].endswith(f"; {r.job_ended}; see report.json for each "
+                                                                       f"task's stderr")
+    assert report(r, [], None)["error"] == "the job had no tasks"
+
+
+@dataclass
+class Info:
+    """The parts of a Batch task's executionInfo the report reads."""
+
+    exit_code: int | None = 0
+    failure_info: object = None
+    start_time: datetime | None = T0
+    end_time: datetime | None = T0 + timedelta(seconds=2)
+    retry_count: int = 0
+    requeue_count: int = 1
+
+
+@dataclass
+class Failure:
+    category: str = "servererror"
+    code: str = "FileUploadFailed"
+    message: str = "upload to https://a/c?sig=SECRET failed"
+
+
+@dataclass
+class Task:
+    id: str
+    state: str
+    execution_info: Info | None
+
+
+def test_exit_zero_with_failure_info_is_a_failure_and_an_unfinished_task_is_stopped():
+    upload_failed = outcome_of(Task("t000004", "completed", Info(failure_info=Failure())))
+    assert not upload_failed.succeeded and upload_failed.index == 4 and upload_failed.requeues == 1
+    assert "SECRET" not in upload_failed.failure["message"]
+    assert outcome_of(Task("t000000", "completed", Info())).succeeded
+    running = outcome_of(Task("merge", "running", None))
+    assert running.stopped and running.index == -1 and running.duration_s is None

@@ -7,33 +7,37 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from . import __version__
+from .api_core import AppCore
 from .errors import bad_property, invalid_body
-from .responses import _json
+from .model import Json
+from .request import Request
+from .responses import Response, _json
+
+FAULT_KINDS = ("fail_next", "slow", "fail_upload", "preempt")
 
 
-class ControlApiMixin:
+class ControlApiMixin(AppCore):
     """Control-plane handlers of `App`."""
 
-    def health(self, req):
+    def health(self, req: Request) -> Response:
         return _json(200, {"status": "ok", "version": __version__, "account": self.account,
                            "uptimeSeconds": round(time.time() - self.started, 3), **self.engine.summary()})
 
-    def get_stats(self, req):
+    def get_stats(self, req: Request) -> Response:
         return _json(200, self.stats.snapshot())
 
-    def reset_stats(self, req):
+    def reset_stats(self, req: Request) -> Response:
         self.stats.reset()
         return _json(200, self.stats.snapshot())
 
-    def list_faults(self, req):
-        with self.engine.lock:
-            items = [{"jobId": jk, "taskId": tk, **f} for (jk, tk), f in self.engine.faults.items()]
-        return _json(200, {"value": items})
+    def list_faults(self, req: Request) -> Response:
+        return _json(200, {"value": self.engine.list_faults()})
 
     @staticmethod
-    def _control_body(req) -> dict:
+    def _control_body(req: Request) -> Json:
         if not req.body:
             return {}
         try:
@@ -45,39 +49,40 @@ class ControlApiMixin:
         return body
 
     @staticmethod
-    def _int(body, name, default):
+    def _int(body: Json, name: str, default: int) -> int:
         v = body.get(name, default)
         if not isinstance(v, int) or isinstance(v, bool):
             raise bad_property(name, v)
         return v
 
-    def fault_preempt(self, req, job_id, task_id):
+    def _faults_answer(self, job_id: str, task_id: str, faults: Any) -> Response:
+        return _json(200, {"jobId": job_id, "taskId": task_id, "faults": faults})
+
+    def fault_preempt(self, req: Request, job_id: str, task_id: str) -> Response:
         body = self._control_body(req)
         res = self.engine.preempt(job_id, task_id, self._int(body, "count", 1))
         return _json(200 if res.get("preempted") else 202, res)
 
-    def fault_fail_next(self, req, job_id, task_id):
-        body = self._control_body(req)
-        n = self._int(body, "count", 1)
+    def fault_fail_next(self, req: Request, job_id: str, task_id: str) -> Response:
+        n = self._int(self._control_body(req), "count", 1)
         f = self.engine.set_fault(job_id, task_id, "fail_next", {"count": n} if n else None)
-        return _json(200, {"jobId": job_id, "taskId": task_id, "faults": f})
+        return self._faults_answer(job_id, task_id, f)
 
-    def fault_slow(self, req, job_id, task_id):
+    def fault_slow(self, req: Request, job_id: str, task_id: str) -> Response:
         body = self._control_body(req)
         secs = body.get("seconds", 1)
         if not isinstance(secs, (int, float)) or isinstance(secs, bool) or secs < 0:
             raise bad_property("seconds", secs)
         n = self._int(body, "count", 1)
         f = self.engine.set_fault(job_id, task_id, "slow", {"seconds": secs, "count": n} if n and secs else None)
-        return _json(200, {"jobId": job_id, "taskId": task_id, "faults": f})
+        return self._faults_answer(job_id, task_id, f)
 
-    def fault_fail_upload(self, req, job_id, task_id):
-        body = self._control_body(req)
-        n = self._int(body, "count", 1)
+    def fault_fail_upload(self, req: Request, job_id: str, task_id: str) -> Response:
+        n = self._int(self._control_body(req), "count", 1)
         f = self.engine.set_fault(job_id, task_id, "fail_upload", {"count": n} if n else None)
-        return _json(200, {"jobId": job_id, "taskId": task_id, "faults": f})
+        return self._faults_answer(job_id, task_id, f)
 
-    def fault_clear(self, req, job_id, task_id):
-        for kind in ("fail_next", "slow", "fail_upload", "preempt"):
+    def fault_clear(self, req: Request, job_id: str, task_id: str) -> Response:
+        for kind in FAULT_KINDS:
             self.engine.set_fault(job_id, task_id, kind, None)
-        return _json(200, {"jobId": job_id, "taskId": task_id, "faults": {}})
+        return self._faults_answer(job_id, task_id, {})

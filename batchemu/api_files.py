@@ -9,21 +9,28 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
+import shutil
 import stat
 import urllib.parse
 
+from .api_core import AppCore
 from .errors import BatchError, err
+from .model import Json
+from .request import Request
 from .responses import Response, _empty
 from .util import http_date, now_iso
 
 
-class FilesApiMixin:
-    """Task file handlers of `App`."""
+def _file_mode(st: os.stat_result) -> str:
+    return oct(stat.S_IMODE(st.st_mode))[2:].rjust(4, "0")[-4:]
 
-    def _task_dir(self, job_id, task_id):
-        with self.engine.lock:
-            t = self.engine.get_task(job_id, task_id)
-            return t, self.engine.task_dir(t)
+
+def _content_type(path: str) -> str:
+    return mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+class FilesApiMixin(AppCore):
+    """Task file handlers of `App`."""
 
     @staticmethod
     def _resolve(root: str, rel: str) -> str:
@@ -34,17 +41,16 @@ class FilesApiMixin:
         return path
 
     @staticmethod
-    def _props(path: str, st) -> dict:
+    def _props(path: str, st: os.stat_result) -> Json:
         return {"creationTime": now_iso(st.st_ctime), "lastModified": now_iso(st.st_mtime),
-                "contentLength": st.st_size, "contentType": mimetypes.guess_type(path)[0] or "application/octet-stream",
-                "fileMode": oct(stat.S_IMODE(st.st_mode))[2:].rjust(4, "0")[-4:]}
+                "contentLength": st.st_size, "contentType": _content_type(path), "fileMode": _file_mode(st)}
 
-    def list_files(self, req, job_id, task_id):
-        t, root = self._task_dir(job_id, task_id)
+    def list_files(self, req: Request, job_id: str, task_id: str) -> Response:
+        task_path, root = self.engine.task_files(job_id, task_id)
         recursive = (req.query.get("recursive") or "").lower() == "true"
-        items = []
+        items: list[Json] = []
         if root and os.path.isdir(root):
-            base_url = f"{req.base}/jobs/{t.job.id}/tasks/{t.id}/files/"
+            base_url = f"{req.base}/{task_path}/files/"
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames.sort()
                 rel_dir = os.path.relpath(dirpath, root)
@@ -62,43 +68,41 @@ class FilesApiMixin:
                     items.append(d)
                 if not recursive:
                     break
-        return self._dict_page(req, items, "files")
+        return self.dict_page(req, items, "files")
 
-    def _file(self, req, job_id, task_id, rel):
-        t, root = self._task_dir(job_id, task_id)
+    def _file(self, job_id: str, task_id: str, rel: str) -> tuple[str, str, os.stat_result]:
+        """The task's path under the account URL, and the file's path and status."""
+        task_path, root = self.engine.task_files(job_id, task_id)
         if not root or not os.path.isdir(root):
             raise err("FileNotFound")
         path = self._resolve(root, rel)
         try:
-            st = os.stat(path)
-        except OSError:
-            raise err("FileNotFound")
-        return t, path, st
+            return task_path, path, os.stat(path)
+        except OSError as exc:
+            raise err("FileNotFound") from exc
 
-    def _file_headers(self, req, t, rel, path, st) -> dict:
+    @staticmethod
+    def _file_headers(req: Request, task_path: str, rel: str, path: str, st: os.stat_result) -> dict[str, str]:
         isdir = stat.S_ISDIR(st.st_mode)
         return {"ocp-creation-time": http_date(st.st_ctime), "Last-Modified": http_date(st.st_mtime),
                 "ocp-batch-file-isdirectory": "true" if isdir else "false",
-                "ocp-batch-file-url": f"{req.base}/jobs/{t.job.id}/tasks/{t.id}/files/{urllib.parse.quote(rel, safe='')}",
-                "ocp-batch-file-mode": oct(stat.S_IMODE(st.st_mode))[2:].rjust(4, "0")[-4:],
-                "Content-Type": "application/octet-stream" if isdir else (mimetypes.guess_type(path)[0] or "application/octet-stream"),
-                "ETag": "0x%X" % int(st.st_mtime_ns // 100)}
+                "ocp-batch-file-url": f"{req.base}/{task_path}/files/{urllib.parse.quote(rel, safe='')}",
+                "ocp-batch-file-mode": _file_mode(st),
+                "Content-Type": "application/octet-stream" if isdir else _content_type(path),
+                "ETag": f"0x{st.st_mtime_ns // 100:X}"}
 
-    def file_props(self, req, job_id, task_id, rel):
+    def file_props(self, req: Request, job_id: str, task_id: str, rel: str) -> Response:
         try:
-            t, path, st = self._file(req, job_id, task_id, rel)
+            task_path, path, st = self._file(job_id, task_id, rel)
         except BatchError as e:
             return _empty(e.status)
-        h = self._file_headers(req, t, rel, path, st)
+        h = self._file_headers(req, task_path, rel, path, st)
         h["Content-Length"] = "0" if stat.S_ISDIR(st.st_mode) else str(st.st_size)
         return Response(200, None, h)
 
-    def get_file(self, req, job_id, task_id, rel):
-        t, path, st = self._file(req, job_id, task_id, rel)
-        if stat.S_ISDIR(st.st_mode):
-            raise err("FileNotFound", "The specified path is a directory.")
-        h = self._file_headers(req, t, rel, path, st)
-        size = st.st_size
+    @staticmethod
+    def _range(req: Request, size: int) -> tuple[int, int]:
+        """(offset, length) of the requested ``ocp-range``/``range`` (the whole file without one)."""
         start, end = 0, size - 1
         rng = req.headers.get("ocp-range") or req.headers.get("range")
         if rng:
@@ -113,20 +117,25 @@ class FilesApiMixin:
             end = min(end, size - 1)
             if start > end and size > 0:
                 raise BatchError("InvalidRange")
-        length = max(0, end - start + 1)
+        return start, max(0, end - start + 1)
+
+    def get_file(self, req: Request, job_id: str, task_id: str, rel: str) -> Response:
+        task_path, path, st = self._file(job_id, task_id, rel)
+        if stat.S_ISDIR(st.st_mode):
+            raise err("FileNotFound", "The specified path is a directory.")
+        h = self._file_headers(req, task_path, rel, path, st)
+        start, length = self._range(req, st.st_size)
         h["Content-Length"] = str(length)
         return Response(200, None, h, stream=(path, start, length))
 
-    def delete_file(self, req, job_id, task_id, rel):
-        t, path, st = self._file(req, job_id, task_id, rel)
-        if stat.S_ISDIR(st.st_mode):
-            if (req.query.get("recursive") or "").lower() != "true":
-                if os.listdir(path):
-                    raise err("DirectoryNotEmpty", "The directory is not empty; use recursive=true.")
-                os.rmdir(path)
-            else:
-                import shutil
-                shutil.rmtree(path, ignore_errors=True)
-        else:
+    def delete_file(self, req: Request, job_id: str, task_id: str, rel: str) -> Response:
+        _, path, st = self._file(job_id, task_id, rel)
+        if not stat.S_ISDIR(st.st_mode):
             os.unlink(path)
+        elif (req.query.get("recursive") or "").lower() == "true":
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.listdir(path):
+            raise err("DirectoryNotEmpty", "The directory is not empty; use recursive=true.")
+        else:
+            os.rmdir(path)
         return _empty(200)

@@ -6,15 +6,17 @@ ids per task; a task never depends on itself.
 """
 from __future__ import annotations
 
+from .core import EngineCore
 from .model import Job, Task
 
 MAX_TASK_RANGE_EXPANSION = 1_000_000
 
 
-class DependenciesMixin:
+class DependenciesMixin(EngineCore):
     """Dependency bookkeeping for `Engine` jobs (``Job.dependents``, ``Task.deps_remaining``)."""
 
-    def _dependency_keys(self, t: Task):
+    @staticmethod
+    def _dependency_keys(t: Task) -> set[str]:
         dep = t.spec.get("dependsOn") or {}
         keys = {x.lower() for x in dep.get("taskIds") or []}
         budget = MAX_TASK_RANGE_EXPANSION
@@ -27,7 +29,7 @@ class DependenciesMixin:
         keys.discard(t.key)
         return keys
 
-    def _register_dependencies(self, j: Job, t: Task):
+    def _register_dependencies(self, j: Job, t: Task) -> None:
         if not t.spec.get("dependsOn"):
             return
         remaining = 0
@@ -39,7 +41,7 @@ class DependenciesMixin:
             j.dependents.setdefault(k, []).append(t.key)
         t.deps_remaining = remaining
 
-    def _rebuild_dependencies(self, j: Job):
+    def _rebuild_dependencies(self, j: Job) -> None:
         j.dependents = {}
         for t in j.tasks.values():
             if t.state != "completed":

@@ -10,25 +10,42 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
+from typing import Any
 
-from .model import Run
+from .core import EngineCore
+from .model import Json, Outcome, Run, task_rel_dir
 from .transfer import TransferError, download_resource_files, upload_output_files
 from .util import MAX_DURATION, now_iso, parse_duration
 
 log = logging.getLogger("batchemu.engine")  # one logger for the whole engine
 
+KILLED = Outcome("killed")
 
-class ExecutionMixin:
+
+@dataclass(frozen=True)
+class _Try:
+    """What a try needs once it has started: its directory, its task's spec, deadline and faults."""
+    task_dir: str
+    spec: Json
+    deadline: float | None
+    slow: Any
+    fail_next: Any
+    fail_upload: Any
+    preempt: Any
+
+
+class ExecutionMixin(EngineCore):
     """Task tries for `Engine`."""
 
-    def _run_task(self, r: Run):
-        outcome = {"kind": "error"}
+    def _run_task(self, r: Run) -> None:
+        outcome = Outcome("error")
         try:
             outcome = self._attempt(r)
         except Exception as exc:
             log.exception("task %s/%s crashed the runner", r.job.id, r.task.id)
-            outcome = {"kind": "error", "failure": {"category": "servererror", "code": "InternalError",
-                                                    "message": f"The emulator failed to run the task: {exc}"}}
+            outcome = Outcome("error", failure={"category": "servererror", "code": "InternalError",
+                                                "message": f"The emulator failed to run the task: {exc}"})
         finally:
             with self.lock:
                 r.node.used -= r.slots
@@ -41,91 +58,93 @@ class ExecutionMixin:
                     self._finish(r, outcome)
                 except Exception:
                     log.exception("finishing task %s failed", r.task.id)
-                self._wake_flag = True
-                self.cv.notify()
+                self._notify_scheduler()
                 self.state_cv.notify_all()
             r.done.set()
 
-    def _attempt(self, r: Run) -> dict:
+    def _attempt(self, r: Run) -> Outcome:
         outcome = self._attempt_inner(r)
-        if outcome.get("kind") != "exited" or r.reason is not None:
-            task_dir = os.path.join(r.node.root, "workitems", r.job.id, "job-1", r.task.id)
+        if outcome.kind != "exited" or r.reason is not None:
+            task_dir = r.node.task_dir(r.job.id, r.task.id)
             if os.path.isdir(task_dir):
                 self._touch_std(task_dir)
         return outcome
 
-    def _attempt_inner(self, r: Run) -> dict:
-        t, j, node = r.task, r.job, r.node
-        node.ensure_dirs()
+    def _attempt_inner(self, r: Run) -> Outcome:
+        r.node.ensure_dirs()
         fi = self._ensure_node_setup(r)
         if r.reason is not None:
-            return {"kind": "killed"}
+            return KILLED
         if fi is not None:
-            return {"kind": "preproc", "failure": fi}
-        task_dir = os.path.join(node.root, "workitems", j.id, "job-1", t.id)
+            return Outcome("preproc", failure=fi)
+        plan = self._start_try(r)
+        if plan is None:
+            return KILLED
+        wd = self._prepare_dir(plan.task_dir)
+        if plan.slow and not self._sleep_slow_fault(r, plan):
+            return KILLED
+        try:
+            download_resource_files(plan.spec.get("resourceFiles"), wd, lambda: r.reason is not None)
+        except TransferError as exc:
+            return KILLED if r.reason is not None else Outcome("preproc", failure=exc.failure_info())
+        if plan.spec.get("containerSettings") is not None:
+            with self.lock:
+                r.task.container_mode = self.container_mode if self.container_mode in ("docker", "host") else None
+            if self.container_mode == "fail":
+                return Outcome("preproc", failure=self._container_failure())
+        rc, fi = self._run_command(r, plan, wd)
+        if r.reason is not None:
+            return Outcome("killed", rc)
+        if fi is not None:
+            return Outcome("preproc", failure=fi)
+        try:
+            upload_output_files(plan.spec.get("outputFiles"), wd, plan.task_dir, rc, rc == 0,
+                                inject_failure=bool(plan.fail_upload))
+        except TransferError as exc:
+            return Outcome("uploadfail", rc, exc.failure_info())
+        return Outcome("exited", rc)
+
+    def _start_try(self, r: Run) -> _Try | None:
+        """Mark the task running on its node and take its faults (None if the try was killed meanwhile)."""
+        t, j, node = r.task, r.job, r.node
         with self.lock:
             if r.reason is not None:
-                return {"kind": "killed"}
-            ts = now_iso()
-            t.exec["startTime"] = ts
+                return None
+            t.exec["startTime"] = now_iso()
             for k in ("endTime", "exitCode", "result", "failureInfo"):
                 t.exec.pop(k, None)
-            t.node_info = {"affinityId": f"TVM:{node.id}", "nodeUrl": f"{self.public_url}/pools/{node.pool.id}/nodes/{node.id}",
-                           "poolId": node.pool.id, "nodeId": node.id, "taskRootDirectory": f"workitems/{j.id}/job-1/{t.id}",
-                           "taskRootDirectoryUrl": f"{self.public_url}/pools/{node.pool.id}/nodes/{node.id}/files/workitems/{j.id}/job-1/{t.id}"}
+            rel = task_rel_dir(j.id, t.id)
+            node_url = f"{self.public_url}/pools/{node.pool.id}/nodes/{node.id}"
+            t.node_info = {"affinityId": f"TVM:{node.id}", "nodeUrl": node_url, "poolId": node.pool.id,
+                           "nodeId": node.id, "taskRootDirectory": rel, "taskRootDirectoryUrl": f"{node_url}/files/{rel}"}
             self._set_task_state(t, "running", persist=False)
             self._persist_task(t)
-            slow = self._take_fault(t, "slow")
-            fail_next = self._take_fault(t, "fail_next")
-            fail_upload = self._take_fault(t, "fail_upload")
-            preempt = self._take_fault(t, "preempt")
-            c = t.effective_constraints()
-            spec = t.spec
-        mw = c["maxWallClockTime"]
-        deadline = None
-        if mw and mw != MAX_DURATION:
-            deadline = time.monotonic() + parse_duration(mw)
-        wd = self._prepare_dir(task_dir)
-        if slow:
-            secs = float(slow.get("seconds", 0) if isinstance(slow, dict) else slow)
-            if deadline is not None and time.monotonic() + secs > deadline:
-                r.killed.wait(max(0.0, deadline - time.monotonic()))
-                if r.reason is None:
-                    self._kill(r, "wallclock")
-            else:
-                r.killed.wait(secs)
-            if r.reason is not None:
-                return {"kind": "killed"}
-        try:
-            download_resource_files(spec.get("resourceFiles"), wd, lambda: r.reason is not None)
-        except TransferError as exc:
-            if r.reason is not None:
-                return {"kind": "killed"}
-            return {"kind": "preproc", "failure": exc.failure_info()}
-        container = spec.get("containerSettings")
-        if container is not None:
-            with self.lock:
-                t.container_mode = "docker" if self.container_mode == "docker" else (
-                    "host" if self.container_mode == "host" else None)
-            if self.container_mode == "fail":
-                return {"kind": "preproc", "failure": self._container_failure()}
-        if fail_next:
-            with open(os.path.join(task_dir, "stderr.txt"), "ab") as fe:
-                fe.write(b"batchemu: injected failure (fail-next fault): the command was not run\n")
-            rc, fi = 1, None
-            if preempt:
-                self._kill(r, "preempt")
+            mw = t.effective_constraints()["maxWallClockTime"]
+            deadline = time.monotonic() + parse_duration(mw) if mw and mw != MAX_DURATION else None
+            return _Try(node.task_dir(j.id, t.id), t.spec, deadline, self._take_fault(t, "slow"),
+                        self._take_fault(t, "fail_next"), self._take_fault(t, "fail_upload"),
+                        self._take_fault(t, "preempt"))
+
+    def _sleep_slow_fault(self, r: Run, plan: _Try) -> bool:
+        """The slow fault's delay (cut short by the wall clock limit). False if the try was killed."""
+        slow = plan.slow
+        secs = float(slow.get("seconds", 0) if isinstance(slow, dict) else slow)
+        if plan.deadline is not None and time.monotonic() + secs > plan.deadline:
+            r.killed.wait(max(0.0, plan.deadline - time.monotonic()))
+            if r.reason is None:
+                self._kill(r, "wallclock")
         else:
-            env = self._env(j, node, spec.get("environmentSettings"), t.id, task_dir, wd)
-            rc, fi = self._exec(r, spec["commandLine"], wd, env, os.path.join(task_dir, "stdout.txt"),
-                                os.path.join(task_dir, "stderr.txt"), deadline, container, node,
-                                preempt_after_start=bool(preempt))
-        if r.reason is not None:
-            return {"kind": "killed", "exitCode": rc}
-        if fi is not None:
-            return {"kind": "preproc", "failure": fi}
-        try:
-            upload_output_files(spec.get("outputFiles"), wd, task_dir, rc, rc == 0, inject_failure=bool(fail_upload))
-        except TransferError as exc:
-            return {"kind": "uploadfail", "exitCode": rc, "failure": exc.failure_info()}
-        return {"kind": "exited", "exitCode": rc}
+            r.killed.wait(secs)
+        return r.reason is None
+
+    def _run_command(self, r: Run, plan: _Try, wd: str) -> tuple[int | None, Json | None]:
+        if plan.fail_next:
+            with open(os.path.join(plan.task_dir, "stderr.txt"), "ab") as fe:
+                fe.write(b"batchemu: injected failure (fail-next fault): the command was not run\n")
+            if plan.preempt:
+                self._kill(r, "preempt")
+            return 1, None
+        env = self._env(r.job, r.node, plan.spec.get("environmentSettings"), r.task.id, plan.task_dir, wd)
+        return self._exec(r, plan.spec["commandLine"], wd, env, os.path.join(plan.task_dir, "stdout.txt"),
+                          os.path.join(plan.task_dir, "stderr.txt"), plan.deadline, plan.spec.get("containerSettings"),
+                          r.node, preempt_after_start=bool(plan.preempt))

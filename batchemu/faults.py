@@ -7,13 +7,20 @@ after its command starts.
 """
 from __future__ import annotations
 
-from .model import Task
+from typing import Any
+
+from .core import EngineCore
+from .model import Json, Task
 
 
-class FaultsMixin:
+class FaultsMixin(EngineCore):
     """Fault bookkeeping for `Engine`."""
 
-    def set_fault(self, job_id: str, task_id: str, kind: str, value):
+    def list_faults(self) -> list[Json]:
+        with self.lock:
+            return [{"jobId": jk, "taskId": tk, **f} for (jk, tk), f in self.faults.items()]
+
+    def set_fault(self, job_id: str, task_id: str, kind: str, value: Any) -> Json:
         with self.lock:
             key = (job_id.lower(), task_id.lower())
             f = dict(self.faults.get(key) or {})
@@ -28,7 +35,7 @@ class FaultsMixin:
             self.store.put_fault(key[0], key[1], f or None)
             return f
 
-    def preempt(self, job_id: str, task_id: str, count: int = 1) -> dict:
+    def preempt(self, job_id: str, task_id: str, count: int = 1) -> Json:
         with self.lock:
             j = self.jobs.get(job_id.lower())
             t = j.tasks.get(task_id.lower()) if j else None
@@ -39,7 +46,7 @@ class FaultsMixin:
             return {"preempted": False, "scheduled": True,
                     "message": "the task is not running: it will be preempted right after its next start"}
 
-    def _take_fault(self, t: Task, kind: str):
+    def _take_fault(self, t: Task, kind: str) -> Any:
         key = (t.job.key, t.key)
         f = self.faults.get(key)
         if not f or kind not in f:

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import os
 
+from .conditions import NO_CONDITIONS, Conditions
+from .core import EngineCore
 from .errors import err
-from .model import Job
+from .model import Job, Run, Stamp, job_dir
 from .transfer import rmtree_quiet
 from .util import now_iso
 
 
-class JobLifecycleMixin:
+class JobLifecycleMixin(EngineCore):
     """Job termination, completion and deletion for `Engine`."""
 
-    def terminate_job(self, job_id: str, reason: str | None, wait: float = 2.0):
+    def terminate_job(self, job_id: str, reason: str | None, cond: Conditions = NO_CONDITIONS,
+                      wait: float = 2.0) -> Stamp:
         with self.lock:
             j = self.get_job(job_id)
+            cond.check(j.etag, j.last_modified)
             if j.state == "deleting":
                 raise err("JobBeingDeleted")
             if j.state == "completed":
@@ -28,8 +32,9 @@ class JobLifecycleMixin:
             if j.state != "terminating":
                 self._terminate_job(j, reason or "UserTerminate")
             self.state_cv.wait_for(lambda: j.state != "terminating", timeout=wait)
+            return self._stamp(f"jobs/{j.id}", j)
 
-    def _terminate_job(self, j: Job, reason: str):
+    def _terminate_job(self, j: Job, reason: str) -> None:
         """Under the lock: start terminating a job (kills running tasks, runs release tasks, completes it)."""
         if j.state in ("terminating", "completed", "deleting"):
             return
@@ -43,7 +48,7 @@ class JobLifecycleMixin:
         else:
             self._start_thread(self._finish_job_termination, j, runs)
 
-    def _finish_job_termination(self, j: Job, runs):
+    def _finish_job_termination(self, j: Job, runs: list[Run]) -> None:
         try:
             for r in runs:
                 r.done.wait(30)
@@ -53,10 +58,10 @@ class JobLifecycleMixin:
                 if not j.deleted and j.state == "terminating":
                     self._complete_job(j)
 
-    def _complete_job(self, j: Job):
+    def _complete_job(self, j: Job) -> None:
         j.exec["endTime"] = now_iso()
         self._set_job_state(j, "completed")
-        self._touch(j)
+        j.touch()
         self._persist_job(j)
         j.ready.clear()
         for t in j.tasks.values():
@@ -64,32 +69,26 @@ class JobLifecycleMixin:
         self.ready_jobs.pop(j.key, None)
         self._maybe_delete_auto_pool(j)
 
-    def _check_all_complete(self, j: Job):
+    def _check_all_complete(self, j: Job) -> None:
         if j.state != "active" or j.spec.get("onAllTasksComplete") != "terminatejob":
             return
         if j.counts["active"] == 0 and j.counts["running"] == 0:
             self._terminate_job(j, "AllTasksComplete")
 
-    def _maybe_delete_auto_pool(self, j: Job):
+    def _maybe_delete_auto_pool(self, j: Job) -> None:
         if not j.auto_pool:
             return
         aps = (j.spec.get("poolInfo") or {}).get("autoPoolSpecification") or {}
         if aps.get("keepAlive"):
             return
-        p = self.pools.get(j.pool_key)
-        if p is not None and p.state != "deleting":
-            p.state, p.state_time = "deleting", now_iso()
-            self._touch(p)
-            self._persist_pool(p)
-            runs = [r for jj in self.jobs.values() for r in jj.runs if r.pool is p]
-            for r in runs:
-                self._kill(r, "requeue")
-            p.nodes = []
-            self._start_thread(self._finish_pool_delete, p, runs)
+        p = self.pools.get(j.pool_key or "")
+        if p is not None:
+            self._start_pool_delete(p)
 
-    def delete_job(self, job_id: str, wait: float = 2.0):
+    def delete_job(self, job_id: str, cond: Conditions = NO_CONDITIONS, wait: float = 2.0) -> None:
         with self.lock:
             j = self.get_job(job_id)
+            cond.check(j.etag, j.last_modified)
             if j.state != "deleting":
                 self._set_job_state(j, "deleting")
                 runs = list(j.runs)
@@ -100,18 +99,18 @@ class JobLifecycleMixin:
                 self._start_thread(self._finish_job_delete, j, runs)
             self.state_cv.wait_for(lambda: self.jobs.get(j.key) is not j, timeout=wait)
 
-    def _finish_job_delete(self, j: Job, runs):
+    def _finish_job_delete(self, j: Job, runs: list[Run]) -> None:
         try:
             for r in runs:
                 r.done.wait(30)
             if not j.release_done:
                 self._run_release_tasks(j)
             with self.lock:
-                node_roots = {os.path.join(self.nodes_root, p.id) for p in self.pools.values()}
-            for root in node_roots:
-                if os.path.isdir(root):
-                    for node_id in os.listdir(root):
-                        rmtree_quiet(os.path.join(root, node_id, "workitems", j.id))
+                pool_dirs = {os.path.join(self.nodes_root, p.id) for p in self.pools.values()}
+            for pool_dir in pool_dirs:
+                if os.path.isdir(pool_dir):
+                    for node_id in os.listdir(pool_dir):
+                        rmtree_quiet(job_dir(os.path.join(pool_dir, node_id), j.id))
         finally:
             with self.lock:
                 j.deleted = True

@@ -11,15 +11,17 @@ from __future__ import annotations
 import math
 
 from . import autoscale
+from .core import EngineCore
 from .errors import BatchError, bad_property, missing_property
-from .model import Node, Pool
+from .model import Json, Node, Pool
 from .util import now_iso, parse_duration
 
 
-class PoolScalingMixin:
+class PoolScalingMixin(EngineCore):
     """Node materialisation and autoscale evaluation for `Engine` pools."""
 
-    def _reconcile_nodes(self, p: Pool):
+    def _reconcile_nodes(self, p: Pool) -> list[Node]:
+        """Lock held: materialise the pool's nodes (existing ones kept); the nodes that left."""
         ded, low = self._effective_nodes(p)
         existing = {n.id: n for n in p.nodes}
         nodes = []
@@ -58,7 +60,7 @@ class PoolScalingMixin:
     def _pool_capacity(self, p: Pool) -> int:
         return min(len(p.nodes) * p.slots, self.max_concurrency)
 
-    def _apply_pool_targets(self, p: Pool, dedicated: int, low: int, deallocation: str = "requeue"):
+    def _apply_pool_targets(self, p: Pool, dedicated: int, low: int, deallocation: str = "requeue") -> None:
         p.target_dedicated, p.target_low = dedicated, low
         ts = now_iso()
         p.alloc_state, p.alloc_time = "steady", ts  # allocation is instantaneous in the emulator
@@ -73,16 +75,15 @@ class PoolScalingMixin:
                         elif deallocation == "terminate":
                             self._kill(r, "terminate")
                         # taskcompletion / retaineddata: let it finish on the leaving node
-        self._wake_flag = True
-        self.cv.notify()
+        self._notify_scheduler()
 
-    def _resolve_interval(self, spec: dict, prop="autoScaleEvaluationInterval") -> None:
+    def _resolve_interval(self, spec: Json, prop: str = "autoScaleEvaluationInterval") -> None:
         if spec.get(prop):
             secs = parse_duration(spec[prop], prop)
             if secs < 300 or secs > 168 * 3600:
                 raise bad_property(prop, spec[prop], "The evaluation interval must be between 5 minutes and 168 hours")
 
-    def _autoscale_inputs(self, p: Pool) -> dict:
+    def _autoscale_inputs(self, p: Pool) -> dict[str, float]:
         active = running = succeeded = failed = 0
         for j in self.jobs.values():
             if j.pool_key == p.key:
@@ -98,9 +99,10 @@ class PoolScalingMixin:
                 "$usablenodecount": float(len(p.nodes)), "$preemptednodecount": 0.0, "$cpupercent": 0.0,
                 "$memorybytes": 0.0, "$diskbytes": 0.0, "$wallclockseconds": 0.0}
 
-    def _run_autoscale(self, p: Pool, formula: str | None = None, apply: bool = True) -> dict:
+    def _run_autoscale(self, p: Pool, formula: str | None = None, apply: bool = True) -> Json:
         formula = formula if formula is not None else p.spec.get("autoScaleFormula") or ""
         ts = now_iso()
+        run: Json
         try:
             values, results = autoscale.evaluate(formula, self._autoscale_inputs(p))
         except autoscale.FormulaError as exc:
@@ -116,10 +118,11 @@ class PoolScalingMixin:
             p.deallocation = values["deallocation"]
             if (values["dedicated"], values["lowPriority"]) != (p.target_dedicated, p.target_low):
                 self._apply_pool_targets(p, values["dedicated"], values["lowPriority"], values["deallocation"])
-                self._touch(p)
+                p.touch()
         return run
 
-    def _check_formula(self, formula):
+    @staticmethod
+    def _check_formula(formula: str | None) -> None:
         if not formula:
             raise missing_property("autoScaleFormula")
         try:

@@ -1,17 +1,22 @@
-"""Pool API operations: create, read, update, resize, autoscale switches, delete.
+"""Pool API operations: create, read, update, resize, autoscale switches, delete; nodes and node counts.
 
-Guarantees: create, update, resize and autoscale calls return only once the change is persisted; a pool
-in state ``deleting`` rejects changes with ``PoolBeingDeleted``; deleting a pool requeues the tries
-running on it and removes its node directories in the background (the call waits up to ``wait`` seconds).
+Guarantees: conditional headers are checked under the lock against the version being read or changed;
+create, update, resize and autoscale calls return only once the change is persisted, with the ETag and
+Last-Modified of the version they wrote; a pool in state ``deleting`` rejects changes with
+``PoolBeingDeleted``; deleting a pool requeues the tries running on it and removes its node directories in
+the background (the call waits up to ``wait`` seconds). Nodes are the emulator's virtual nodes: a node is
+``running`` while a try runs on it, ``idle`` otherwise.
 """
 from __future__ import annotations
 
 import os
 
+from .conditions import NO_CONDITIONS, Conditions
+from .core import EngineCore
 from .errors import bad_property, err, missing_property
-from .model import Pool
+from .model import Json, Node, Pool, Run, Stamp
 from .transfer import rmtree_quiet
-from .util import check_id, new_etag, now_iso, parse_duration
+from .util import check_id, now_iso, parse_duration
 
 POOL_SPEC_KEYS = ("displayName", "vmSize", "virtualMachineConfiguration", "resizeTimeout", "enableAutoScale",
                   "autoScaleFormula", "autoScaleEvaluationInterval", "enableInterNodeCommunication",
@@ -21,10 +26,21 @@ POOL_SPEC_KEYS = ("displayName", "vmSize", "virtualMachineConfiguration", "resiz
                   "targetNodeCommunicationMode", "resourceTags", "identity")
 
 
-class PoolsMixin:
+PATCHABLE = ("startTask", "applicationPackageReferences", "metadata", "displayName", "vmSize",
+             "virtualMachineConfiguration", "enableInterNodeCommunication", "taskSchedulingPolicy",
+             "networkConfiguration", "userAccounts", "mountConfiguration", "upgradePolicy",
+             "targetNodeCommunicationMode", "certificateReferences", "resourceTags")
+REPLACEABLE = ("startTask", "applicationPackageReferences", "metadata", "certificateReferences")
+DEALLOCATION_OPTIONS = ("requeue", "terminate", "taskcompletion", "retaineddata")
+_IDLE_COUNTS = {"creating": 0, "idle": 0, "offline": 0, "preempted": 0, "rebooting": 0, "reimaging": 0,
+                "running": 0, "starting": 0, "startTaskFailed": 0, "leavingPool": 0, "unknown": 0, "unusable": 0,
+                "waitingForStartTask": 0, "deallocated": 0, "deallocating": 0, "total": 0, "upgradingOS": 0}
+
+
+class PoolsMixin(EngineCore):
     """The pool operations of `Engine`."""
 
-    def _validate_pool_spec(self, spec: dict, prefix=""):
+    def _validate_pool_spec(self, spec: Json, prefix: str = "") -> None:
         if not spec.get("vmSize"):
             raise missing_property(prefix + "vmSize")
         slots = spec.get("taskSlotsPerNode")
@@ -46,11 +62,8 @@ class PoolsMixin:
         if st is not None and not st.get("commandLine"):
             raise missing_property(prefix + "startTask.commandLine")
 
-    def _new_pool(self, pool_id: str, spec: dict, owner_job: str | None = None) -> Pool:
+    def _new_pool(self, pool_id: str, spec: Json, owner_job: str | None = None) -> Pool:
         p = Pool(pool_id, {k: spec[k] for k in POOL_SPEC_KEYS if k in spec})
-        ts = now_iso()
-        p.state_time = p.alloc_time = p.creation_time = ts
-        p.etag, p.last_modified = new_etag(), ts
         p.owner_job = owner_job
         self.pools[p.key] = p
         if spec.get("enableAutoScale"):
@@ -59,7 +72,7 @@ class PoolsMixin:
             self._apply_pool_targets(p, spec.get("targetDedicatedNodes") or 0, spec.get("targetLowPriorityNodes") or 0)
         return p
 
-    def create_pool(self, body: dict):
+    def create_pool(self, body: Json) -> Stamp:
         check_id(body.get("id"))
         self._validate_pool_spec(body)
         with self.lock:
@@ -67,13 +80,14 @@ class PoolsMixin:
             if existing is not None:
                 raise err("PoolBeingDeleted" if existing.state == "deleting" else "PoolExists")
             p = self._new_pool(body["id"], body)
-            gen = self._persist_pool(p)
+            stamp, gen = self._stamp(f"pools/{p.id}", p), self._persist_pool(p)
         self.store.wait(gen)
-        return p
+        return stamp
 
-    def pool_json(self, p: Pool, base: str) -> dict:
+    # ------------------------------------------------------------------------------------------- reads
+    def pool_json(self, p: Pool, base: str) -> Json:
         s = p.spec
-        d = {"id": p.id, "url": f"{base}/pools/{p.id}", "eTag": p.etag, "lastModified": p.last_modified,
+        d: Json = {"id": p.id, "url": f"{base}/pools/{p.id}", "eTag": p.etag, "lastModified": p.last_modified,
              "creationTime": p.creation_time, "state": p.state, "stateTransitionTime": p.state_time,
              "allocationState": p.alloc_state, "allocationStateTransitionTime": p.alloc_time}
         for k in ("displayName", "vmSize", "virtualMachineConfiguration", "cloudServiceConfiguration"):
@@ -82,10 +96,8 @@ class PoolsMixin:
         d["resizeTimeout"] = s.get("resizeTimeout") or "PT15M"
         if p.resize_errors:
             d["resizeErrors"] = p.resize_errors
-        d["currentDedicatedNodes"] = p.target_dedicated
-        d["currentLowPriorityNodes"] = p.target_low
-        d["targetDedicatedNodes"] = p.target_dedicated
-        d["targetLowPriorityNodes"] = p.target_low
+        d["currentDedicatedNodes"] = d["targetDedicatedNodes"] = p.target_dedicated
+        d["currentLowPriorityNodes"] = d["targetLowPriorityNodes"] = p.target_low
         d["enableAutoScale"] = bool(s.get("enableAutoScale"))
         if s.get("enableAutoScale"):
             d["autoScaleFormula"] = s.get("autoScaleFormula")
@@ -102,25 +114,94 @@ class PoolsMixin:
         d["taskSchedulingPolicy"] = s.get("taskSchedulingPolicy") or {"nodeFillType": "spread"}
         return d
 
-    def _pool_mutable(self, p: Pool):
-        if p.state == "deleting":
-            raise err("PoolBeingDeleted")
-
-    def delete_pool(self, pool_id: str, wait: float = 2.0):
+    def read_pool(self, pool_id: str, base: str, cond: Conditions = NO_CONDITIONS) -> Json:
         with self.lock:
             p = self.get_pool(pool_id)
-            if p.state != "deleting":
-                p.state, p.state_time = "deleting", now_iso()
-                self._touch(p)
-                self._persist_pool(p)
-                runs = [r for j in self.jobs.values() for r in j.runs if r.pool is p]
-                for r in runs:
-                    self._kill(r, "requeue")
-                p.nodes = []
-                self._start_thread(self._finish_pool_delete, p, runs)
+            cond.check(p.etag, p.last_modified)
+            return self.pool_json(p, base)
+
+    def pool_stamp(self, pool_id: str, cond: Conditions = NO_CONDITIONS) -> Stamp | None:
+        """The pool's current version (None if there is no such pool), after the conditions held."""
+        with self.lock:
+            p = self.pools.get(pool_id.lower())
+            if p is None:
+                return None
+            cond.check(p.etag, p.last_modified)
+            return self._stamp(f"pools/{p.id}", p)
+
+    def pool_views(self, base: str) -> list[Json]:
+        with self.lock:
+            return [self.pool_json(p, base) for p in self.pools.values()]
+
+    def _node_json(self, p: Pool, n: Node, base: str) -> Json:
+        running = [r for j in self.jobs.values() for r in j.runs if r.node.id == n.id]
+        return {"id": n.id, "url": f"{base}/pools/{p.id}/nodes/{n.id}",
+                "state": "running" if running else "idle", "schedulingState": "enabled",
+                "stateTransitionTime": p.alloc_time, "lastBootTime": p.creation_time, "allocationTime": p.alloc_time,
+                "ipAddress": "127.0.0.1", "affinityId": f"TVM:{n.id}", "vmSize": p.spec.get("vmSize"),
+                "runningTasksCount": len(running), "runningTaskSlotsCount": sum(r.slots for r in running),
+                "isDedicated": n.dedicated,
+                "recentTasks": [{"taskUrl": f"{base}/{r.task.path}", "jobId": r.job.id,
+                                 "taskId": r.task.id, "taskState": r.task.state} for r in running]}
+
+    def node_views(self, pool_id: str, base: str) -> list[Json]:
+        with self.lock:
+            p = self.get_pool(pool_id)
+            return [self._node_json(p, n, base) for n in p.nodes]
+
+    def read_node(self, pool_id: str, node_id: str, base: str) -> Json:
+        with self.lock:
+            p = self.get_pool(pool_id)
+            n = next((n for n in p.nodes if n.id == node_id), None)
+            if n is None:
+                raise err("NodeNotFound")
+            return self._node_json(p, n, base)
+
+    def node_counts(self) -> list[Json]:
+        def counts(p: Pool, dedicated: bool) -> Json:
+            nodes = [n for n in p.nodes if n.dedicated == dedicated]
+            busy = sum(1 for n in nodes if n.used)
+            return {**_IDLE_COUNTS, "idle": len(nodes) - busy, "running": busy, "total": len(nodes)}
+
+        with self.lock:
+            return [{"poolId": p.id, "dedicated": counts(p, True), "lowPriority": counts(p, False)}
+                    for p in self.pools.values()]
+
+    # ------------------------------------------------------------------------------------------- changes
+    def _changeable_pool(self, pool_id: str, cond: Conditions) -> Pool:
+        """Lock held: the pool, once the request's conditions hold and it is not being deleted."""
+        p = self.get_pool(pool_id)
+        cond.check(p.etag, p.last_modified)
+        if p.state == "deleting":
+            raise err("PoolBeingDeleted")
+        return p
+
+    def _pool_written(self, p: Pool) -> tuple[Stamp, int]:
+        """Lock held: a new version of the pool, queued for the store; its stamp and store generation."""
+        p.touch()
+        return self._stamp(f"pools/{p.id}", p), self._persist_pool(p)
+
+    def delete_pool(self, pool_id: str, cond: Conditions = NO_CONDITIONS, wait: float = 2.0) -> None:
+        with self.lock:
+            p = self.get_pool(pool_id)
+            cond.check(p.etag, p.last_modified)
+            self._start_pool_delete(p)
             self.state_cv.wait_for(lambda: self.pools.get(p.key) is not p, timeout=wait)
 
-    def _finish_pool_delete(self, p: Pool, runs):
+    def _start_pool_delete(self, p: Pool) -> None:
+        """Lock held: mark the pool deleting, requeue the tries on it, remove it in the background."""
+        if p.state == "deleting":
+            return
+        p.state, p.state_time = "deleting", now_iso()
+        p.touch()
+        self._persist_pool(p)
+        runs = [r for j in self.jobs.values() for r in j.runs if r.pool is p]
+        for r in runs:
+            self._kill(r, "requeue")
+        p.nodes = []
+        self._start_thread(self._finish_pool_delete, p, runs)
+
+    def _finish_pool_delete(self, p: Pool, runs: list[Run]) -> None:
         try:
             for r in runs:
                 r.done.wait(10)
@@ -132,43 +213,37 @@ class PoolsMixin:
                     self.store.delete_pool(p.key)
                 self.state_cv.notify_all()
 
-    def patch_pool(self, pool_id: str, body: dict):
+    def patch_pool(self, pool_id: str, body: Json, cond: Conditions = NO_CONDITIONS) -> Stamp:
         with self.lock:
-            p = self.get_pool(pool_id)
-            self._pool_mutable(p)
-            for k in ("startTask", "applicationPackageReferences", "metadata", "displayName", "vmSize",
-                      "virtualMachineConfiguration", "enableInterNodeCommunication", "taskSchedulingPolicy",
-                      "networkConfiguration", "userAccounts", "mountConfiguration", "upgradePolicy",
-                      "targetNodeCommunicationMode", "certificateReferences", "resourceTags"):
+            p = self._changeable_pool(pool_id, cond)
+            for k in PATCHABLE:
                 if k in body:
                     p.spec[k] = body[k]
-            if "taskSlotsPerNode" in body and body["taskSlotsPerNode"] is not None:
+            if body.get("taskSlotsPerNode") is not None:
                 if not 1 <= body["taskSlotsPerNode"] <= 256:
                     raise bad_property("taskSlotsPerNode", body["taskSlotsPerNode"])
                 p.spec["taskSlotsPerNode"] = body["taskSlotsPerNode"]
                 self._reconcile_nodes(p)
-            self._touch(p)
-            gen = self._persist_pool(p)
-            self.wake()
+            stamp, gen = self._pool_written(p)
+            self._notify_scheduler()
         self.store.wait(gen)
+        return stamp
 
-    def replace_pool_properties(self, pool_id: str, body: dict):
+    def replace_pool_properties(self, pool_id: str, body: Json) -> Stamp:
         with self.lock:
-            p = self.get_pool(pool_id)
-            self._pool_mutable(p)
-            for k in ("startTask", "applicationPackageReferences", "metadata", "certificateReferences"):
+            p = self._changeable_pool(pool_id, NO_CONDITIONS)
+            for k in REPLACEABLE:
                 if k in body and body[k] is not None:
                     p.spec[k] = body[k]
                 else:
                     p.spec.pop(k, None)
-            self._touch(p)
-            gen = self._persist_pool(p)
+            stamp, gen = self._pool_written(p)
         self.store.wait(gen)
+        return stamp
 
-    def resize_pool(self, pool_id: str, body: dict):
+    def resize_pool(self, pool_id: str, body: Json, cond: Conditions = NO_CONDITIONS) -> Stamp:
         with self.lock:
-            p = self.get_pool(pool_id)
-            self._pool_mutable(p)
+            p = self._changeable_pool(pool_id, cond)
             if p.spec.get("enableAutoScale"):
                 raise err("OperationInvalidForCurrentState",
                           "The pool has auto-scaling enabled; disable auto-scaling before resizing it.")
@@ -178,28 +253,25 @@ class PoolsMixin:
             if body.get("resizeTimeout"):
                 parse_duration(body["resizeTimeout"], "resizeTimeout")
             opt = (body.get("nodeDeallocationOption") or "requeue").lower()
-            if opt not in ("requeue", "terminate", "taskcompletion", "retaineddata"):
+            if opt not in DEALLOCATION_OPTIONS:
                 raise bad_property("nodeDeallocationOption", opt)
             ded = body.get("targetDedicatedNodes")
             low = body.get("targetLowPriorityNodes")
             self._apply_pool_targets(p, p.target_dedicated if ded is None else ded,
                                      p.target_low if low is None else low, opt)
-            self._touch(p)
-            gen = self._persist_pool(p)
+            stamp, gen = self._pool_written(p)
         self.store.wait(gen)
+        return stamp
 
-    def stop_resize(self, pool_id: str):
+    def stop_resize(self, pool_id: str, cond: Conditions = NO_CONDITIONS) -> Stamp:
         with self.lock:
-            p = self.get_pool(pool_id)
-            self._pool_mutable(p)
+            p = self._changeable_pool(pool_id, cond)
             p.alloc_state, p.alloc_time = "steady", now_iso()
-            self._touch(p)
-            self._persist_pool(p)
+            return self._pool_written(p)[0]
 
-    def enable_autoscale(self, pool_id: str, body: dict):
+    def enable_autoscale(self, pool_id: str, body: Json, cond: Conditions = NO_CONDITIONS) -> Stamp:
         with self.lock:
-            p = self.get_pool(pool_id)
-            self._pool_mutable(p)
+            p = self._changeable_pool(pool_id, cond)
             formula = body.get("autoScaleFormula") or p.spec.get("autoScaleFormula")
             self._check_formula(formula)
             self._resolve_interval(body)
@@ -208,26 +280,24 @@ class PoolsMixin:
             if body.get("autoScaleEvaluationInterval"):
                 p.spec["autoScaleEvaluationInterval"] = body["autoScaleEvaluationInterval"]
             self._run_autoscale(p)
-            self._touch(p)
-            gen = self._persist_pool(p)
+            stamp, gen = self._pool_written(p)
         self.store.wait(gen)
+        return stamp
 
-    def disable_autoscale(self, pool_id: str):
+    def disable_autoscale(self, pool_id: str) -> Stamp:
         with self.lock:
-            p = self.get_pool(pool_id)
-            self._pool_mutable(p)
+            p = self._changeable_pool(pool_id, NO_CONDITIONS)
             p.spec["enableAutoScale"] = False
             p.spec.pop("autoScaleFormula", None)
             p.spec.pop("autoScaleEvaluationInterval", None)
             p.autoscale_run = None
-            self._touch(p)
-            gen = self._persist_pool(p)
+            stamp, gen = self._pool_written(p)
         self.store.wait(gen)
+        return stamp
 
-    def evaluate_autoscale(self, pool_id: str, body: dict) -> dict:
+    def evaluate_autoscale(self, pool_id: str, body: Json) -> Json:
         with self.lock:
-            p = self.get_pool(pool_id)
-            self._pool_mutable(p)
+            p = self._changeable_pool(pool_id, NO_CONDITIONS)
             if not p.spec.get("enableAutoScale"):
                 raise err("InvalidAutoScalingSettings",
                           "Auto-scaling is not enabled on the pool; enable it before evaluating a formula.")

@@ -16,14 +16,15 @@ JSON_CT = "application/json;odata=minimalmetadata"
 class Response:
     __slots__ = ("status", "headers", "body", "stream")
 
-    def __init__(self, status=200, body=None, headers=None, stream=None):
+    def __init__(self, status: int = 200, body: bytes | None = None, headers: dict[str, str] | None = None,
+                 stream: tuple[str, int, int] | None = None):
         self.status = status
         self.headers = headers or {}
         self.body = body
-        self.stream = stream
+        self.stream = stream  # (path, offset, length): a file range sent without reading it into memory
 
 
-def _json(status, obj, headers=None) -> Response:
+def _json(status: int, obj: object, headers: dict[str, str] | None = None) -> Response:
     """Every JSON body goes out through here: the one place write-only properties are left out."""
     h = {"Content-Type": JSON_CT}
     if headers:
@@ -34,7 +35,7 @@ def _json(status, obj, headers=None) -> Response:
     return Response(status, body, h)
 
 
-def _empty(status, headers=None) -> Response:
+def _empty(status: int, headers: dict[str, str] | None = None) -> Response:
     return Response(status, b"", headers or {})
 
 

@@ -18,7 +18,12 @@ import subprocess
 import time
 import uuid
 
-from .model import Job, Node, Run
+from .core import EngineCore
+from .model import Job, Json, Node, Run
+
+
+def _launch_failed(message: str) -> Json:
+    return {"category": "usererror", "code": "CommandLaunchFailed", "message": message}
 
 
 def _docker_available() -> bool:
@@ -31,10 +36,10 @@ def _docker_available() -> bool:
         return False
 
 
-class RunnerMixin:
+class RunnerMixin(EngineCore):
     """Process execution for `Engine` tries and auxiliary tasks."""
 
-    def _kill(self, r: Run, reason: str):
+    def _kill(self, r: Run, reason: str) -> None:
         with r.lock:
             if r.reason is None:
                 r.reason = reason
@@ -52,14 +57,15 @@ class RunnerMixin:
             except Exception:
                 pass
 
-    def _env(self, j: Job, node: Node, extra: list | None, task_id: str, task_dir: str, wd: str) -> dict:
+    def _env(self, j: Job, node: Node, extra: list[Json] | None, task_id: str, task_dir: str,
+             wd: str) -> dict[str, str]:
         env = dict(self.base_env)
         for s in j.spec.get("commonEnvironmentSettings") or []:
             env[s["name"]] = s.get("value") or ""
         for s in extra or []:
             env[s["name"]] = s.get("value") or ""
         pool = node.pool
-        jobdir = os.path.join(node.root, "workitems", j.id, "job-1")
+        prep_dir = node.task_dir(j.id, "jobpreparation")
         env.update({
             "AZ_BATCH_ACCOUNT_NAME": self.account,
             "AZ_BATCH_ACCOUNT_URL": self.public_url,
@@ -68,7 +74,7 @@ class RunnerMixin:
             "AZ_BATCH_NODE_IS_DEDICATED": "true" if node.dedicated else "false",
             "AZ_BATCH_NODE_ROOT_DIR": node.root,
             "AZ_BATCH_NODE_SHARED_DIR": node.shared_dir,
-            "AZ_BATCH_NODE_STARTUP_DIR": os.path.join(node.root, "startup"),
+            "AZ_BATCH_NODE_STARTUP_DIR": node.startup_dir,
             "AZ_BATCH_NODE_MOUNTS_DIR": os.path.join(node.root, "fsmounts"),
             "AZ_BATCH_JOB_ID": j.id,
             "AZ_BATCH_TASK_ID": task_id,
@@ -79,72 +85,79 @@ class RunnerMixin:
             "AZ_BATCH_CERTIFICATES_DIR": os.path.join(task_dir, "certs"),
         })
         if j.spec.get("jobPreparationTask"):
-            env["AZ_BATCH_JOB_PREP_DIR"] = os.path.join(jobdir, "jobpreparation")
-            env["AZ_BATCH_JOB_PREP_WORKING_DIR"] = os.path.join(jobdir, "jobpreparation", "wd")
+            env["AZ_BATCH_JOB_PREP_DIR"] = prep_dir
+            env["AZ_BATCH_JOB_PREP_WORKING_DIR"] = os.path.join(prep_dir, "wd")
         return env
 
-    def _container_failure(self):
+    def _container_failure(self) -> Json:
         return {"category": "usererror", "code": "ContainerEngineUnavailable",
                 "message": "The task has containerSettings but no container engine is available to the emulator "
                            "(container mode 'fail'). Start a Docker engine or run the emulator with "
                            "--container-mode host."}
 
-    def _exec(self, r: Run, command_line: str, cwd: str, env: dict, out_path: str, err_path: str,
-              deadline: float | None, container: dict | None, node: Node, preempt_after_start: bool = False):
+    def _docker_argv(self, r: Run, argv: list[str], cwd: str, env: dict[str, str], container: Json,
+                     node: Node) -> list[str]:
+        """``docker run`` around a command: the node root mounted, Batch and user variables passed with -e."""
+        name = f"batchemu-{uuid.uuid4().hex[:16]}"
+        r.container_name = name
+        docker = ["docker", "run", "--rm", "--name", name, "-v", f"{node.root}:{node.root}"]
+        if (container.get("workingDirectory") or "taskWorkingDirectory").lower() != "containerimagedefault":
+            docker += ["-w", cwd]
+        for k, v in env.items():
+            if self.base_env.get(k) != v:  # Batch and user variables (not the emulator's own environment)
+                docker += ["-e", f"{k}={v}"]
+        if container.get("containerRunOptions"):
+            docker += shlex.split(container["containerRunOptions"])
+        return docker + [container["imageName"]] + argv
+
+    def _exec(self, r: Run, command_line: str, cwd: str, env: dict[str, str], out_path: str, err_path: str,
+              deadline: float | None, container: Json | None, node: Node,
+              preempt_after_start: bool = False) -> tuple[int | None, Json | None]:
         """Runs one command. Returns (exit_code | None, failure_info | None)."""
         try:
             argv = shlex.split(command_line)
         except ValueError as exc:
-            return None, {"category": "usererror", "code": "CommandLaunchFailed",
-                          "message": f"Failed to parse the command line: {exc}"}
+            return None, _launch_failed(f"Failed to parse the command line: {exc}")
         if not argv:
-            return None, {"category": "usererror", "code": "CommandLaunchFailed", "message": "Empty command line"}
+            return None, _launch_failed("Empty command line")
         process_env = env
         if container is not None and self.container_mode == "docker":
             process_env = self.docker_env  # user variables must not steer the docker CLI itself (DOCKER_HOST...)
-            name = f"batchemu-{uuid.uuid4().hex[:16]}"
-            r.container_name = name
-            docker = ["docker", "run", "--rm", "--name", name, "-v", f"{node.root}:{node.root}"]
-            if (container.get("workingDirectory") or "taskWorkingDirectory").lower() != "containerimagedefault":
-                docker += ["-w", cwd]
-            for k, v in env.items():
-                if self.base_env.get(k) != v:  # Batch and user variables (not the emulator's own environment)
-                    docker += ["-e", f"{k}={v}"]
-            if container.get("containerRunOptions"):
-                docker += shlex.split(container["containerRunOptions"])
-            argv = docker + [container["imageName"]] + argv
+            argv = self._docker_argv(r, argv, cwd, env, container, node)
         with open(out_path, "wb", buffering=0) as fo, open(err_path, "wb", buffering=0) as fe:
             with r.lock:
                 if r.reason is not None:
                     return None, None
                 try:
-                    proc = subprocess.Popen(argv, cwd=cwd, env=process_env, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe,
-                                            start_new_session=True, close_fds=True)
+                    proc = subprocess.Popen(argv, cwd=cwd, env=process_env, stdin=subprocess.DEVNULL, stdout=fo,
+                                            stderr=fe, start_new_session=True, close_fds=True)
                 except FileNotFoundError:
                     return None, {"category": "usererror", "code": "CommandProgramNotFound",
                                   "message": f"The specified command program is not found: {argv[0]}"}
-                except (PermissionError, OSError) as exc:
-                    return None, {"category": "usererror", "code": "CommandLaunchFailed",
-                                  "message": f"Failed to launch the specified command line: {exc.strerror or exc}"}
+                except OSError as exc:
+                    return None, _launch_failed(f"Failed to launch the specified command line: {exc.strerror or exc}")
                 r.proc = proc
                 r.started = True
             if preempt_after_start:
                 self._kill(r, "preempt")
-            while True:
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    rc = proc.wait(timeout=timeout)
-                    break
-                except subprocess.TimeoutExpired:
-                    self._kill(r, "wallclock")
-            # make sure no stray children keep the group alive
+            rc = self._wait(r, proc, deadline)
+        return (128 - rc if rc < 0 else rc), None
+
+    def _wait(self, r: Run, proc: subprocess.Popen[bytes], deadline: float | None) -> int:
+        """The command's exit code; past the deadline the try is killed (wall clock)."""
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if rc < 0:
-            rc = 128 - rc
-        return rc, None
+                rc = proc.wait(timeout=timeout)
+                break
+            except subprocess.TimeoutExpired:
+                self._kill(r, "wallclock")
+        # make sure no stray children keep the group alive
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return rc
 
     def _prepare_dir(self, task_dir: str) -> str:
         """A clean task directory with an empty wd/ (each try starts from scratch)."""
@@ -159,7 +172,7 @@ class RunnerMixin:
         os.mkdir(wd)
         return wd
 
-    def _touch_std(self, task_dir: str):
+    def _touch_std(self, task_dir: str) -> None:
         for name in ("stdout.txt", "stderr.txt"):
             path = os.path.join(task_dir, name)
             if not os.path.exists(path):

@@ -12,17 +12,18 @@ import logging
 import threading
 import time
 
+from .core import EngineCore
 from .errors import BatchError
-from .model import Pool, Run
+from .model import Job, Node, NodeTaskStatus, Pool, Run, Task
 from .util import parse_duration
 
 log = logging.getLogger("batchemu.engine")  # one logger for the whole engine
 
 
-class SchedulerMixin:
+class SchedulerMixin(EngineCore):
     """The scheduling loop of `Engine`."""
 
-    def _schedule_loop(self):
+    def _schedule_loop(self) -> None:
         last_house = 0.0
         while True:
             with self.cv:
@@ -47,17 +48,14 @@ class SchedulerMixin:
                 r.thread = threading.Thread(target=self._run_task, args=(r,), name=f"task-{r.task.id}", daemon=True)
                 r.thread.start()
 
-    def _housekeeping(self):
+    def _housekeeping(self) -> None:
         for p in list(self.pools.values()):
-            if p.state == "active" and p.spec.get("enableAutoScale"):
+            if p.state == "active" and p.spec.get("enableAutoScale"):  # fixed pools keep their nodes
                 before = len(p.nodes)
                 self._run_autoscale(p)
                 removed = self._reconcile_nodes(p)
                 if len(p.nodes) != before or removed:
                     self._persist_pool(p)
-            elif p.state == "active":
-                # pending-driven minimum for autoscale pools only; fixed pools keep their nodes
-                pass
         now = time.time()
         for j in list(self.jobs.values()):
             if j.state in ("active", "disabled"):
@@ -71,7 +69,8 @@ class SchedulerMixin:
                     if now - j.created_ts > limit:
                         self._terminate_job(j, "MaxWallClockTimeExpiry")
 
-    def _choose_node(self, p: Pool, slots_needed: int):
+    @staticmethod
+    def _choose_node(p: Pool, slots_needed: int) -> Node | None:
         best = None
         fill = ((p.spec.get("taskSchedulingPolicy") or {}).get("nodeFillType") or "spread").lower()
         for n in p.nodes:
@@ -84,10 +83,10 @@ class SchedulerMixin:
                     best = n
         return best
 
-    def _dispatch(self) -> list:
-        out = []
-        host_free = self.max_concurrency - self.running_total
-        if host_free <= 0 or not self.ready_jobs:
+    def _dispatch(self) -> list[Run]:
+        """Lock held: start as many ready tries as the host, the pools and the jobs allow."""
+        out: list[Run] = []
+        if self.running_total >= self.max_concurrency or not self.ready_jobs:
             return out
         jobs = sorted(self.ready_jobs.values(), key=lambda j: (-(j.spec.get("priority") or 0), j.order))
         for j in jobs:
@@ -101,42 +100,59 @@ class SchedulerMixin:
                 continue
             if p.spec.get("enableAutoScale") and not p.nodes:
                 self._reconcile_nodes(p)
-            cap = self._pool_capacity(p)
-            maxp = j.spec.get("maxParallelTasks")
-            maxp = -1 if maxp is None else maxp
-            while j.ready and host_free > 0 and p.used < cap:
-                if maxp != -1 and len(j.runs) >= maxp:
-                    break
-                t = j.ready[0]
-                if t.state != "active" or not t.queued or t.job is not j or t.run is not None:
-                    j.ready.popleft()
-                    t.queued = False if t.state != "active" else t.queued
-                    if t.state == "active" and t.run is None and t.job is j and t.key in j.tasks:
-                        t.queued = False
-                        self._enqueue(t)
-                    continue
-                need = min(t.slots, p.slots)
-                if p.used + need > cap and p.used > 0:
-                    break
-                node = self._choose_node(p, need)
-                if node is None:
-                    break
-                j.ready.popleft()
-                t.queued = False
-                r = Run(t, j, p, node)
-                r.slots = need
-                t.run = r
-                j.runs.add(r)
-                node.used += need
-                p.used += need
-                self.running_total += need
-                host_free -= need
-                needs_setup = (j.spec.get("jobPreparationTask") and (j.prep.get(node.id) or {}).get("state") != "completed") \
-                    or (p.spec.get("startTask") and (p.node_setup.get(node.id) or {}).get("state") != "completed")
-                self._set_task_state(t, "preparing" if needs_setup else "running", persist=False)
-                out.append(r)
+            self._dispatch_job(j, p, out)
             if not j.ready:
                 self.ready_jobs.pop(j.key, None)
-            if host_free <= 0:
+            if self.running_total >= self.max_concurrency:
                 break
         return out
+
+    def _dispatch_job(self, j: Job, p: Pool, out: list[Run]) -> None:
+        """Lock held: start the job's ready tries, in order, while its pool has free slots."""
+        cap = self._pool_capacity(p)
+        maxp = j.spec.get("maxParallelTasks")
+        maxp = -1 if maxp is None else maxp
+        while j.ready and self.running_total < self.max_concurrency and p.used < cap:
+            if maxp != -1 and len(j.runs) >= maxp:
+                break
+            t = j.ready[0]
+            if t.state != "active" or not t.queued or t.job is not j or t.run is not None:
+                self._drop_stale(j, t)
+                continue
+            need = min(t.slots, p.slots)
+            if p.used + need > cap and p.used > 0:
+                break
+            node = self._choose_node(p, need)
+            if node is None:
+                break
+            j.ready.popleft()
+            out.append(self._start_run(t, j, p, node, need))
+
+    def _drop_stale(self, j: Job, t: Task) -> None:
+        """The head of the job's queue no longer belongs there: drop it (requeue it if still runnable)."""
+        j.ready.popleft()
+        if t.state != "active":
+            t.queued = False
+        elif t.run is None and t.job is j and t.key in j.tasks:
+            t.queued = False
+            self._enqueue(t)
+
+    def _start_run(self, t: Task, j: Job, p: Pool, node: Node, slots: int) -> Run:
+        """Lock held: book `slots` slots on the node for a new try of the task (preparing if setup is due)."""
+        t.queued = False
+        r = Run(t, j, p, node)
+        r.slots = slots
+        t.run = r
+        j.runs.add(r)
+        node.used += slots
+        p.used += slots
+        self.running_total += slots
+        prep_due = j.spec.get("jobPreparationTask") and not self._setup_done(j.prep, node)
+        start_due = p.spec.get("startTask") and not self._setup_done(p.node_setup, node)
+        self._set_task_state(t, "preparing" if prep_due or start_due else "running", persist=False)
+        return r
+
+    @staticmethod
+    def _setup_done(holder: dict[str, NodeTaskStatus], node: Node) -> bool:
+        st = holder.get(node.id)
+        return st is not None and st.state == "completed"

@@ -9,17 +9,20 @@ responses.
 """
 from __future__ import annotations
 
+import io
 import logging
 import re
 import socket
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from . import __version__
 from .api import App
 from .engine import Engine
 from .errors import BatchError, NotModified, bad_header, bad_query, invalid_body
+from .request import Request
 from .responses import Response, _empty, _json
 
 log = logging.getLogger("batchemu.server")
@@ -29,11 +32,8 @@ MAX_DRAIN = 16 * 1024 * 1024    # bigger bodies are not drained: the connection 
 API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(\.\d+(\.\d+)?)?(-preview)?$")
 
 
-class Request:
-    __slots__ = ("method", "path", "raw_path", "query", "raw_query", "headers", "body", "base")
-
-
-def _read_chunked(rfile, limit):
+def _read_chunked(rfile: io.BufferedIOBase, limit: int) -> tuple[bytes | None, bool]:
+    """(body, too_big): a body over `limit` bytes is not kept."""
     data = bytearray()
     while True:
         line = rfile.readline(1024)
@@ -52,140 +52,154 @@ def _read_chunked(rfile, limit):
         rfile.readline(4)
 
 
+def _check_query(req: Request) -> None:
+    """The query parameters every Batch operation takes: ``api-version`` (required) and ``timeout``."""
+    api = req.query.get("api-version")
+    if api is None:
+        raise BatchError("MissingRequiredQueryParameter", None,
+                         [{"key": "QueryParameterName", "value": "api-version"}])
+    if not API_VERSION_RE.match(api):
+        raise bad_query("api-version", api, "The api-version is not in a supported format")
+    timeout = req.query.get("timeout")
+    if timeout is not None:
+        try:
+            int(timeout)
+        except ValueError as exc:
+            raise bad_query("timeout", timeout) from exc
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"batchemu/{__version__}"
     sys_version = ""
     timeout = 300
-    app: App = None  # set by make_server
+    app: App  # set by make_server
+    _stat_key: str | None = None
+    _headers_buffer: list[bytes]  # BaseHTTPRequestHandler's buffer of unsent header lines
 
-    def setup(self):
+    def setup(self) -> None:
         super().setup()
         try:  # responses are small: don't let Nagle + delayed ACK add 40 ms per request
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
 
-    def log_message(self, fmt, *args):  # quiet by default; never log query strings (may carry SAS)
+    def log_message(self, format: str, *args: Any) -> None:  # quiet; never log query strings (may carry SAS)
         log.debug("%s %s", self.command, self.path.split("?", 1)[0])
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         self._handle()
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
-    def _handle(self):
+    def _handle(self) -> None:
+        """Read, authenticate, dispatch, respond: every request gets an answer, whatever goes wrong."""
         rid = str(uuid.uuid4())
-        crid = self.headers.get("client-request-id")
-        stat_key = None
-        status = 500
+        self._stat_key = None
         try:
-            req = Request()
-            req.method = self.command
-            raw_path, _, raw_query = self.path.partition("?")
-            if raw_path.startswith("http://") or raw_path.startswith("https://"):
-                raw_path = "/" + raw_path.split("/", 3)[3] if raw_path.count("/") >= 3 else "/"
-            req.raw_path, req.raw_query = raw_path, raw_query
-            req.path = raw_path.rstrip("/") or "/"
-            try:
-                q = urllib.parse.parse_qs(raw_query, keep_blank_values=True)
-            except ValueError:
-                q = {}
-            req.query = {k: v[0] for k, v in q.items()}
-            req.headers = {k.lower(): v for k, v in self.headers.items()}
-            host = self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
-            req.base = f"http://{host}"
-            req.body = b""
-            # body
-            body_error = None
-            te = (self.headers.get("Transfer-Encoding") or "").lower()
-            if "chunked" in te:
-                try:
-                    data, too_big = _read_chunked(self.rfile, MAX_BODY)
-                except ValueError:
-                    self.close_connection = True
-                    raise invalid_body("Malformed chunked transfer encoding")
-                if too_big:
-                    self.close_connection = True
-                    body_error = BatchError("RequestBodyTooLarge")
-                else:
-                    req.body = data
-            else:
-                cl = self.headers.get("Content-Length")
-                if cl:
-                    try:
-                        n = int(cl)
-                        if n < 0:
-                            raise ValueError
-                    except ValueError:
-                        self.close_connection = True
-                        raise bad_header("Content-Length")
-                    if n > MAX_BODY:
-                        body_error = BatchError("RequestBodyTooLarge", None,
-                                                [{"key": "MaxLimit", "value": str(MAX_BODY)}])
-                        if n <= MAX_DRAIN:
-                            remaining = n
-                            while remaining > 0:
-                                chunk = self.rfile.read(min(remaining, 1 << 16))
-                                if not chunk:
-                                    break
-                                remaining -= len(chunk)
-                        else:
-                            self.close_connection = True
-                    elif n:
-                        req.body = self.rfile.read(n)
-            app = self.app
-            if req.path.startswith("/_emulator/"):
-                tpl, fn, args = app.control.match(req.method, req.path)
-                if body_error:
-                    raise body_error
-                resp = fn(req, *args)
-            else:
-                route_error = None
-                try:
-                    tpl, fn, args = app.router.match(req.method, req.path)
-                    stat_key = f"{req.method} {tpl}"
-                except BatchError as e:
-                    route_error = e
-                app.verifier.verify(req.method, raw_path, raw_query, list(self.headers.items()))
-                if route_error is not None:
-                    raise route_error
-                api = req.query.get("api-version")
-                if api is None:
-                    raise BatchError("MissingRequiredQueryParameter", None,
-                                     [{"key": "QueryParameterName", "value": "api-version"}])
-                if not API_VERSION_RE.match(api):
-                    raise bad_query("api-version", api, "The api-version is not in a supported format",
-                                    code="InvalidQueryParameterValue")
-                if req.query.get("timeout") is not None:
-                    try:
-                        int(req.query["timeout"])
-                    except ValueError:
-                        raise bad_query("timeout", req.query["timeout"])
-                if body_error:
-                    raise body_error
-                resp = fn(req, *args)
+            resp = self._dispatch(self._read())
         except NotModified:
             resp = _empty(304)
         except BatchError as e:
-            if self.command == "HEAD":
-                resp = _empty(e.status)
-            else:
-                resp = _json(e.status, e.body(rid))
+            resp = _empty(e.status) if self.command == "HEAD" else _json(e.status, e.body(rid))
         except Exception as exc:  # never let a request kill the server
             log.exception("unhandled error for %s %s", self.command, self.path.split("?", 1)[0])
-            resp = _json(500, BatchError("InternalError", f"Internal error in the emulator: {type(exc).__name__}").body(rid))
-        status = resp.status
-        if stat_key is None and not self.path.startswith("/_emulator/"):
-            stat_key = f"{self.command} (unmatched)"
-        if stat_key:
-            self.app.stats.add(stat_key, status)
+            error = BatchError("InternalError", f"Internal error in the emulator: {type(exc).__name__}")
+            resp = _json(500, error.body(rid))
+        self._count(resp.status)
+        self._respond(resp, rid, self.headers.get("client-request-id"))
+
+    # ------------------------------------------------------------------------------------------- read
+    def _read(self) -> Request:
+        raw_path, _, raw_query = self.path.partition("?")
+        if raw_path.startswith(("http://", "https://")):  # absolute-form request target
+            raw_path = "/" + raw_path.split("/", 3)[3] if raw_path.count("/") >= 3 else "/"
+        try:
+            q = urllib.parse.parse_qs(raw_query, keep_blank_values=True)
+        except ValueError:
+            q = {}
+        host = self.headers.get("Host") or "%s:%d" % self.connection.getsockname()[:2]
+        req = Request(method=self.command, path=raw_path.rstrip("/") or "/", raw_path=raw_path, raw_query=raw_query,
+                      query={k: v[0] for k, v in q.items()}, headers={k.lower(): v for k, v in self.headers.items()},
+                      raw_headers=list(self.headers.items()), base=f"http://{host}")
+        req.body, req.body_error = self._read_body()
+        return req
+
+    def _read_body(self) -> tuple[bytes, BatchError | None]:
+        """The body, or the error to answer once the request is authenticated (a body that is too big)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            try:
+                data, too_big = _read_chunked(self.rfile, MAX_BODY)
+            except ValueError as exc:
+                self.close_connection = True
+                raise invalid_body("Malformed chunked transfer encoding") from exc
+            if too_big or data is None:
+                self.close_connection = True
+                return b"", BatchError("RequestBodyTooLarge")
+            return data, None
+        cl = self.headers.get("Content-Length")
+        if not cl:
+            return b"", None
+        try:
+            n = int(cl)
+            if n < 0:
+                raise ValueError(cl)
+        except ValueError as exc:
+            self.close_connection = True
+            raise bad_header("Content-Length") from exc
+        if n > MAX_BODY:
+            self._drain(n)
+            return b"", BatchError("RequestBodyTooLarge", None, [{"key": "MaxLimit", "value": str(MAX_BODY)}])
+        return (self.rfile.read(n) if n else b""), None
+
+    def _drain(self, n: int) -> None:
+        """Skip a body we won't read (or close the connection if it is too big to be worth reading)."""
+        if n > MAX_DRAIN:
+            self.close_connection = True
+            return
+        remaining = n
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 16))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+
+    # ------------------------------------------------------------------------------------------- authenticate
+    def _authenticate(self, req: Request) -> None:
+        self.app.verifier.verify(req.method, req.raw_path, req.raw_query, req.raw_headers)
+
+    # ------------------------------------------------------------------------------------------- dispatch
+    def _dispatch(self, req: Request) -> Response:
+        if req.path.startswith("/_emulator/"):  # the control plane: no authentication, not counted
+            route = self.app.control.match(req.method, req.path)
+            req.raise_body_error()
+            return route.handler(req, *route.args)  # type: ignore[no-any-return]
+        try:
+            route = self.app.router.match(req.method, req.path)
+        except BatchError:
+            self._authenticate(req)  # an unknown URL is only revealed to an authenticated client
+            raise
+        self._stat_key = f"{req.method} {route.template}"
+        self._authenticate(req)
+        _check_query(req)
+        req.raise_body_error()
+        return route.handler(req, *route.args)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------------------------------- respond
+    def _count(self, status: int) -> None:
+        key = self._stat_key
+        if key is None and not self.path.startswith("/_emulator/"):
+            key = f"{self.command} (unmatched)"
+        if key:
+            self.app.stats.add(key, status)
+
+    def _respond(self, resp: Response, rid: str, crid: str | None) -> None:
         try:
             self._send(resp, rid, crid)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def _send(self, resp: Response, rid: str, crid: str | None):
+    def _send(self, resp: Response, rid: str, crid: str | None) -> None:
         self.send_response(resp.status)
         self.send_header("request-id", rid)
         if crid:
@@ -212,20 +226,23 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         if resp.stream is not None:
-            path, start, length = resp.stream
-            with open(path, "rb") as f:
-                f.seek(start)
-                remaining = length
-                while remaining > 0:
-                    chunk = f.read(min(remaining, 1 << 16))
-                    if not chunk:
-                        break
-                    self.wfile.write(chunk)
-                    remaining -= len(chunk)
-                if remaining > 0:  # file shrank: pad so the framing stays valid
-                    self.wfile.write(b"\0" * remaining)
+            self._stream(*resp.stream)
         elif resp.body:
             self.wfile.write(resp.body)
+
+    def _stream(self, path: str, start: int, length: int) -> None:
+        """`length` bytes of a file from `start`, padded with NULs if the file shrank (framing stays valid)."""
+        with open(path, "rb") as f:
+            f.seek(start)
+            remaining = length
+            while remaining > 0:
+                chunk = f.read(min(remaining, 1 << 16))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
+            if remaining > 0:
+                self.wfile.write(b"\0" * remaining)
 
 
 class Server(ThreadingHTTPServer):
@@ -233,7 +250,7 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 256
     allow_reuse_address = True
 
-    def handle_error(self, request, client_address):  # connection-level errors: log, keep serving
+    def handle_error(self, request: Any, client_address: Any) -> None:  # connection-level errors: log, keep serving
         log.debug("connection error from %s", client_address, exc_info=True)
 
 

@@ -12,6 +12,8 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 log = logging.getLogger("batchemu.store")
 
@@ -26,6 +28,9 @@ CREATE TABLE IF NOT EXISTS faults (jk TEXT NOT NULL, tk TEXT NOT NULL, doc TEXT 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
+Doc = dict[str, Any]
+Key = tuple[str, ...]  # ("pool", k) | ("job", k) | ("task", jk, tk) | ("fault", jk, tk)
+
 
 class Store:
     def __init__(self, data_dir: str):
@@ -36,8 +41,8 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self._cv = threading.Condition()
-        self._pending: dict = {}
-        self._job_task_deletes: set = set()
+        self._pending: dict[Key, Any] = {}  # key -> serialised doc ((seq, doc) for tasks), None to delete
+        self._job_task_deletes: set[str] = set()
         self._gen = 0
         self._committed = 0
         self._stop = False
@@ -45,35 +50,37 @@ class Store:
         self._thread = threading.Thread(target=self._run, name="batchemu-store", daemon=True)
 
     # ---- loading (startup, before the writer starts) -------------------------------------------
-    def load(self):
+    def load(self) -> tuple[list[Doc], list[Doc], list[tuple[str, str, Doc]]]:
+        """(pools, jobs, faults as (job key, task key, doc)); tasks come from `iter_tasks`."""
         pools = [json.loads(d) for (d,) in self.db.execute("SELECT doc FROM pools")]
         jobs = [json.loads(d) for (d,) in self.db.execute("SELECT doc FROM jobs")]
         faults = [(jk, tk, json.loads(d)) for jk, tk, d in self.db.execute("SELECT jk, tk, doc FROM faults")]
         return pools, jobs, faults
 
-    def iter_tasks(self):
-        cur = self.db.execute("SELECT jk, doc FROM tasks ORDER BY jk, seq")
-        for jk, doc in cur:
-            yield jk, json.loads(doc)
+    def iter_tasks(self) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        """(job key, sequence number, document) of every task, each job's tasks in sequence order."""
+        cur = self.db.execute("SELECT jk, seq, doc FROM tasks ORDER BY jk, seq")
+        for jk, seq, doc in cur:
+            yield jk, seq, json.loads(doc)
 
-    def start(self):
+    def start(self) -> None:
         self._thread.start()
 
     # ---- mutations (any thread) -------------------------------------------------------------------
-    def _put(self, key, value) -> int:
+    def _put(self, key: Key, value: Any) -> int:
         with self._cv:
             self._pending[key] = value
             self._gen += 1
             self._cv.notify()
             return self._gen
 
-    def put_pool(self, k: str, doc: dict) -> int:
+    def put_pool(self, k: str, doc: Doc) -> int:
         return self._put(("pool", k), _dumps(doc))
 
     def delete_pool(self, k: str) -> int:
         return self._put(("pool", k), None)
 
-    def put_job(self, k: str, doc: dict) -> int:
+    def put_job(self, k: str, doc: Doc) -> int:
         return self._put(("job", k), _dumps(doc))
 
     def delete_job(self, k: str) -> int:
@@ -86,10 +93,10 @@ class Store:
             self._cv.notify()
             return self._gen
 
-    def put_task(self, jk: str, tk: str, seq: int, doc: dict) -> int:
+    def put_task(self, jk: str, tk: str, seq: int, doc: Doc) -> int:
         return self._put(("task", jk, tk), (seq, _dumps(doc)))
 
-    def put_tasks(self, items) -> int:
+    def put_tasks(self, items: Iterable[tuple[str, str, int, Doc]]) -> int:
         """items: iterable of (jk, tk, seq, doc) written in one go."""
         with self._cv:
             for jk, tk, seq, doc in items:
@@ -101,7 +108,7 @@ class Store:
     def delete_task(self, jk: str, tk: str) -> int:
         return self._put(("task", jk, tk), None)
 
-    def put_fault(self, jk: str, tk: str, doc: dict | None) -> int:
+    def put_fault(self, jk: str, tk: str, doc: Doc | None) -> int:
         return self._put(("fault", jk, tk), _dumps(doc) if doc else None)
 
     def wait(self, gen: int, timeout: float = 30.0) -> None:
@@ -109,7 +116,7 @@ class Store:
             self._cv.wait_for(lambda: self._committed >= gen or self._error is not None or self._stop, timeout)
 
     # ---- writer -------------------------------------------------------------------------------------
-    def _run(self):
+    def _run(self) -> None:
         while True:
             with self._cv:
                 self._cv.wait_for(lambda: self._pending or self._job_task_deletes or self._stop)
@@ -127,14 +134,15 @@ class Store:
                 self._committed = gen
                 self._cv.notify_all()
 
-    def _write(self, pending: dict, job_deletes: set):
+    def _write(self, pending: dict[Key, Any], job_deletes: set[str]) -> None:
         db = self.db
         db.execute("BEGIN")
         try:
             for jk in job_deletes:
                 db.execute("DELETE FROM tasks WHERE jk=?", (jk,))
                 db.execute("DELETE FROM faults WHERE jk=?", (jk,))
-            task_up, task_del = [], []
+            task_up: list[tuple[str, str, int, str]] = []
+            task_del: list[tuple[str, str]] = []
             for key, val in pending.items():
                 kind = key[0]
                 if kind == "task":
@@ -162,7 +170,7 @@ class Store:
             db.execute("ROLLBACK")
             raise
 
-    def close(self):
+    def close(self) -> None:
         with self._cv:
             self._stop = True
             self._cv.notify_all()

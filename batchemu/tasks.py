@@ -1,30 +1,36 @@
-"""Task API operations: add (one or a collection), update constraints, terminate, reactivate, delete.
+"""Task API operations: add (one or a collection), read, list, update constraints, terminate, reactivate,
+delete; where a task's files are.
 
-Guarantees: tasks are validated outside the lock; add and update calls return only once the change is
-persisted; a new task is queued as soon as its job is active and its dependencies are satisfied; a
-collection adds every task it can and reports ``TaskExists`` per task for the rest.
+Guarantees: new tasks are validated outside the lock; conditional headers are checked under the lock
+against the version being read or changed; add and update calls return only once the change is persisted;
+a new task is queued as soon as its job is active and its dependencies are satisfied; a collection adds
+every task it can and reports ``TaskExists`` per task for the rest; task lists page by sequence number,
+so a page boundary stays stable while tasks are added.
 """
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from typing import Any
 
+from .conditions import NO_CONDITIONS, Conditions
+from .core import EngineCore
 from .errors import err
-from .model import Job, Task
+from .model import Job, Json, Node, Stamp, Task, node_root, task_dir
 from .transfer import rmtree_quiet
-from .util import new_etag, now_iso
 from .validation import check_task, check_task_constraints
 
+Filter = Callable[[Callable[[str], Any]], bool]
 
-class TasksMixin:
+
+class TasksMixin(EngineCore):
     """The task operations of `Engine`."""
 
-    def _new_task(self, j: Job, spec: dict) -> Task:
+    def _new_task(self, j: Job, spec: Json) -> Task:
         """Under the lock: create a task object, register dependencies and queue it."""
         t = Task(j, spec, j.next_seq)
         j.next_seq += 1
-        ts = now_iso()
-        t.state_time = t.creation_time = t.last_modified = ts
-        t.etag = new_etag()
         j.tasks[t.key] = t
         j.count_in(t, +1)
         self._register_dependencies(j, t)
@@ -32,7 +38,8 @@ class TasksMixin:
             self._enqueue(t)
         return t
 
-    def _task_accepting(self, j: Job):
+    @staticmethod
+    def _task_accepting(j: Job) -> None:
         if j.state == "completed":
             raise err("JobCompleted")
         if j.state == "deleting":
@@ -40,7 +47,7 @@ class TasksMixin:
         if j.state == "terminating":
             raise err("JobBeingTerminated")
 
-    def add_task(self, job_id: str, body: dict) -> Task:
+    def add_task(self, job_id: str, body: Json) -> Stamp:
         with self.lock:
             j = self.get_job(job_id)
         check_task(body, j)
@@ -49,20 +56,20 @@ class TasksMixin:
             if body["id"].lower() in j.tasks:
                 raise err("TaskExists")
             t = self._new_task(j, body)
-            gen = self._persist_task(t)
+            stamp, gen = self._stamp(t.path, t), self._persist_task(t)
         self.store.wait(gen)
-        return t
+        return stamp
 
-    def add_tasks(self, job_id: str, bodies: list, base: str) -> list:
+    def add_tasks(self, job_id: str, bodies: list[Json], base: str) -> list[Json]:
         with self.lock:
             j = self.get_job(job_id)
         for i, b in enumerate(bodies):
             check_task(b, j, f"value[{i}].")
-        results = []
-        new = []
+        results: list[Json] = []
+        new: list[Task] = []
         with self.lock:
             self._task_accepting(j)
-            seen = set()
+            seen: set[str] = set()
             for b in bodies:
                 key = b["id"].lower()
                 if key in j.tasks or key in seen:
@@ -73,44 +80,92 @@ class TasksMixin:
                 t = self._new_task(j, b)
                 new.append(t)
                 results.append({"status": "success", "taskId": t.id, "eTag": t.etag, "lastModified": t.last_modified,
-                                "location": f"{base}/jobs/{j.id}/tasks/{t.id}"})
+                                "location": f"{base}/{t.path}"})
             gen = self.store.put_tasks((j.key, t.key, t.seq, t.doc()) for t in new) if new else 0
         if gen:
             self.store.wait(gen)
         return results
 
-    def _unfinished_task(self, job_id: str, task_id: str):
-        """A task that may still be changed: not completed, in a job not being deleted (lock held)."""
+    # ------------------------------------------------------------------------------------------- reads
+    def read_task(self, job_id: str, task_id: str, base: str, cond: Conditions = NO_CONDITIONS) -> Json:
+        with self.lock:
+            t = self._checked_task(job_id, task_id, cond)
+            return t.to_json(base)
+
+    def task_page(self, job_id: str, after_seq: int, pred: Filter | None, limit: int,
+                  base: str) -> tuple[list[Json], int | None]:
+        """Up to `limit` tasks after sequence number `after_seq` that match `pred`, and the sequence number
+        to continue after (None on the last page)."""
+        out: list[Task] = []
+        with self.lock:
+            for t in self.get_job(job_id).tasks.values():
+                if t.seq <= after_seq:
+                    continue
+                if pred is not None and not pred(functools.partial(t.get, base=base)):
+                    continue
+                if len(out) == limit:
+                    return [x.to_json(base) for x in out], out[-1].seq
+                out.append(t)
+            return [x.to_json(base) for x in out], None
+
+    def subtasks(self, job_id: str, task_id: str) -> list[Json]:
+        """A task's subtasks: always none (multi-instance tasks run as a single instance)."""
+        with self.lock:
+            self.get_task(job_id, task_id)
+            return []
+
+    def task_files(self, job_id: str, task_id: str) -> tuple[str, str | None]:
+        """A task's path under the account URL, and its directory on its node (None before its first try)."""
+        with self.lock:
+            t = self.get_task(job_id, task_id)
+            ni = t.node_info
+            if not ni or not ni.get("poolId") or not ni.get("nodeId"):
+                return t.path, None
+            return t.path, task_dir(node_root(self.nodes_root, ni["poolId"], ni["nodeId"]), t.job.id, t.id)
+
+    # ------------------------------------------------------------------------------------------- changes
+    def _checked_task(self, job_id: str, task_id: str, cond: Conditions) -> Task:
+        """Lock held: the task, once the request's conditions hold."""
         t = self.get_task(job_id, task_id)
+        cond.check(t.etag, t.last_modified)
+        return t
+
+    @staticmethod
+    def _check_unfinished(t: Task) -> None:
+        """A task that may still be changed: not completed, in a job not being deleted."""
         if t.job.state == "deleting":
             raise err("JobBeingDeleted")
         if t.state == "completed":
             raise err("TaskCompleted")
-        return t
 
-    def update_task(self, job_id: str, task_id: str, body: dict):
-        check_task_constraints(body.get("constraints"))
+    def update_task(self, job_id: str, task_id: str, body: Json, cond: Conditions = NO_CONDITIONS) -> Stamp:
         with self.lock:
-            t = self._unfinished_task(job_id, task_id)
+            t = self._checked_task(job_id, task_id, cond)
+            check_task_constraints(body.get("constraints"))
+            self._check_unfinished(t)
             t.constraints = dict(body.get("constraints") or {})
-            self._touch(t)
-            gen = self._persist_task(t)
+            t.touch()
+            stamp, gen = self._stamp(t.path, t), self._persist_task(t)
         self.store.wait(gen)
+        return stamp
 
-    def terminate_task(self, job_id: str, task_id: str, wait: float = 5.0):
+    def terminate_task(self, job_id: str, task_id: str, cond: Conditions = NO_CONDITIONS,
+                       wait: float = 5.0) -> Stamp | None:
+        """The task's version once terminated (None if it was deleted meanwhile)."""
         with self.lock:
-            t = self._unfinished_task(job_id, task_id)
+            t = self._checked_task(job_id, task_id, cond)
+            self._check_unfinished(t)
             if t.run is not None:
-                r = t.run
-                self._kill(r, "terminate")
+                self._kill(t.run, "terminate")
                 self.state_cv.wait_for(lambda: t.state == "completed" or t.job.deleted, timeout=wait)
             else:
                 self._complete(t, "failure", None, {"category": "usererror", "code": "TaskEnded",
                                                     "message": "Task Was Ended by User Request"})
+            return None if t.state == "deleted" or t.job.deleted else self._stamp(t.path, t)
 
-    def reactivate_task(self, job_id: str, task_id: str):
+    def reactivate_task(self, job_id: str, task_id: str, cond: Conditions = NO_CONDITIONS) -> Stamp:
         with self.lock:
-            t = self.get_task(job_id, task_id)
+            t = self._checked_task(job_id, task_id, cond)
             self._task_accepting(t.job)
             if t.state != "completed":
                 raise err("TaskNotCompleted")
@@ -119,39 +174,33 @@ class TasksMixin:
             self._set_task_state(t, "active", persist=False)
             t.exec = {"retryCount": 0, "requeueCount": t.exec.get("requeueCount", 0)}
             t.dep_ok = False
-            self._touch(t)
+            t.touch()
             self._persist_task(t)
             self._register_dependencies(t.job, t)
             self._enqueue(t)
+            return self._stamp(t.path, t)
 
-    def delete_task(self, job_id: str, task_id: str):
+    def delete_task(self, job_id: str, task_id: str, cond: Conditions = NO_CONDITIONS) -> None:
         with self.lock:
-            t = self.get_task(job_id, task_id)
+            t = self._checked_task(job_id, task_id, cond)
             j = t.job
             if j.state == "deleting":
                 raise err("JobBeingDeleted")
+            run_node: Node | None = None
             if t.run is not None:
                 self._kill(t.run, "delete")
                 run_node = t.run.node
-            else:
-                run_node = None
             j.count_in(t, -1)
             del j.tasks[t.key]
             t.queued = False
             t.state = "deleted"
             self.store.delete_task(j.key, t.key)
             self.faults.pop((j.key, t.key), None)
-            roots = [n.root for p in self.pools.values() for n in p.nodes]
+            roots = {n.root for p in self.pools.values() for n in p.nodes}
             if run_node is not None:
-                roots.append(run_node.root)
+                roots.add(run_node.root)
             self._check_all_complete(j)
-        for root in set(roots):
-            d = os.path.join(root, "workitems", j.id, "job-1", t.id)
+        for root in roots:
+            d = task_dir(root, j.id, t.id)
             if os.path.isdir(d):
                 self._start_thread(rmtree_quiet, d)
-
-    def task_dir(self, t: Task) -> str | None:
-        ni = t.node_info
-        if not ni or not ni.get("poolId") or not ni.get("nodeId"):
-            return None
-        return os.path.join(self.nodes_root, ni["poolId"], ni["nodeId"], "workitems", t.job.id, "job-1", t.id)

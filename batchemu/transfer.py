@@ -6,6 +6,7 @@ query string.
 from __future__ import annotations
 
 import base64
+import email.message
 import glob
 import mimetypes
 import os
@@ -15,6 +16,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .util import strip_sas
 
@@ -23,6 +26,8 @@ BLOCK_UPLOAD_THRESHOLD = 64 * 1024 * 1024
 BLOCK_SIZE = 8 * 1024 * 1024
 X_MS_VERSION = "2021-08-06"
 TIMEOUT = 60
+
+StopCheck = Callable[[], bool] | None  # true once the try was killed: stop transferring
 
 
 class TransferError(Exception):
@@ -33,8 +38,8 @@ class TransferError(Exception):
         self.message = message
         self.details = details or []
 
-    def failure_info(self) -> dict:
-        out = {"category": self.category, "code": self.code, "message": self.message}
+    def failure_info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"category": self.category, "code": self.code, "message": self.message}
         if self.details:
             out["details"] = self.details
         return out
@@ -83,7 +88,7 @@ def _download_error(exc: Exception, url: str, file_path: str) -> TransferError:
                          "Miscellaneous error encountered while downloading one of the specified Azure Blob(s).", details)
 
 
-def _fetch(url: str, dest: str, file_mode: str | None, display_path: str, should_stop=None):
+def _fetch(url: str, dest: str, file_mode: str | None, display_path: str, should_stop: StopCheck = None) -> None:
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
     tmp = dest + ".batchemu-part"
     try:
@@ -111,7 +116,7 @@ def _fetch(url: str, dest: str, file_mode: str | None, display_path: str, should
         os.chmod(dest, 0o770)
 
 
-def _list_blobs(container_url: str, prefix: str | None):
+def _list_blobs(container_url: str, prefix: str | None) -> Iterator[str]:
     base, query = _split(container_url)
     marker = ""
     while True:
@@ -136,7 +141,7 @@ def _list_blobs(container_url: str, prefix: str | None):
             return
 
 
-def download_resource_files(files: list, wd: str, should_stop=None) -> None:
+def download_resource_files(files: list[dict[str, Any]] | None, wd: str, should_stop: StopCheck = None) -> None:
     for rf in files or []:
         if rf.get("autoStorageContainerName"):
             raise TransferError("BlobDownloadMiscError", "usererror",
@@ -234,7 +239,7 @@ def upload_file(local: str, container_url: str, blob_name: str, extra_headers: l
     _put(base + "?" + q, body, len(body), headers)
 
 
-def upload_output_files(output_files: list, wd: str, task_dir: str, exit_code: int | None, succeeded: bool,
+def upload_output_files(output_files: list[dict[str, Any]] | None, wd: str, task_dir: str, exit_code: int | None, succeeded: bool,
                         inject_failure: bool = False) -> None:
     """Uploads per uploadCondition. Raises TransferError(FileUploadMiscError) on the first failure."""
     for of in output_files or []:
@@ -256,7 +261,7 @@ def upload_output_files(output_files: list, wd: str, task_dir: str, exit_code: i
             try:
                 if inject_failure:
                     raise urllib.error.HTTPError(strip_sas(container_url), 500, "injected upload failure (batchemu "
-                                                 "fail-upload fault)", None, None)
+                                                 "fail-upload fault)", email.message.Message(), None)
                 upload_file(local, container_url, blob, cont.get("uploadHeaders"))
             except Exception as exc:
                 reason = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else strip_sas(str(

@@ -6,13 +6,18 @@ older api-versions are tolerated (and ignored).
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .errors import BatchError, bad_property, invalid_body, missing_property
 from .util import check_id, parse_duration
 
 S, I, B, N, ANY = "string", "int", "bool", "number", "any"
 
+# a JSON type name (S, I, ...), ("list", item schema) or (TypeName, {member: schema})
+Schema = str | tuple[str, Any]
 
-def L(item):
+
+def L(item: Schema) -> Schema:
     return ("list", item)
 
 

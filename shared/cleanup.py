@@ -18,14 +18,15 @@ log = logging.getLogger(__name__)
 def remove_run(batch_client: BatchClient, blobs: BlobServiceClient, work_prefix: str, run_id: str, *,
                keep_outputs: bool = False) -> None:
     """Idempotent: deletes the job (its auto pool goes with it) and the work containers.
+    BatchError / StorageError when a service refuses.
 
     An existing pool named in the job file is the user's and is never deleted.
     """
     batch.delete_job(batch_client, run_id)
     inputs, outputs = naming.work_containers(work_prefix, run_id)
-    storage.delete_container(blobs, inputs)
+    storage.remove_container(blobs, inputs)
     if not keep_outputs:
-        storage.delete_container(blobs, outputs)
+        storage.remove_container(blobs, outputs)
     log.info("cleaned up run_id=%s", run_id)
 
 

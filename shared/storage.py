@@ -365,10 +365,11 @@ def ensure_queue(client: QueueClient, *, wait_s: float = QUEUE_BEING_DELETED_WAI
 
 
 def queue_send(client: QueueClient, text: str) -> None:
+    """Send a message; a missing queue is created first (however many senders race to create it)."""
     try:
         client.send_message(text)
     except ResourceNotFoundError:
-        client.create_queue()
+        ensure_queue(client)
         client.send_message(text)
 
 

@@ -6,8 +6,6 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueServiceClient
 
 from shared import storage
@@ -61,9 +59,6 @@ def test_ensuring_an_existing_queue_from_many_callers_keeps_it_and_its_messages(
         .get_queue_properties().approximate_message_count == 1
 
 
-@pytest.mark.xfail(reason="known race outside ensure_queue: storage.queue_send creates a missing queue with a bare "
-                          "create_queue(), so a sender that loses the race raises ResourceExistsError; it should call "
-                          "storage.ensure_queue (owner of queue_send)", raises=ResourceExistsError, strict=False)
 def test_senders_racing_on_a_missing_queue_all_deliver(azurite):
     settings = _settings(azurite)
     for round_ in range(3):

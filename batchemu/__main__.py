@@ -17,7 +17,8 @@ def _env(name, default=None):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m batchemu", description="Local Azure Batch emulator (REST API 2025-06-01)")
+    p = argparse.ArgumentParser(prog="python -m batchemu",
+                                description="Local Azure Batch emulator (REST API 2025-06-01)")
     p.add_argument("--host", default=_env("HOST", DEFAULT_HOST))
     p.add_argument("--port", type=int, default=int(_env("PORT", DEFAULT_PORT)))
     p.add_argument("--data-dir", default=_env("DATA_DIR", DEFAULT_DATA_DIR))

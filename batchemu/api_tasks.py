@@ -29,7 +29,8 @@ class TasksApiMixin(AppCore):
             raise V.missing_property("value")
         if len(tasks) > MAX_COLLECTION:
             raise BatchError("InvalidPropertyValue", "The number of tasks in a collection exceeds the limit of 100.",
-                             [{"key": "PropertyName", "value": "value"}, {"key": "PropertyValue", "value": str(len(tasks))},
+                             [{"key": "PropertyName", "value": "value"},
+                              {"key": "PropertyValue", "value": str(len(tasks))},
                               {"key": "Reason", "value": "A task collection can contain at most 100 tasks"}])
         results = self.engine.add_tasks(job_id, tasks, req.base)
         return _json(200, {"odata.metadata": f"{req.base}/$metadata#taskaddresult", "value": results})

@@ -54,9 +54,9 @@ class SharedKeyVerifier:
         ocp = sorted((n.lower(), v) for n, v in headers if "ocp-" in n and v)
         ocp_ci = sorted((n.lower(), v) for n, v in headers if "ocp-" in n.lower() and v)
         q = parse_qs(raw_query)
-        qpart = "".join("\n{}:{}".format(n, q[n][0]) for n in sorted(q) if q[n][0])
-        qpart_lower = "".join("\n{}:{}".format(n.lower(), q[n][0]) for n in sorted(q, key=str.lower) if q[n][0])
-        resource = "/{}{}".format(account, raw_path)
+        qpart = "".join(f"\n{n}:{q[n][0]}" for n in sorted(q) if q[n][0])
+        qpart_lower = "".join(f"\n{n.lower()}:{q[n][0]}" for n in sorted(q, key=str.lower) if q[n][0])
+        resource = f"/{account}{raw_path}"
 
         def build(cl_empty_if_zero: bool, ocp_list, qp) -> str:
             vals = []
@@ -67,11 +67,12 @@ class SharedKeyVerifier:
                 vals.append(str(v))
             s = method + "\n" + "\n".join(vals) + "\n"
             for n, v in ocp_list:
-                s += "{}:{}\n".format(n, v)
+                s += f"{n}:{v}\n"
             return s + resource + qp
 
         out = [build(False, ocp, qpart)]
-        for variant in ((True, ocp, qpart), (False, ocp_ci, qpart), (False, ocp, qpart_lower), (True, ocp_ci, qpart_lower)):
+        variants = ((True, ocp, qpart), (False, ocp_ci, qpart), (False, ocp, qpart_lower), (True, ocp_ci, qpart_lower))
+        for variant in variants:
             s = build(*variant)
             if s not in out:
                 out.append(s)

@@ -41,7 +41,9 @@ def _tokens(text):
         if not m or m.end() == pos:
             raise FormulaError(f"unexpected character {text[pos:pos + 10]!r}")
         pos = m.end()
-        out.append((m.lastgroup, m.group(m.lastgroup)))
+        kind = m.lastgroup
+        assert kind is not None  # every alternative of _TOK is a named group
+        out.append((kind, m.group(kind)))
     return out
 
 
@@ -72,7 +74,7 @@ def _arith(op, a, b):
         n = max(len(a_l), len(b_l))
         a_l = a_l * n if len(a_l) == 1 else a_l
         b_l = b_l * n if len(b_l) == 1 else b_l
-        return [_arith(op, x, y) for x, y in zip(a_l, b_l)]
+        return [_arith(op, x, y) for x, y in zip(a_l, b_l, strict=False)]
     a, b = float(a), float(b)
     if op == "+":
         return a + b
@@ -87,6 +89,13 @@ def _arith(op, a, b):
     raise FormulaError(op)
 
 
+def _std(v: list[float]) -> float:
+    if not v:
+        return 0.0
+    mean = sum(v) / len(v)
+    return math.sqrt(sum((x - mean) ** 2 for x in v) / len(v))
+
+
 _FUNCS = {
     "min": lambda args: min(_flatten(args)), "max": lambda args: max(_flatten(args)),
     "avg": lambda args: (lambda v: sum(v) / len(v) if v else 0.0)(_flatten(args)),
@@ -95,7 +104,7 @@ _FUNCS = {
     "round": lambda args: float(round(_scalar(args[0]))), "abs": lambda args: abs(_scalar(args[0])),
     "lg": lambda args: math.log2(_scalar(args[0])), "ln": lambda args: math.log(_scalar(args[0])),
     "log": lambda args: math.log(_scalar(args[0]), _scalar(args[1])) if len(args) > 1 else math.log10(_scalar(args[0])),
-    "std": lambda args: (lambda v: math.sqrt(sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) if v else 0.0)(_flatten(args)),
+    "std": lambda args: _std(_flatten(args)),
     "val": lambda args: float(_flatten([args[0]])[int(_scalar(args[1]))]),
 }
 
@@ -145,7 +154,7 @@ class _P:
         while self.peek()[1] in ops:
             op = self.take()[1]
             right = sub()
-            left = (lambda l, r, o: lambda env: fn(o, l(env), r(env)))(left, right, op)
+            left = (lambda lhs, rhs, o: lambda env: fn(o, lhs(env), rhs(env)))(left, right, op)
         return left
 
     def or_(self):
@@ -190,38 +199,9 @@ class _P:
             raise FormulaError(f"unexpected {val!r}")
         low = val.lower()
         if self.peek()[1] == "(":  # function call
-            self.take("(")
-            args = []
-            if self.peek()[1] != ")":
-                args.append(self.expr())
-                while self.peek()[1] == ",":
-                    self.take()
-                    args.append(self.expr())
-            self.take(")")
-            fn = _FUNCS.get(low)
-            if fn is None:
-                raise FormulaError(f"unsupported function {val}")
-            return lambda env: fn([a(env) for a in args])
+            return self._call(val, low)
         if self.peek()[1] == ".":  # sample method
-            self.take(".")
-            meth = self.take()[1].lower()
-            self.take("(")
-            depth = 1
-            while depth:  # arguments are ignored (no history): skip them
-                tok = self.take()[1]
-                depth += tok == "("
-                depth -= tok == ")"
-            if low not in _SAMPLED:
-                raise FormulaError(f"{val} has no samples")
-            if meth == "getsample":
-                return lambda env: [env.get(low, 0.0)]
-            if meth == "getsamplepercent":
-                return lambda env: 100.0
-            if meth == "count":
-                return lambda env: 1.0
-            if meth in ("historybegintime", "getsampleperiod"):
-                return lambda env: 0.0
-            raise FormulaError(f"unsupported method {meth}")
+            return self._sample_method(val, low)
         if low in _TIME:
             v = float(_TIME[low])
             return lambda env: v
@@ -233,6 +213,41 @@ class _P:
             return lambda env: env.get(low, 0.0)
         # user variable or bare word (e.g. taskcompletion)
         return lambda env: env.get(low, val)
+
+    def _call(self, name, low):
+        self.take("(")
+        args = []
+        if self.peek()[1] != ")":
+            args.append(self.expr())
+            while self.peek()[1] == ",":
+                self.take()
+                args.append(self.expr())
+        self.take(")")
+        fn = _FUNCS.get(low)
+        if fn is None:
+            raise FormulaError(f"unsupported function {name}")
+        return lambda env: fn([a(env) for a in args])
+
+    def _sample_method(self, name, low):
+        self.take(".")
+        meth = self.take()[1].lower()
+        self.take("(")
+        depth = 1
+        while depth:  # arguments are ignored (no history): skip them
+            tok = self.take()[1]
+            depth += tok == "("
+            depth -= tok == ")"
+        if low not in _SAMPLED:
+            raise FormulaError(f"{name} has no samples")
+        if meth == "getsample":
+            return lambda env: [env.get(low, 0.0)]
+        if meth == "getsamplepercent":
+            return lambda env: 100.0
+        if meth == "count":
+            return lambda env: 1.0
+        if meth in ("historybegintime", "getsampleperiod"):
+            return lambda env: 0.0
+        raise FormulaError(f"unsupported method {meth}")
 
 
 def _truthy(v):
@@ -270,7 +285,7 @@ def evaluate(formula: str, inputs: dict) -> tuple[dict, str]:
         except FormulaError:
             raise
         except (ValueError, ZeroDivisionError, IndexError, TypeError, OverflowError) as exc:
-            raise FormulaError(f"evaluation error in {name}: {exc}")
+            raise FormulaError(f"evaluation error in {name}: {exc}") from exc
         names.setdefault(name.lower(), name)
     vals = {}
     for low, orig in names.items():

@@ -116,7 +116,8 @@ class ExecutionMixin(EngineCore):
             rel = task_rel_dir(j.id, t.id)
             node_url = f"{self.public_url}/pools/{node.pool.id}/nodes/{node.id}"
             t.node_info = {"affinityId": f"TVM:{node.id}", "nodeUrl": node_url, "poolId": node.pool.id,
-                           "nodeId": node.id, "taskRootDirectory": rel, "taskRootDirectoryUrl": f"{node_url}/files/{rel}"}
+                           "nodeId": node.id, "taskRootDirectory": rel,
+                           "taskRootDirectoryUrl": f"{node_url}/files/{rel}"}
             self._set_task_state(t, "running", persist=False)
             self._persist_task(t)
             mw = t.effective_constraints()["maxWallClockTime"]

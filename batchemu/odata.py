@@ -8,6 +8,8 @@ String comparisons are case-insensitive (states and ids are case-insensitive in 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from .errors import bad_query
 from .redact import is_write_only_path
@@ -34,6 +36,7 @@ def _tokenize(text):
             raise ValueError(f"unexpected character at {pos}")
         pos = m.end()
         kind = m.lastgroup
+        assert kind is not None  # every alternative of _TOKEN is a named group
         val = m.group(kind)
         if kind == "str":
             out.append(("lit", val[1:-1].replace("''", "'")))
@@ -111,7 +114,7 @@ class _Parser:
         while self.peek() == ("kw", "or"):
             self.take()
             right = self.and_expr()
-            left = (lambda l, r: lambda g: l(g) or r(g))(left, right)
+            left = (lambda lhs, rhs: lambda g: lhs(g) or rhs(g))(left, right)
         return left
 
     def and_expr(self):
@@ -119,7 +122,7 @@ class _Parser:
         while self.peek() == ("kw", "and"):
             self.take()
             right = self.unary()
-            left = (lambda l, r: lambda g: l(g) and r(g))(left, right)
+            left = (lambda lhs, rhs: lambda g: lhs(g) and rhs(g))(left, right)
         return left
 
     def unary(self):
@@ -188,12 +191,12 @@ def compile_filter(text: str | None):
     try:
         return _Parser(_tokenize(text)).parse()
     except ValueError as exc:
-        raise bad_query("$filter", text, f"Unsupported or invalid filter expression: {exc}")
+        raise bad_query("$filter", text, f"Unsupported or invalid filter expression: {exc}") from exc
 
 
-def dict_getter(d: dict):
-    def g(path):
-        cur = d
+def dict_getter(d: dict[str, Any]) -> Callable[[str], Any]:
+    def g(path: str) -> Any:
+        cur: Any = d
         for part in path.split("/"):
             if not isinstance(cur, dict):
                 return None

@@ -87,7 +87,7 @@ class EmulatorProcess:
         with urllib.request.urlopen(self.url + "/_emulator/health", timeout=timeout) as r:
             return json.loads(r.read())
 
-    def start(self, timeout: float = 30.0) -> "EmulatorProcess":
+    def start(self, timeout: float = 30.0) -> EmulatorProcess:
         if self.proc and self.proc.poll() is None:
             return self
         env = emulator_environment(os.environ, {"PYTHONPATH": _PKG_PARENT, **self.env})
@@ -162,7 +162,7 @@ class EmulatorProcess:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> "EmulatorProcess":
+    def __enter__(self) -> EmulatorProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

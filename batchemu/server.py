@@ -118,7 +118,8 @@ class Handler(BaseHTTPRequestHandler):
             q = urllib.parse.parse_qs(raw_query, keep_blank_values=True)
         except ValueError:
             q = {}
-        host = self.headers.get("Host") or "%s:%d" % self.connection.getsockname()[:2]
+        local = self.connection.getsockname()
+        host = self.headers.get("Host") or f"{local[0]}:{local[1]}"
         req = Request(method=self.command, path=raw_path.rstrip("/") or "/", raw_path=raw_path, raw_query=raw_query,
                       query={k: v[0] for k, v in q.items()}, headers={k.lower(): v for k, v in self.headers.items()},
                       raw_headers=list(self.headers.items()), base=f"http://{host}")

@@ -70,7 +70,8 @@ def _download_error(exc: Exception, url: str, file_path: str) -> TransferError:
     if isinstance(exc, urllib.error.HTTPError):
         details.append({"name": "HttpStatusCode", "value": str(exc.code)})
         if exc.code == 404:
-            return TransferError("BlobNotFound", "usererror", "One of the specified Azure Blob(s) is not found.", details)
+            return TransferError("BlobNotFound", "usererror", "One of the specified Azure Blob(s) is not found.",
+                                 details)
         if exc.code in (401, 403):
             return TransferError("BlobAccessDenied", "usererror",
                                  "Access for one of the specified Azure Blob(s) is denied.", details)
@@ -81,11 +82,13 @@ def _download_error(exc: Exception, url: str, file_path: str) -> TransferError:
         return TransferError("BlobDownloadTimedOut", "servererror",
                              "Timeout encountered while downloading one of the specified Azure Blob(s).", details)
     if isinstance(exc, OSError) and not isinstance(exc, urllib.error.URLError):
-        return TransferError("ResourceFileWriteFailed", "servererror", "Failure encountered writing resource file.", details)
+        return TransferError("ResourceFileWriteFailed", "servererror", "Failure encountered writing resource file.",
+                             details)
     reason = getattr(exc, "reason", exc)
     details.append({"name": "Reason", "value": strip_sas(str(reason))[:300]})
     return TransferError("BlobDownloadMiscError", "servererror",
-                         "Miscellaneous error encountered while downloading one of the specified Azure Blob(s).", details)
+                         "Miscellaneous error encountered while downloading one of the specified Azure Blob(s).",
+                         details)
 
 
 def _fetch(url: str, dest: str, file_mode: str | None, display_path: str, should_stop: StopCheck = None) -> None:
@@ -109,7 +112,7 @@ def _fetch(url: str, dest: str, file_mode: str | None, display_path: str, should
             os.unlink(tmp)
         except OSError:
             pass
-        raise _download_error(exc, url, display_path)
+        raise _download_error(exc, url, display_path) from exc
     if file_mode:
         os.chmod(dest, int(file_mode, 8))
     else:
@@ -131,7 +134,7 @@ def _list_blobs(container_url: str, prefix: str | None) -> Iterator[str]:
                                         timeout=TIMEOUT) as resp:
                 root = ET.parse(resp).getroot()
         except Exception as exc:
-            raise _download_error(exc, container_url, prefix or "")
+            raise _download_error(exc, container_url, prefix or "") from exc
         for blob in root.iter("Blob"):
             name = blob.findtext("Name")
             if name:
@@ -239,8 +242,8 @@ def upload_file(local: str, container_url: str, blob_name: str, extra_headers: l
     _put(base + "?" + q, body, len(body), headers)
 
 
-def upload_output_files(output_files: list[dict[str, Any]] | None, wd: str, task_dir: str, exit_code: int | None, succeeded: bool,
-                        inject_failure: bool = False) -> None:
+def upload_output_files(output_files: list[dict[str, Any]] | None, wd: str, task_dir: str, exit_code: int | None,
+                        succeeded: bool, inject_failure: bool = False) -> None:
     """Uploads per uploadCondition. Raises TransferError(FileUploadMiscError) on the first failure."""
     for of in output_files or []:
         cond = ((of.get("uploadOptions") or {}).get("uploadCondition") or "taskcompletion").lower()
@@ -272,7 +275,7 @@ def upload_output_files(output_files: list[dict[str, Any]] | None, wd: str, task
                     f"'{strip_sas(container_url)}/{blob}': {reason}",
                     [{"name": "FilePattern", "value": pattern},
                      {"name": "ContainerUrl", "value": strip_sas(container_url)},
-                     {"name": "BlobName", "value": blob}])
+                     {"name": "BlobName", "value": blob}]) from exc
 
 
 def rmtree_quiet(path: str) -> None:

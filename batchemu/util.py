@@ -12,7 +12,7 @@ from conventions.scrub import scrub
 
 from .errors import bad_property
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_DURATION = "P10675199DT2H48M5.4775807S"  # what the service reports for "unlimited"
 
@@ -48,7 +48,7 @@ def parse_iso(value: str) -> float | None:
 
 def new_etag() -> str:
     with _etag_lock:
-        return "0x%X" % next(_etag_counter)
+        return f"0x{next(_etag_counter):X}"
 
 
 _DUR_RE = re.compile(

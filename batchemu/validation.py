@@ -11,9 +11,9 @@ from typing import Any
 from .errors import BatchError, bad_property, invalid_body, missing_property
 from .util import check_id, parse_duration
 
-S, I, B, N, ANY = "string", "int", "bool", "number", "any"
+S, INT, B, N, ANY = "string", "int", "bool", "number", "any"
 
-# a JSON type name (S, I, ...), ("list", item schema) or (TypeName, {member: schema})
+# a JSON type name (S, INT, ...), ("list", item schema) or (TypeName, {member: schema})
 Schema = str | tuple[str, Any]
 
 
@@ -29,36 +29,38 @@ RESOURCE_FILE = ("ResourceFile", {
 OUTPUT_FILE = ("OutputFile", {
     "filePattern": S,
     "destination": ("OutputFileDestination", {"container": ("OutputFileBlobContainerDestination", {
-        "path": S, "containerUrl": S, "identityReference": ANY, "uploadHeaders": L(("HttpHeader", {"name": S, "value": S}))})}),
+        "path": S, "containerUrl": S, "identityReference": ANY,
+        "uploadHeaders": L(("HttpHeader", {"name": S, "value": S}))})}),
     "uploadOptions": ("OutputFileUploadOptions", {"uploadCondition": S})})
 CONTAINER_SETTINGS = ("TaskContainerSettings", {
     "containerRunOptions": S, "imageName": S, "registry": ANY, "workingDirectory": S,
     "containerHostBatchBindMounts": L(ANY)})
-TASK_CONSTRAINTS = ("TaskConstraints", {"maxWallClockTime": S, "retentionTime": S, "maxTaskRetryCount": I})
-JOB_CONSTRAINTS = ("JobConstraints", {"maxWallClockTime": S, "maxTaskRetryCount": I})
-DEPENDS = ("TaskDependencies", {"taskIds": L(S), "taskIdRanges": L(("TaskIdRange", {"start": I, "end": I}))})
-USER_IDENTITY = ("UserIdentity", {"username": S, "userName": S, "autoUser": ("AutoUserSpecification", {"scope": S, "elevationLevel": S})})
+TASK_CONSTRAINTS = ("TaskConstraints", {"maxWallClockTime": S, "retentionTime": S, "maxTaskRetryCount": INT})
+JOB_CONSTRAINTS = ("JobConstraints", {"maxWallClockTime": S, "maxTaskRetryCount": INT})
+DEPENDS = ("TaskDependencies", {"taskIds": L(S), "taskIdRanges": L(("TaskIdRange", {"start": INT, "end": INT}))})
+USER_IDENTITY = ("UserIdentity", {"username": S, "userName": S,
+                                  "autoUser": ("AutoUserSpecification", {"scope": S, "elevationLevel": S})})
 EXIT_OPTIONS = ("ExitOptions", {"jobAction": S, "dependencyAction": S})
 EXIT_CONDITIONS = ("ExitConditions", {
-    "exitCodes": L(("ExitCodeMapping", {"code": I, "exitOptions": EXIT_OPTIONS})),
-    "exitCodeRanges": L(("ExitCodeRangeMapping", {"start": I, "end": I, "exitOptions": EXIT_OPTIONS})),
+    "exitCodes": L(("ExitCodeMapping", {"code": INT, "exitOptions": EXIT_OPTIONS})),
+    "exitCodeRanges": L(("ExitCodeRangeMapping", {"start": INT, "end": INT, "exitOptions": EXIT_OPTIONS})),
     "preProcessingError": EXIT_OPTIONS, "fileUploadError": EXIT_OPTIONS, "default": EXIT_OPTIONS})
 
 TASK_FIELDS = {
     "id": S, "displayName": S, "exitConditions": EXIT_CONDITIONS, "commandLine": S,
     "containerSettings": CONTAINER_SETTINGS, "resourceFiles": L(RESOURCE_FILE), "outputFiles": L(OUTPUT_FILE),
     "environmentSettings": L(ENV), "affinityInfo": ("AffinityInformation", {"affinityId": S}),
-    "constraints": TASK_CONSTRAINTS, "requiredSlots": I, "userIdentity": USER_IDENTITY,
+    "constraints": TASK_CONSTRAINTS, "requiredSlots": INT, "userIdentity": USER_IDENTITY,
     "multiInstanceSettings": ANY, "dependsOn": DEPENDS, "applicationPackageReferences": L(ANY),
     "authenticationTokenSettings": ANY,  # legacy (removed in 2024+ api-versions)
 }
 TASK_CREATE = ("TaskAddParameter", TASK_FIELDS)
 TASK_GROUP = ("TaskAddCollectionParameter", {"value": L(TASK_CREATE)})
 TASK_UPDATE = ("TaskUpdateParameter", {"constraints": TASK_CONSTRAINTS, **{k: ANY for k in (
-    "id", "displayName", "url", "eTag", "lastModified", "creationTime", "exitConditions", "state", "stateTransitionTime",
-    "previousState", "previousStateTransitionTime", "commandLine", "containerSettings", "resourceFiles",
-    "outputFiles", "environmentSettings", "affinityInfo", "requiredSlots", "userIdentity", "executionInfo",
-    "nodeInfo", "multiInstanceSettings", "stats", "dependsOn", "applicationPackageReferences",
+    "id", "displayName", "url", "eTag", "lastModified", "creationTime", "exitConditions", "state",
+    "stateTransitionTime", "previousState", "previousStateTransitionTime", "commandLine", "containerSettings",
+    "resourceFiles", "outputFiles", "environmentSettings", "affinityInfo", "requiredSlots", "userIdentity",
+    "executionInfo", "nodeInfo", "multiInstanceSettings", "stats", "dependsOn", "applicationPackageReferences",
     "emulatorContainerMode")}})
 
 PREP_TASK = ("JobPreparationTask", {
@@ -71,18 +73,18 @@ RELEASE_TASK = ("JobReleaseTask", {
 JOB_MANAGER = ("JobManagerTask", {
     "id": S, "displayName": S, "commandLine": S, "containerSettings": CONTAINER_SETTINGS,
     "resourceFiles": L(RESOURCE_FILE), "outputFiles": L(OUTPUT_FILE), "environmentSettings": L(ENV),
-    "constraints": TASK_CONSTRAINTS, "requiredSlots": I, "killJobOnCompletion": B, "userIdentity": USER_IDENTITY,
+    "constraints": TASK_CONSTRAINTS, "requiredSlots": INT, "killJobOnCompletion": B, "userIdentity": USER_IDENTITY,
     "runExclusive": B, "applicationPackageReferences": L(ANY), "allowLowPriorityNode": B,
     "authenticationTokenSettings": ANY})
 START_TASK = ("StartTask", {
     "commandLine": S, "containerSettings": CONTAINER_SETTINGS, "resourceFiles": L(RESOURCE_FILE),
-    "environmentSettings": L(ENV), "userIdentity": USER_IDENTITY, "maxTaskRetryCount": I, "waitForSuccess": B})
+    "environmentSettings": L(ENV), "userIdentity": USER_IDENTITY, "maxTaskRetryCount": INT, "waitForSuccess": B})
 
 _POOL_COMMON = {
     "displayName": S, "vmSize": S, "virtualMachineConfiguration": ANY, "resizeTimeout": S,
-    "targetDedicatedNodes": I, "targetLowPriorityNodes": I, "enableAutoScale": B, "autoScaleFormula": S,
+    "targetDedicatedNodes": INT, "targetLowPriorityNodes": INT, "enableAutoScale": B, "autoScaleFormula": S,
     "autoScaleEvaluationInterval": S, "enableInterNodeCommunication": B, "networkConfiguration": ANY,
-    "startTask": START_TASK, "applicationPackageReferences": L(ANY), "taskSlotsPerNode": I,
+    "startTask": START_TASK, "applicationPackageReferences": L(ANY), "taskSlotsPerNode": INT,
     "taskSchedulingPolicy": ("TaskSchedulingPolicy", {"nodeFillType": S, "jobDefaultOrder": S}),
     "userAccounts": L(ANY), "metadata": L(NAME_VALUE), "mountConfiguration": L(ANY), "upgradePolicy": ANY,
     # legacy members of older api-versions: accepted and stored
@@ -95,13 +97,13 @@ POOL_INFO = ("PoolInformation", {"poolId": S, "autoPoolSpecification": ("AutoPoo
     "autoPoolIdPrefix": S, "poolLifetimeOption": S, "keepAlive": B, "pool": POOL_SPEC})})
 
 JOB_CREATE = ("JobAddParameter", {
-    "id": S, "displayName": S, "usesTaskDependencies": B, "priority": I, "allowTaskPreemption": B,
-    "maxParallelTasks": I, "constraints": JOB_CONSTRAINTS, "jobManagerTask": JOB_MANAGER,
+    "id": S, "displayName": S, "usesTaskDependencies": B, "priority": INT, "allowTaskPreemption": B,
+    "maxParallelTasks": INT, "constraints": JOB_CONSTRAINTS, "jobManagerTask": JOB_MANAGER,
     "jobPreparationTask": PREP_TASK, "jobReleaseTask": RELEASE_TASK, "commonEnvironmentSettings": L(ENV),
     "poolInfo": POOL_INFO, "onAllTasksComplete": S, "onTaskFailure": S, "networkConfiguration": ANY,
     "metadata": L(NAME_VALUE)})
 JOB_PATCH = ("JobPatchParameter", {
-    "priority": I, "allowTaskPreemption": B, "maxParallelTasks": I, "constraints": JOB_CONSTRAINTS,
+    "priority": INT, "allowTaskPreemption": B, "maxParallelTasks": INT, "constraints": JOB_CONSTRAINTS,
     "poolInfo": POOL_INFO, "onAllTasksComplete": S, "metadata": L(NAME_VALUE), "networkConfiguration": ANY,
     "onTaskFailure": S})
 _JOB_READONLY = {k: ANY for k in ("id", "displayName", "usesTaskDependencies", "url", "eTag", "lastModified",
@@ -114,7 +116,7 @@ POOL_PATCH = ("PoolPatchParameter", {k: v for k, v in _POOL_COMMON.items()})
 POOL_REPLACE = ("PoolUpdatePropertiesParameter", {
     "startTask": START_TASK, "applicationPackageReferences": L(ANY), "metadata": L(NAME_VALUE),
     "certificateReferences": L(ANY), "targetNodeCommunicationMode": S})
-POOL_RESIZE = ("PoolResizeParameter", {"targetDedicatedNodes": I, "targetLowPriorityNodes": I, "resizeTimeout": S,
+POOL_RESIZE = ("PoolResizeParameter", {"targetDedicatedNodes": INT, "targetLowPriorityNodes": INT, "resizeTimeout": S,
                                        "nodeDeallocationOption": S})
 POOL_ENABLE_AS = ("PoolEnableAutoScaleParameter", {"autoScaleFormula": S, "autoScaleEvaluationInterval": S})
 POOL_EVAL_AS = ("PoolEvaluateAutoScaleParameter", {"autoScaleFormula": S})
@@ -127,7 +129,7 @@ def _type_ok(value, t) -> bool:
         return True
     if t == S:
         return isinstance(value, str)
-    if t == I:
+    if t == INT:
         return isinstance(value, int) and not isinstance(value, bool)
     if t == B:
         return isinstance(value, bool)
@@ -195,8 +197,8 @@ def check_resource_files(files, prop: str = "resourceFiles"):
         if rf.get("fileMode"):
             try:
                 int(rf["fileMode"], 8)
-            except ValueError:
-                raise bad_property(f"{prop}[{i}].fileMode", rf["fileMode"], "fileMode must be an octal string")
+            except ValueError as exc:
+                raise bad_property(f"{prop}[{i}].fileMode", rf["fileMode"], "fileMode must be an octal string") from exc
 
 
 def check_output_files(files, prop: str = "outputFiles"):

@@ -137,9 +137,15 @@ def shard_name(index: int, input_file: str) -> str:
 
 def input_file_of_blob(blob_name: str) -> str:
     """The input file name a task sees for a pre-split blob: "input.<the blob's extension>",
-    or "input.bin" when its name has none."""
+    or "input.bin" when its name has none or the extension is not plain letters and digits
+    (blob names are not validated like the job file, and this name goes into the task's
+    shell command line)."""
     base = blob_name.rsplit("/", 1)[-1]
-    return f"input.{base.rsplit('.', 1)[-1]}" if "." in base else "input.bin"
+    ext = base.rsplit(".", 1)[-1] if "." in base else ""
+    return f"input.{ext}" if _PLAIN_EXTENSION.fullmatch(ext) else "input.bin"
+
+
+_PLAIN_EXTENSION = re.compile(r"[A-Za-z0-9]{1,20}")
 
 
 # Output container layout, as the task models upload into it (shared/batch.py).

@@ -65,6 +65,10 @@ def test_a_prefix_task_keeps_its_own_blobs_extension():
     assert naming.input_file_of_blob("parts/a.csv") == "input.csv"
     assert naming.input_file_of_blob("parts/b.tar.gz") == "input.gz"
     assert naming.input_file_of_blob("parts.d/noext") == "input.bin"
+    # a blob name is not validated like the job file, and the name reaches a shell command line
+    assert naming.input_file_of_blob('parts/x.$(touch pwned)') == "input.bin"
+    assert naming.input_file_of_blob('parts/x.a"b') == "input.bin"
+    assert naming.input_file_of_blob("parts/x.") == "input.bin"
 
 
 def test_paths():

@@ -8,10 +8,10 @@ right tasks. What is submitted is planned by `shared.jobplan`; this module does 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import chain, islice
-from typing import Callable, Iterator
 
 from shared import batch, jobfile, jobplan, naming, split, storage, zipcheck
 from shared.cleanup import clean_up, work_containers

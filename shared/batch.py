@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import math
 import shlex
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable, Sequence
 
 from azure.batch import BatchClient
 from azure.batch import models as bm
@@ -51,10 +51,17 @@ def translate(error: HttpResponseError, what: str) -> BatchError:
     message = getattr(getattr(error, "error", None), "message", None) or error.reason or "request failed"
     message = scrub(str(message).strip().splitlines()[0] if str(message).strip() else "request failed")
     if code in QUOTA_CODES:
-        return BatchQuotaError(f"{what}: Azure Batch quota reached ({code}); raise the quota or wait for other jobs to finish")
+        return BatchQuotaError(f"{what}: Azure Batch quota reached ({code}); raise the quota or wait for other "
+                               f"jobs to finish", code=code)
     status = error.status_code or 0
     transient = status >= 500 or status in (408, 429) or code in ("ServerBusy", "OperationTimedOut")
     return BatchError(f"{what}: {message}", code=code, transient=transient)
+
+
+def _first_line(message: bm.BatchErrorMessage | None) -> str:
+    """The first line of a Batch error message (a {lang, value} object), scrubbed."""
+    text = (message.value if message is not None else None) or ""
+    return scrub(text.strip().splitlines()[0]) if text.strip() else "refused"
 
 
 def error_code(error: HttpResponseError) -> str | None:
@@ -185,7 +192,8 @@ def _pool_spec(plan: JobPlan, defaults: PoolDefaults) -> bm.BatchPoolSpecificati
         vm_size=plan.vm_size,
         virtual_machine_configuration=bm.VirtualMachineConfiguration(
             image_reference=bm.BatchVmImageReference(
-                publisher=defaults.image_publisher, offer=defaults.image_offer, sku=defaults.image_sku, version="latest"),
+                publisher=defaults.image_publisher, offer=defaults.image_offer, sku=defaults.image_sku,
+                version="latest"),
             node_agent_sku_id=defaults.node_agent_sku_id,
             container_configuration=container,
         ),
@@ -212,7 +220,8 @@ def job_model(plan: JobPlan, defaults: PoolDefaults) -> bm.BatchJobCreateOptions
             f"if command -v unzip >/dev/null 2>&1; then unzip -oq {shlex.quote(n)}; "
             f"else python3 -m zipfile -e {shlex.quote(n)} .; fi; "
             # defence in depth (intake refuses such zips): both drop '../' and leading '/', but unzip makes links
-            'if [ -n "$(find . -type l)" ]; then echo "batchdrop: a resource zip holds a symbolic link" >&2; exit 1; fi; '
+            'if [ -n "$(find . -type l)" ]; then '
+            'echo "batchdrop: a resource zip holds a symbolic link" >&2; exit 1; fi; '
             for n in unzip) + "true"
         prep = bm.BatchJobPreparationTask(
             command_line="/bin/sh -c " + shlex.quote(script),
@@ -274,7 +283,7 @@ def add_tasks(client: BatchClient, job_id: str, tasks: Sequence[bm.BatchTaskCrea
     if failed:
         first = failed[0]
         code = first.error.code if first.error else None
-        message = scrub(first.error.message.splitlines()[0]) if first.error and first.error.message else "refused"
+        message = _first_line(first.error.message) if first.error else "refused"
         raise BatchError(f"adding tasks to job {job_id}: {len(failed)} task(s) refused, e.g. {first.task_id}: "
                          f"{message}", code=code)
     if retry:

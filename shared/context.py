@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from azure.batch import BatchClient
 from azure.storage.blob import BlobServiceClient
@@ -11,8 +11,8 @@ from azure.storage.queue import QueueClient
 
 from shared import batch, cleanup, events, secrets, storage
 from shared.events import EventPublisher
-from shared.secrets import SecretSource
 from shared.runs import Clock, RunStore, utc_now
+from shared.secrets import SecretSource
 from shared.settings import Settings
 
 

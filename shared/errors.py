@@ -27,10 +27,6 @@ class Conflict(BatchdropError):
     """A conditional write lost a race: somebody else changed the record first."""
 
 
-class BatchQuotaError(BatchdropError):
-    """Azure Batch refused for lack of quota (active jobs, pools, cores)."""
-
-
 class BatchError(BatchdropError):
     """Azure Batch refused a request for another reason; `code` is the service's error code."""
 
@@ -38,6 +34,10 @@ class BatchError(BatchdropError):
         self.code = code
         self.transient = transient  # a retry may succeed (server error, throttling)
         super().__init__(f"{code}: {message}" if code else message)
+
+
+class BatchQuotaError(BatchError):
+    """Azure Batch refused for lack of quota (active jobs, pools, cores): permanent for this run."""
 
 
 class ConfigurationError(BatchdropError):

@@ -8,9 +8,9 @@ the run's final state is written last. The report itself is assembled by `shared
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterator
 
 from shared import batch, jobplan, merge, naming, report, storage
 from shared.cleanup import work_containers

@@ -26,7 +26,13 @@ from shared.errors import JobFileError
 
 # Run ids and names are naming's; re-exported here for the callers that know them from jobfile.
 from shared.naming import (  # noqa: F401
-    NAME_MAX_CHARS, RUN_ID_CANDIDATES, RUN_ID_HEX_DIGITS, default_name, is_run_id, run_id, run_id_candidates,
+    NAME_MAX_CHARS,
+    RUN_ID_CANDIDATES,
+    RUN_ID_HEX_DIGITS,
+    default_name,
+    is_run_id,
+    run_id,
+    run_id_candidates,
     sanitise_name,
 )
 
@@ -664,7 +670,7 @@ def _entries(value: dict | list) -> tuple[bool, Iterator[tuple[Any, Any]]]:
 def _frames_path(frames: list[tuple[Any, bool, Any]], last: Any) -> str:
     """The field path of step `last` inside the innermost frame."""
     path = ""
-    for (_, in_object, _), (step, _, _) in zip(frames, [*frames[1:], (last, False, None)]):
+    for (_, in_object, _), (step, _, _) in zip(frames, [*frames[1:], (last, False, None)], strict=True):
         path = _join(path, _segment(step)) if in_object else f"{path}[{step}]"
     return path
 

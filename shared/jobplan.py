@@ -7,9 +7,10 @@ Everything a task can reach expires when the run must be over anyway.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from azure.batch import models as bm
 from azure.storage.blob import ContainerSasPermissions

@@ -7,7 +7,7 @@ decided in one place, `shared.jobfile.output_extension`.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 from shared.split import strip_bom
 
@@ -67,7 +67,7 @@ def _csv(sources: Iterable[Source]) -> Iterator[bytes]:
             yield from _csv_later(chunks, newline)
 
 
-def _csv_first(chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _csv_first(chunks: Iterator[bytes]) -> Generator[bytes, None, bytes | None]:
     """Copy the first non-empty source whole; return its header's line ending, or None
     when the source was empty (so the next one counts as first)."""
     newline: bytes | None = None

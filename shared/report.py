@@ -5,9 +5,10 @@ here decide the run's outcome and write it down, so every case is tested without
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from shared import naming
 from shared.runs import FAILED, SUCCEEDED, RunRecord, TaskCounts, fails_run, iso

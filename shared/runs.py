@@ -13,9 +13,10 @@ in the order they were first written, and keys this code does not know are kept 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from shared import jobfile, naming
 from shared.errors import Conflict, JobFileError, RunNotFound
@@ -44,12 +45,12 @@ Cleanup = Callable[[str], None]
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(t: datetime) -> str:
     """The one timestamp format of every document: "2026-11-28T10:15:02Z"."""
-    return t.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> datetime:
@@ -59,7 +60,7 @@ def parse_time(text: str) -> datetime:
 
 def _second(t: datetime) -> datetime:
     """What `iso` keeps of a time, so a stored time equals the one read back."""
-    return t.astimezone(timezone.utc).replace(microsecond=0)
+    return t.astimezone(UTC).replace(microsecond=0)
 
 
 def can_transition(current: str, target: str) -> bool:

@@ -1,7 +1,8 @@
 """Secret look-ups: Key Vault in Azure, plain settings locally. Values are wrapped in `Secret`."""
 from __future__ import annotations
 
-from typing import Mapping, Protocol
+from collections.abc import Mapping
+from typing import Protocol
 
 from shared import identity
 from shared.errors import ConfigurationError

@@ -133,8 +133,10 @@ class Settings:
         key = read.get("BATCH_ACCOUNT_KEY")
         name = read.get("BATCH_ACCOUNT_NAME")
         if key and not name:
-            raise ConfigurationError("BATCH_ACCOUNT_KEY is set but BATCH_ACCOUNT_NAME is not; shared-key auth needs both")
-        batch = BatchAccess(account_url=batch_url.rstrip("/"), account_name=name, account_key=Secret(key) if key else None)
+            raise ConfigurationError("BATCH_ACCOUNT_KEY is set but BATCH_ACCOUNT_NAME is not; "
+                                     "shared-key auth needs both")
+        batch = BatchAccess(account_url=batch_url.rstrip("/"), account_name=name,
+                            account_key=Secret(key) if key else None)
 
         pool = PoolDefaults(**_present(
             vm_size=read.get("POOL_VM_SIZE"),
@@ -256,7 +258,8 @@ def _storage_and_identity(env: Mapping[str, str], read: _Reader) -> tuple[Storag
         return StorageAccess(connection_string=Secret(conn.connection_string or "")), Identity(client_id=named)
     for uri, child in ((conn.blob_service_uri, "blobServiceUri"), (conn.queue_service_uri, "queueServiceUri")):
         if uri is None:
-            raise ConfigurationError(f"set {conn.child(child)} (or {conn.child('accountName')}) for identity-based storage")
+            raise ConfigurationError(
+                f"set {conn.child(child)} (or {conn.child('accountName')}) for identity-based storage")
     cred = conn.credential or connection.Credential(connection.DEFAULT_CHAIN)
     if named is not None and named != cred.client_id:
         raise ConfigurationError(

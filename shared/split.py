@@ -40,9 +40,10 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain, repeat
 from operator import and_
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from shared.errors import JobFileError
 
@@ -154,7 +155,7 @@ def split_items_into(items: Sequence[Any], tasks: int) -> Iterator[bytes]:
     _check_positive(tasks, "tasks")
     size, extra = divmod(len(items), tasks)
     ends = [(index + 1) * size + min(index + 1, extra) for index in range(min(tasks, len(items)))]
-    return (_items_jsonl(items[start:end]) for start, end in zip([0, *ends], ends))
+    return (_items_jsonl(items[start:end]) for start, end in zip([0, *ends], ends, strict=False))
 
 
 def strip_bom(chunks: Chunks) -> Iterator[bytes]:
@@ -621,7 +622,7 @@ def _json_error(text: _Text, index: int, what: str) -> JobFileError:
 def _next_char(text: _Text) -> str:
     """The next non-whitespace character (not consumed), or "" at the end of input."""
     while True:
-        text.pos = _JSON_WS.match(text.buf, text.pos).end()
+        text.pos = _JSON_WS.match(text.buf, text.pos).end()  # type: ignore[union-attr]  # \s* always matches
         if text.pos < len(text.buf):
             return text.buf[text.pos]
         if not text.fill():

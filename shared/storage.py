@@ -7,33 +7,38 @@ from __future__ import annotations
 import base64
 import io
 import json
-import re
 import logging
+import re
 import threading
 import uuid
 from collections import deque
-from itertools import islice
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator, TypeVar
-
-from azure.core.exceptions import (
-    AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
-)
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import (
+    BlobBlock,
     BlobClient,
     BlobSasPermissions,
     BlobServiceClient,
     ContainerSasPermissions,
+    UserDelegationKey,
     generate_blob_sas,
     generate_container_sas,
 )
 from azure.storage.queue import QueueClient, QueueServiceClient
-
-from azure.core.credentials import TokenCredential
 
 from conventions import scrub as secret_text
 from shared.errors import BatchdropError, Conflict, InputNotFound
@@ -214,7 +219,8 @@ def list_prefix(service: BlobServiceClient, container: str, prefix: str, field: 
     except ResourceNotFoundError:
         raise InputNotFound(f"container '{container}' does not exist", field=field) from None
     if not blobs:
-        raise InputNotFound(f"no blobs under '{container}/{prefix}'; upload the inputs first or fix the prefix", field=field)
+        raise InputNotFound(f"no blobs under '{container}/{prefix}'; upload the inputs first or fix the prefix",
+                            field=field)
     return sorted(blobs, key=lambda b: b.name)
 
 
@@ -222,7 +228,7 @@ def read_chunks(service: BlobServiceClient, container: str, name: str, etag: str
     """Stream a blob in chunks (bounded memory). With `etag`, fails if the blob changed meanwhile."""
     from azure.core import MatchConditions
 
-    kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+    kwargs: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
     downloader = service.get_blob_client(container, name).download_blob(max_concurrency=2, **kwargs)
     yield from downloader.chunks()
 
@@ -277,7 +283,7 @@ def commit_stream(service: BlobServiceClient, container: str, name: str, chunks:
             flush()
         for f in futures:
             f.result()
-    client.commit_block_list(block_ids)
+    client.commit_block_list([BlobBlock(block_id=block) for block in block_ids])
     return total
 
 
@@ -289,7 +295,7 @@ class SasMinter:
 
     def __init__(self, service: BlobServiceClient) -> None:
         self._service = service
-        self._delegation_key = None
+        self._delegation_key: UserDelegationKey | None = None
         self._base = service.url.split("?", 1)[0].rstrip("/")  # a SAS connection string puts one here
 
     def container_url(self, container: str, permission: ContainerSasPermissions, expiry: datetime) -> str:
@@ -303,7 +309,7 @@ class SasMinter:
         return f"{self._base}/{container}/{quote(name)}?{token}"
 
     def _sign(self, generate, expiry: datetime, **kwargs) -> str:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         start = now - SAS_CLOCK_SKEW
         # a user delegation key lives at most 7 days, and a SAS cannot outlive its key
         expiry = min(expiry, now + MAX_SAS_LIFETIME)
@@ -481,7 +487,7 @@ def open_blob_seekable(service: BlobServiceClient, container: str, name: str, et
     from azure.core import MatchConditions
 
     client = service.get_blob_client(container, name)
-    condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+    condition: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
     props = client.get_blob_properties(**condition)
     return BlobReader(client, props.size, props.etag)
 

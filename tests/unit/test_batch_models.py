@@ -100,3 +100,14 @@ def test_batch_errors_are_transient_only_when_a_retry_can_help():
                                  "message": "bad url https://a/b?sv=1&sig=SECRETSIG\nRequestId:123"})()
     text = str(translate(leaky, "adding tasks"))
     assert "SECRETSIG" not in text and "RequestId" not in text and "sig=<redacted>" in text
+
+
+def test_a_refused_task_names_the_services_first_line_without_secrets():
+    """Batch's error message is a {lang, value} object, not a string (reading it as one crashed intake)."""
+    from azure.batch import models as bm
+
+    from shared.batch import _first_line
+
+    message = bm.BatchErrorMessage(lang="en-US", value="The value is invalid: https://a/b?sig=SECRET\nRequestId:1")
+    assert _first_line(message) == "The value is invalid: https://a/b?sig=<redacted>"
+    assert _first_line(None) == "refused"

@@ -56,10 +56,9 @@ def accept(ctx: Context, container: str, blob_name: str) -> str | None:
     source = JobFileVersion(container, blob_name, found.etag)
     fallback_name = naming.sanitise_name(naming.default_name(blob_name))
     limit = ctx.settings.max_job_file_bytes
-    if found.size > limit:
-        return _reject(ctx, None, fallback_name, source, JobFileError(
-            f"the job file is {found.size} bytes; the limit is {limit}. Put large inputs in a blob "
-            f"and point \"input\" at it instead of listing items inline"))
+    oversized = jobfile.too_large(found.size, limit)
+    if oversized is not None:
+        return _reject(ctx, None, fallback_name, source, oversized)
     try:
         raw = storage.read_pinned(ctx.blobs, container, blob_name, found.etag)
     except storage.BlobChanged:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
 
+from shared import merge, split
 from shared.errors import JobFileError
 
 # Run ids and names are naming's; re-exported here for the callers that know them from jobfile.
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 MAX_JOB_FILE_BYTES = 1_048_576
-INPUT_FORMATS = ("jsonl", "lines", "csv", "json")
-MERGE_KINDS = ("jsonl", "lines", "csv", "concat", "none", "command")
+INPUT_FORMATS = split.FORMATS
+MERGE_KINDS = (*merge.STREAMED_KINDS, "none", "command")
 FAILURE_POLICIES = ("fail", "partial")
 DEFAULT_RETRIES = 3
 DEFAULT_TASK_TIMEOUT_MINUTES = 60
@@ -544,12 +545,21 @@ def _constant(text: str) -> _BadNumber:
     return _BadNumber(text, _NOT_JSON)
 
 
+def too_large(size: int, max_bytes: int) -> JobFileError | None:
+    """The rejection of a job file of `size` bytes, or None when it is within the limit (one
+    message whether intake sees the blob's size or the parser the bytes)."""
+    if size <= max_bytes:
+        return None
+    return JobFileError(
+        f"the job file is {size:,} bytes, over the limit of {max_bytes:,}; keep large "
+        f"data out of it: upload it to a blob and point to it with "
+        f"\"input\": {{\"blob\": \"<container>/<path>\"}}")
+
+
 def _load_json(raw: bytes, max_bytes: int) -> Any:
-    if len(raw) > max_bytes:
-        raise JobFileError(
-            f"the job file is {len(raw):,} bytes, over the limit of {max_bytes:,}; keep large "
-            f"data out of it: upload it to a blob and point to it with "
-            f"\"input\": {{\"blob\": \"<container>/<path>\"}}")
+    error = too_large(len(raw), max_bytes)
+    if error is not None:
+        raise error
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise JobFileError("the job file is saved as UTF-16; save it as UTF-8")
     body = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw

@@ -11,7 +11,7 @@ from collections.abc import Generator, Iterable, Iterator
 
 from shared.split import strip_bom
 
-MERGE_KINDS = ("jsonl", "lines", "csv", "concat")
+STREAMED_KINDS = ("jsonl", "lines", "csv", "concat")  # the merge kinds done here; jobfile adds "none" and "command"
 
 Source = Iterable[bytes]
 
@@ -37,7 +37,7 @@ def merge_stream(kind: str, sources: Iterable[Source]) -> Iterator[bytes]:
         return _lines(sources)
     if kind == "csv":
         return _csv(sources)
-    raise ValueError(f"no streaming merge for kind {kind!r}; expected one of {MERGE_KINDS}")
+    raise ValueError(f"no streaming merge for kind {kind!r}; expected one of {STREAMED_KINDS}")
 
 
 def _concat(sources: Iterable[Source]) -> Iterator[bytes]:

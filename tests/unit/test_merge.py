@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import random
 import tracemalloc
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from shared.merge import MERGE_KINDS, merge_stream
+from shared.merge import STREAMED_KINDS, merge_stream
 from shared.split import split_csv, split_jsonl
 
 
@@ -45,7 +45,7 @@ def test_line_merges_drop_each_sources_bom(kind):
     assert every_chunking(kind, [b"\xef\xbb\xbfa\n", b"\xef\xbb\xbfb"]) == b"a\nb\n"
 
 
-@pytest.mark.parametrize("kind", MERGE_KINDS)
+@pytest.mark.parametrize("kind", STREAMED_KINDS)
 def test_no_sources_or_only_empty_ones_give_nothing(kind):
     assert merged(kind, []) == b""
     assert merged(kind, [[], [b""], [b"", b""]]) == b""
@@ -121,7 +121,7 @@ def lazy_source(size: int, header: bytes = b"") -> Iterator[bytes]:
         yield block
 
 
-@pytest.mark.parametrize("kind", MERGE_KINDS)
+@pytest.mark.parametrize("kind", STREAMED_KINDS)
 def test_memory_stays_bounded(kind):
     header = b"id,text\n" if kind == "csv" else b""
     tracemalloc.start()

@@ -6,6 +6,7 @@ Guarantees: control requests are never counted in the stats; fault bodies are op
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -23,7 +24,7 @@ class ControlApiMixin(AppCore):
     """Control-plane handlers of `App`."""
 
     def health(self, req: Request) -> Response:
-        return _json(200, {"status": "ok", "version": __version__, "account": self.account,
+        return _json(200, {"status": "ok", "version": __version__, "account": self.account, "pid": os.getpid(),
                            "uptimeSeconds": round(time.time() - self.started, 3), **self.engine.summary()})
 
     def get_stats(self, req: Request) -> Response:

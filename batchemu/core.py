@@ -60,10 +60,6 @@ class EngineCore:
         except Exception:
             log.exception("background operation %s failed", getattr(fn, "__name__", fn))
 
-    def wake(self) -> None:
-        with self.cv:
-            self._notify_scheduler()
-
     def _notify_scheduler(self) -> None:
         """Lock held: have the scheduler look at the queues again."""
         self._wake_flag = True
@@ -107,10 +103,6 @@ class EngineCore:
         if p.key not in self.pools:
             return 0
         return self.store.put_pool(p.key, p.doc())
-
-    @staticmethod
-    def _touch(obj: Versioned) -> None:
-        obj.touch()
 
     def _set_task_state(self, t: Task, state: str, persist: bool = True) -> None:
         if t.state == state:

@@ -103,10 +103,10 @@ class EmulatorProcess:
                 self._reader.join(timeout=2)
                 raise RuntimeError(f"batchemu exited early with code {self.proc.returncode}:\n{self.stderr_tail()}")
             try:
-                with urllib.request.urlopen(self.url + "/_emulator/health", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
+                # our own child must answer: another server that took the port (its bind then fails) must not
+                if self.health(timeout=1).get("pid") == self.proc.pid:
+                    return self
+            except (OSError, ValueError):
                 pass
             time.sleep(0.05)
         self._terminate(grace=5.0)

@@ -1,6 +1,9 @@
 """Durability: state survives restarts; tasks running at shutdown are requeued (requeueCount+1, no retry)."""
 from __future__ import annotations
 
+import json
+import urllib.request
+
 import pytest
 from azure.batch import models as m
 
@@ -108,3 +111,36 @@ def test_container_mode_docker_builds_docker_run(tmp_path, monkeypatch):
         assert "-w" in args and args[args.index("-w") + 1].endswith("/workitems/j/job-1/c/wd")
         assert "MINE=1" in args and "AZ_BATCH_TASK_ID=c" in args
         assert read_file(client, "j", "c", "stdout.txt") == "inside\n"
+
+
+def test_start_is_not_fooled_by_another_server_on_its_port(tmp_path):
+    """Another server holding the port answers the health check; start() must notice its own child failed."""
+    import http.server
+    import threading
+
+    class Impostor(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"status": "ok", "pid": 1}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    impostor = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Impostor)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    try:
+        emu = EmulatorProcess(port=impostor.server_address[1], data_dir=tmp_path / "d")
+        with pytest.raises(RuntimeError, match="exited early with code 1"):
+            emu.start()
+        assert "cannot listen" in emu.stderr_tail()
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
+
+
+def test_health_names_the_emulator_process(emu):
+    with urllib.request.urlopen(emu.url + "/_emulator/health", timeout=5) as r:
+        assert json.loads(r.read())["pid"] == emu.pid

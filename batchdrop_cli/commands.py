@@ -1,0 +1,476 @@
+"""What each `batchdrop` command does (its options and help are in `batchdrop_cli.main`).
+
+Each function returns the command's exit code or raises `CliError`; the commands talk to storage
+only through `Contract` (the user contract) and to Batch only through `LiveLogs` (optional).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tempfile
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from batchdrop_cli.client import Contract, RunStatus, utc_stamp
+from batchdrop_cli.config import Target, offline_settings, resolve
+from batchdrop_cli.errors import INVALID, NOT_FOUND, OK, REFUSED, UNREACHABLE, CliError
+from batchdrop_cli.live import LiveLogs
+from batchdrop_cli.view import console, duration, local_time, size, styled_state, transfer
+from batchdrop_cli.watch import EXIT_BY_STATE, error_message, follow
+from shared import jobfile
+from shared.errors import JobFileError
+from shared.settings import Settings
+
+
+def _target(settings_file: str | None, account: str | None) -> Target:
+    return resolve(settings_file=settings_file, account=account)
+
+
+def _read_local(path: Path, what: str = "file") -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CliError(f"{what} {path} does not exist", NOT_FOUND) from None
+    except IsADirectoryError:
+        raise CliError(f"{path} is a directory, not a {what}", INVALID) from None
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}", NOT_FOUND) from None
+
+
+def _parse(raw: bytes, blob_name: str, settings: Settings) -> jobfile.JobSpec | jobfile.CancelRequest:
+    """The intake's own validation (raises JobFileError with the message error.json would carry)."""
+    return jobfile.parse_intake_file(raw, blob_name=blob_name, max_bytes=settings.max_job_file_bytes,
+                                     policy=jobfile.ReadPolicy.from_settings(settings))
+
+
+def _invalid(path: Path, error: JobFileError) -> int:
+    click.echo(f"{path}: invalid job file", err=True)
+    click.echo(str(error), err=True)
+    return INVALID
+
+
+def validate(job_files: tuple[Path, ...], as_json: bool, settings_file: str | None, account: str | None) -> int:
+    settings = offline_settings(settings_file=settings_file, account=account)
+    code = OK
+    for job_file in job_files:
+        raw = _read_local(job_file, "job file")
+        try:
+            spec = _parse(raw, job_file.name, settings)
+        except JobFileError as e:
+            code = INVALID
+            if as_json:
+                click.echo(json.dumps({"file": str(job_file), "valid": False, "field": e.field, "message": e.message,
+                                       "error": str(e)}))
+            else:
+                _invalid(job_file, e)
+            continue
+        if as_json:
+            click.echo(json.dumps({"file": str(job_file), "valid": True, "field": None, "message": None,
+                                   "error": None}))
+        elif isinstance(spec, jobfile.CancelRequest):
+            click.echo(f"ok: {job_file} is a cancel request for run {spec.run_id}")
+        else:
+            click.echo(f"ok: {job_file} is a valid job file ({_summary(spec)})")
+    return code
+
+
+def _summary(spec: jobfile.JobSpec) -> str:
+    inp = spec.input
+    if isinstance(inp, jobfile.ItemsInput):
+        source = f"{len(inp.items)} inline items"
+    elif isinstance(inp, jobfile.BlobInput):
+        source = f"input {inp.blob} ({inp.format})"
+    else:
+        source = f"inputs under {inp.prefix}"
+    split = f"{spec.tasks} tasks" if spec.tasks else (f"{spec.items_per_task} per task" if spec.items_per_task else "")
+    merge = spec.merge.kind if spec.merge else "?"
+    return ", ".join(p for p in (f"run name {spec.name}", source, split, f"merge {merge}") if p)
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Duplicate(key)
+        seen[key] = value
+    return seen
+
+
+def _edit(raw: bytes, blob_name: str, settings: Settings, *, input_ref: str | None, name: str | None) -> bytes:
+    """The job file with --input / --name applied. A file that is not a plain JSON object is
+    reported with the intake's own message."""
+    try:
+        doc = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_no_duplicates)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    if not isinstance(doc, dict):
+        _parse(raw, blob_name, settings)  # raises the intake's message
+        raise JobFileError("the job file must be a JSON object")
+    if "cancel" in doc:
+        raise JobFileError("this is a cancel request, not a job file; use `batchdrop cancel RUN`", field="cancel")
+    if name is not None:
+        doc["name"] = name
+    if input_ref is not None:
+        old = doc.get("input")
+        new: dict[str, Any] = {"blob": input_ref}
+        if isinstance(old, dict) and "blob" in old and old.get("format") is not None:
+            new["format"] = old["format"]
+        doc["input"] = new
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _safe_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return cleaned or "job.json"
+
+
+def submit(job_file: Path, input_file: Path | None, name: str | None, wait: bool, interval: float,
+           timeout: float | None, plain: bool, settings_file: str | None, account: str | None) -> int:
+    target = _target(settings_file, account)
+    settings = target.settings
+    raw = _read_local(job_file, "job file")
+    stamp = utc_stamp()
+    blob_name = f"{stamp}/{_safe_name(job_file.name)}"
+    input_ref = None
+    if input_file is not None:
+        if not input_file.is_file():
+            raise CliError(f"input file {input_file} does not exist", NOT_FOUND)
+        input_path = f"uploads/{stamp}/{_safe_name(input_file.name)}"
+        input_ref = f"{settings.data_container}/{input_path}"
+    try:
+        if input_ref is not None or name is not None:
+            raw = _edit(raw, blob_name, settings, input_ref=input_ref, name=name)
+        spec = _parse(raw, blob_name, settings)
+    except JobFileError as e:
+        return _invalid(job_file, e)
+    if isinstance(spec, jobfile.CancelRequest):
+        return _invalid(job_file, JobFileError("this is a cancel request, not a job file; use `batchdrop cancel "
+                                               f"{spec.run_id}`", field="cancel"))
+    contract = Contract(target)
+    err = console(stderr=True)
+    if input_file is not None and input_ref is not None:
+        total = input_file.stat().st_size
+        with transfer(err, f"uploading {input_file} to {input_ref}", total) as hook:
+            contract.upload(input_file, settings.data_container, input_ref.split("/", 1)[1], hook)
+    etag = contract.drop(blob_name, raw)
+    job_path = f"{settings.intake_container}/{blob_name}"
+    candidates = jobfile.run_id_candidates(spec.name, settings.intake_container, blob_name, etag)
+    run_id, _ = contract.locate(candidates, job_path, etag)
+    click.echo(run_id)
+    click.echo(f"dropped {job_file} as {job_path}; run {run_id}", err=True)
+    if not wait:
+        click.echo(f"watch it: batchdrop watch {run_id}", err=True)
+        return OK
+    code, _ = follow(contract, lambda: contract.locate(candidates, job_path, etag), interval_s=interval,
+                     timeout_s=timeout, plain=plain)
+    return code
+
+
+def upload(path: Path, blob: str | None, settings_file: str | None, account: str | None) -> int:
+    target = _target(settings_file, account)
+    settings = target.settings
+    if not path.exists():
+        raise CliError(f"{path} does not exist", NOT_FOUND)
+    name = _safe_name(path.name) + (".zip" if path.is_dir() else "")
+    ref_text = blob or f"{settings.data_container}/uploads/{utc_stamp()}/{name}"
+    try:
+        ref = jobfile.BlobRef.parse(ref_text, "BLOB")
+        jobfile.ReadPolicy.from_settings(settings).check(ref, "BLOB")
+    except JobFileError as e:
+        raise CliError(str(e), INVALID) from None
+    if path.is_dir() and not ref.path.endswith(".zip"):
+        raise CliError(f"{path} is a folder: it is uploaded as a zip, so BLOB must end in .zip", INVALID)
+    contract = Contract(target)
+    err = console(stderr=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = _zip_folder(path, Path(tmp) / name) if path.is_dir() else path
+        with transfer(err, f"uploading {path} to {ref}", local.stat().st_size) as hook:
+            contract.upload(local, ref.container, ref.path, hook)
+    click.echo(str(ref))
+    return OK
+
+
+def _zip_folder(folder: Path, target: Path) -> Path:
+    """The regular files under `folder` (symbolic links are left out: intake refuses zips with them)."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for file in sorted(folder.rglob("*")):
+            if file.is_symlink() or not file.is_file() or "__pycache__" in file.parts:
+                continue
+            z.write(file, file.relative_to(folder).as_posix())
+    return target
+
+
+def watch(run_id: str, interval: float, timeout: float | None, plain: bool, settings_file: str | None,
+          account: str | None) -> int:
+    contract = Contract(_target(settings_file, account))
+    contract.status_or_pending(run_id)
+    code, _ = follow(contract, lambda: (run_id, contract.status(run_id)), interval_s=interval, timeout_s=timeout,
+                     plain=plain)
+    return code
+
+
+def status(run_id: str, as_json: bool, settings_file: str | None, account: str | None) -> int:
+    contract = Contract(_target(settings_file, account))
+    found = contract.require_status(run_id)
+    if as_json:
+        click.echo(json.dumps(found.doc, indent=2))
+        return OK
+    doc = found.doc
+    rows: list[tuple[str, str]] = [("run", found.run_id), ("state", found.state),
+                                   ("job file", str(doc.get("job_file", "-"))),
+                                   ("tasks", _task_line(found)),
+                                   ("started", local_time(found.started)),
+                                   ("updated", local_time(found.time("updated_at"))),
+                                   ("duration", duration(found.duration_s()))]
+    if doc.get("output"):
+        rows.append(("output", str(doc["output"])))
+    if found.state in ("failed", "cancelled", "rejected"):
+        rows.append(("error", error_message(contract, found)))
+    if doc.get("container_execution"):
+        rows.append(("execution", str(doc["container_execution"])))
+    for label, value in rows:
+        click.echo(f"{label:<10} {value}")
+    return OK
+
+
+def _task_line(status: RunStatus) -> str:
+    parts = [f"{status.done}/{status.total or '?'} done"]
+    details = [f"{status.count(k)} {label}" for k, label in (("active", "waiting"), ("running", "running"),
+                                                           ("succeeded", "succeeded"), ("failed", "failed"),
+                                                           ("stopped", "stopped"))
+               if k != "stopped" or status.count(k)]
+    return parts[0] + ": " + ", ".join(details)
+
+
+def runs(states: tuple[str, ...], since: float | None, limit: int, as_json: bool, settings_file: str | None,
+         account: str | None) -> int:
+    contract = Contract(_target(settings_file, account))
+    wanted = {s.strip() for text in states for s in text.split(",") if s.strip()}
+    found = contract.statuses(contract.run_ids())
+    if wanted:
+        found = [s for s in found if s.state in wanted]
+    if since is not None:
+        cutoff = datetime.now(UTC) - timedelta(seconds=since)
+        found = [s for s in found if s.started is not None and s.started >= cutoff]
+    oldest = datetime.min.replace(tzinfo=UTC)
+    found.sort(key=lambda s: (s.started or oldest, s.run_id), reverse=True)
+    more = len(found) - limit if limit and len(found) > limit else 0
+    if limit:
+        found = found[:limit]
+    if as_json:
+        click.echo(json.dumps([s.doc for s in found], indent=2))
+        return OK
+    out = console()
+    if not found:
+        out.print(f"no runs{' matching' if wanted or since else ''} in {contract.results!r} "
+                  f"({contract.target.endpoint})")
+        return OK
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column, justify in (("run", "left"), ("state", "left"), ("tasks", "right"), ("started", "left"),
+                            ("duration", "right")):
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for s in found:
+        table.add_row(s.run_id, styled_state(s.state), f"{s.done}/{s.total}", local_time(s.started),
+                      duration(s.duration_s()))
+    out.print(table)
+    if more:
+        out.print(f"({more} older runs not shown; --limit 0 shows all)")
+    return OK
+
+
+def logs(run_id: str, task: str | None, stream: str | None, settings_file: str | None, account: str | None) -> int:
+    target = _target(settings_file, account)
+    contract = Contract(target)
+    found = contract.require_status(run_id)
+    streams = [stream] if stream else ["stdout", "stderr"]
+    live = LiveLogs(target)
+    if task:
+        return _task_logs(contract, live, found, task, streams, headers=len(streams) > 1)
+    report = contract.read_json(f"{run_id}/report.json")
+    if report is not None:
+        failed = [e for e in report.get("entries") or [] if e.get("outcome") != "succeeded"]
+        merge_task = report.get("merge_task")
+        if isinstance(merge_task, dict) and merge_task.get("outcome") != "succeeded":
+            failed.append(merge_task)
+        if not failed:
+            click.echo(f"run {run_id} ({found.state}): no task failed; batchdrop keeps the output of failed tasks "
+                       f"only", err=True)
+            return OK
+        stopped = [str(e.get("task_id")) for e in failed
+                   if isinstance(e.get("failure"), dict) and e["failure"].get("category") == "incomplete"]
+        failed = [e for e in failed if str(e.get("task_id")) not in stopped]
+        if stopped:
+            click.echo(f"{len(stopped)} task(s) stopped before they finished, with no output: "
+                       f"{', '.join(stopped[:10])}{', ...' if len(stopped) > 10 else ''}", err=True)
+        for entry in failed:
+            task_id = str(entry.get("task_id"))
+            why = f"exit code {entry.get('exit_code')}"
+            if isinstance(entry.get("failure"), dict):
+                why += f", {entry['failure'].get('code')}"
+            click.echo(f"==> task {task_id} ({why}) <==")
+            shown = _print_captured(contract, run_id, task_id, streams, headers=True)
+            if not shown and entry.get("stderr_tail") and "stderr" in streams:
+                click.echo("--- stderr (tail, from report.json) ---")
+                click.echo(str(entry["stderr_tail"]).rstrip("\n"))
+            elif not shown:
+                click.echo("(no captured output)")
+        return OK
+    if found.state == "rejected":
+        raise CliError(f"run {run_id} was rejected, so no task ran: {error_message(contract, found)}", NOT_FOUND)
+    if found.terminal:
+        raise CliError(f"run {run_id} ended {found.state} without a report, so no task output was kept: "
+                       f"{error_message(contract, found)}", NOT_FOUND)
+    tasks = live.tasks(run_id)
+    if tasks is None:
+        why = ("configure a Batch account (BATCH_ACCOUNT_URL) to see a running task's live output"
+               if not live.available else f"Batch has no job {run_id} (any more)")
+        raise CliError(f"run {run_id} is {found.state} and has no report yet: failed tasks' output is copied into "
+                       f"results when the run ends", NOT_FOUND, hint=why)
+    failed_tasks = [t for t in tasks if t.state == "completed" and t.exit_code not in (0, None)]
+    running = [t.task_id for t in tasks if t.state == "running"]
+    click.echo(f"run {run_id} is {found.state}: {len(running)} running task(s)"
+               + (f" ({', '.join(running[:10])}{', ...' if len(running) > 10 else ''})" if running else "")
+               + f", {len(failed_tasks)} failed so far", err=True)
+    for t in failed_tasks:
+        click.echo(f"==> task {t.task_id} (exit code {t.exit_code}, live from Batch) <==")
+        _print_live(live, run_id, t.task_id, streams, headers=True)
+    if running:
+        click.echo(f"a running task's live output: batchdrop logs {run_id} {running[0]}", err=True)
+    return OK
+
+
+def _task_logs(contract: Contract, live: LiveLogs, found: RunStatus, task: str, streams: list[str],
+               headers: bool) -> int:
+    run_id = found.run_id
+    if _print_captured(contract, run_id, task, streams, headers):
+        return OK
+    if live.available:
+        state = live.task(run_id, task)
+        if state is not None:
+            click.echo(f"task {task} is {state.state} (live from Batch)", err=True)
+            if _print_live(live, run_id, task, streams, headers):
+                return OK
+            raise CliError(f"task {task} of run {run_id} has no output yet", NOT_FOUND)
+    hint = ("results keep the output of failed tasks only (the last MiB of each)"
+            + ("" if live.available else "; configure a Batch account (BATCH_ACCOUNT_URL) for a running task's "
+                                          "live output"))
+    raise CliError(f"no output of task {task!r} in run {run_id} ({found.state})", NOT_FOUND, hint=hint)
+
+
+def _write(data: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data if data.endswith(b"\n") or not data else data + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def _print_captured(contract: Contract, run_id: str, task: str, streams: list[str], headers: bool) -> bool:
+    shown = False
+    for name in streams:
+        data = contract.read_bytes(contract.results, f"{run_id}/tasks/{task}/{name}.txt")
+        if data is None:
+            continue
+        if headers:
+            click.echo(f"--- {name} ---")
+        _write(data)
+        shown = True
+    return shown
+
+
+def _print_live(live: LiveLogs, run_id: str, task: str, streams: list[str], headers: bool) -> bool:
+    shown = False
+    for name in streams:
+        data = live.output(run_id, task, name)
+        if data is None:
+            continue
+        if headers:
+            click.echo(f"--- {name} (live) ---")
+        _write(data)
+        shown = True
+    return shown
+
+
+def results(run_id: str, out_dir: Path | None, force: bool, settings_file: str | None,
+            account: str | None) -> int:
+    contract = Contract(_target(settings_file, account))
+    found = contract.require_status(run_id)
+    if not found.terminal:
+        raise CliError(f"run {run_id} is still {found.state}: its results appear when it ends", REFUSED,
+                       hint=f"wait for it with `batchdrop watch {run_id}`")
+    dest = out_dir or Path(run_id)
+    root = dest.resolve()
+    blobs = []
+    for relative, nbytes in contract.run_blobs(run_id):
+        target = (root / relative).resolve()
+        if target != root and root not in target.parents:
+            click.echo(f"skipping {relative!r}: it would land outside {dest}", err=True)
+            continue
+        blobs.append((relative, nbytes, target))
+    existing = [rel for rel, _, target in blobs if target.exists()]
+    if existing and not force:
+        listed = ", ".join(str(dest / rel) for rel in existing[:3]) + (f" and {len(existing) - 3} more"
+                                                                        if len(existing) > 3 else "")
+        raise CliError(f"not overwriting {listed}", REFUSED, hint="use --force, or -o another folder")
+    total = sum(n for _, n, _ in blobs)
+    err = console(stderr=True)
+    done = 0
+    with transfer(err, f"downloading {len(blobs)} files of run {run_id} to {dest}", total) as hook:
+        for relative, nbytes, target in blobs:
+            def progress(current: int, _total: int | None, offset: int = done) -> None:
+                hook(offset + current, None)
+
+            contract.download(run_id, relative, target, nbytes, progress)
+            done += nbytes
+            hook(done, None)
+    report = _local_json(root / "report.json")
+    output = found.doc.get("output") or (report or {}).get("output")
+    if isinstance(output, str) and output.startswith(f"{contract.results}/{run_id}/output."):
+        local = root / output.rsplit("/", 1)[1]
+        expected = (report or {}).get("output_bytes")
+        if isinstance(expected, int) and local.exists() and local.stat().st_size != expected:
+            raise CliError(f"{local}: {local.stat().st_size:,} bytes, but report.json says {expected:,}", UNREACHABLE,
+                           hint="download again with --force")
+    click.echo(f"{len(blobs)} files ({size(total)}) in {dest}/")
+    for relative, nbytes, _ in blobs[:12]:
+        click.echo(f"  {relative}  ({size(nbytes)})")
+    if len(blobs) > 12:
+        click.echo(f"  ... and {len(blobs) - 12} more")
+    if found.state != "succeeded":
+        click.echo(f"run {run_id} {found.state}: {error_message(contract, found)}", err=True)
+    return EXIT_BY_STATE.get(found.state, OK)
+
+
+def _local_json(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def cancel(run_id: str, wait: bool, interval: float, timeout: float | None, settings_file: str | None,
+           account: str | None) -> int:
+    contract = Contract(_target(settings_file, account))
+    found = contract.require_status(run_id)
+    if found.terminal:
+        click.echo(f"run {run_id} already {found.state}; nothing to cancel")
+        return OK
+    blob_name = f"{utc_stamp()}/cancel-{run_id}.json"
+    contract.drop(blob_name, json.dumps({"cancel": run_id}).encode())
+    click.echo(f"cancel requested: dropped {contract.settings.intake_container}/{blob_name}")
+    if not wait:
+        return OK
+    code, last = follow(contract, lambda: (run_id, contract.status(run_id)), interval_s=interval,
+                        timeout_s=timeout)
+    if last is not None and last.terminal and last.state in ("cancelled", "succeeded"):
+        return OK
+    return code

@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from azure.batch import BatchClient, models as m  # noqa: E402
+from azure.batch import BatchClient  # noqa: E402
+from azure.batch import models as m
 from azure.core.credentials import AzureNamedKeyCredential  # noqa: E402
 
 from batchemu.process import EmulatorProcess  # noqa: E402
@@ -160,7 +161,8 @@ def main(argv=None) -> int:
          f"submit {t['submit_s']:.2f}s"),
         ("(b) sleep %s x%d" % (s["sleep_s"], s["tasks"]), f"{s['emulator_s']:.2f}s ({s['emulator_tasks_per_s']:.0f}/s)",
          f"{s['xargs_s']:.2f}s ({s['xargs_tasks_per_s']:.0f}/s)", f"{s['ratio']:.3f}x",
-         f"ideal {s['ideal_s']:.2f}s, slot utilisation {s['slot_utilisation']:.1%} (xargs {s['xargs_slot_utilisation']:.1%})"),
+         f"ideal {s['ideal_s']:.2f}s, slot utilisation {s['slot_utilisation']:.1%} "
+         f"(xargs {s['xargs_slot_utilisation']:.1%})"),
         ("(c) submit x%d" % sub["tasks"], f"{sub['submit_s']:.2f}s ({sub['tasks_per_s']:.0f}/s)", "-", "-",
          f"list all {sub['list_all_s']:.2f}s, taskcounts {sub['taskcounts_ms']:.1f} ms"),
         ("(d) peak RSS", f"{mem['peak_rss_mb']:.1f} MB", "-", "-",

@@ -54,8 +54,10 @@ def main() -> None:
         common = [conn, emulator.url, emulator.account, emulator.key]
         shard_bytes = args.items_per_task * RECORD
         steps = {
-            "split: plain copy (baseline)": run_child("benchmarks.split_merge_steps", "copy-split", *common, str(shard_bytes)),
-            "split: iter_shards + upload": run_child("benchmarks.split_merge_steps", "split", *common, str(args.items_per_task)),
+            "split: plain copy (baseline)": run_child("benchmarks.split_merge_steps", "copy-split", *common,
+                                                      str(shard_bytes)),
+            "split: iter_shards + upload": run_child("benchmarks.split_merge_steps", "split", *common,
+                                                     str(args.items_per_task)),
             "merge: plain copy (baseline)": run_child("benchmarks.split_merge_steps", "copy-merge", *common),
             "merge: merge_stream + commit": run_child("benchmarks.split_merge_steps", "merge", *common),
         }

@@ -54,7 +54,8 @@ def copy_split(ctx: Context, shard_bytes: int) -> int:
 def do_split(ctx: Context, items_per_task: int) -> int:
     """The pipeline's own path: streaming splitter + bounded parallel upload (shared.accept)."""
     chunks = storage.read_chunks(ctx.blobs, "data", "big.jsonl")
-    return _upload_shards(ctx, "shards", "input.jsonl", split.iter_shards("jsonl", chunks, items_per_task=items_per_task))
+    shards = split.iter_shards("jsonl", chunks, items_per_task=items_per_task)
+    return _upload_shards(ctx, "shards", "input.jsonl", shards)
 
 
 def shard_ids(ctx: Context) -> list[str]:

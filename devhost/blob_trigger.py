@@ -23,8 +23,9 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -138,11 +139,11 @@ class BlobScanner:
             try:
                 blobs = list(container.list_blobs(name_starts_with=reg.pattern.prefix or None))
             except ResourceNotFoundError:
-                key = (reg.spec.name, reg.pattern.container)
-                if key not in self._missing_logged:
+                missing = (reg.spec.name, reg.pattern.container)
+                if missing not in self._missing_logged:
                     log.warning("Function '%s': container '%s' does not exist (yet); waiting for it",
                                 reg.spec.name, reg.pattern.container)
-                    self._missing_logged.add(key)
+                    self._missing_logged.add(missing)
                 continue
             self._missing_logged.discard((reg.spec.name, reg.pattern.container))
             for b in blobs:
@@ -325,6 +326,7 @@ class BlobQueueHandler:
             return d.isoformat() if d else None
 
         settings = getattr(props, "content_settings", None)
+        md5 = getattr(settings, "content_md5", None)
         properties = {
             "BlobType": getattr(getattr(props, "blob_type", None), "value", None) or str(props.blob_type),
             "ContentLength": props.size,
@@ -332,7 +334,7 @@ class BlobQueueHandler:
             "ContentType": getattr(settings, "content_type", None),
             "ContentEncoding": getattr(settings, "content_encoding", None),
             "ContentLanguage": getattr(settings, "content_language", None),
-            "ContentMD5": base64.b64encode(settings.content_md5).decode() if getattr(settings, "content_md5", None) else None,
+            "ContentMD5": base64.b64encode(md5).decode() if md5 else None,
             "ETag": normalize_etag(props.etag),
             "LastModified": iso(props.last_modified),
             "CreatedOn": iso(getattr(props, "creation_time", None)),
@@ -343,7 +345,7 @@ class BlobQueueHandler:
             "Properties": Datum(json.dumps(properties), "json"),
             "Metadata": Datum(json.dumps(dict(props.metadata or {})), "json"),
             "sys": Datum(json.dumps({"MethodName": reg.spec.name,
-                                     "UtcNow": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                                     "UtcNow": _dt.datetime.now(_dt.UTC).isoformat(),
                                      "RandGuid": str(uuid.uuid4())}), "json"),
         }
         for k, v in (reg.pattern.match(name) or {}).items():

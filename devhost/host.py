@@ -15,16 +15,26 @@ Settings are used for ``%NAME%`` resolution and connections; the host never copi
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 import os
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from .blob_trigger import (HOSTS_CONTAINER, POISON_QUEUE, BlobPathPattern, BlobQueueHandler,
-                           BlobRegistration, BlobScanner, poison_queue_for, shared_queue_name)
+from .blob_trigger import (
+    HOSTS_CONTAINER,
+    POISON_QUEUE,
+    BlobPathPattern,
+    BlobQueueHandler,
+    BlobRegistration,
+    BlobScanner,
+    poison_queue_for,
+    shared_queue_name,
+)
 from .errors import ConfigurationError, DevhostError
 from .hostconfig import HostConfig, load_host_json
 from .indexing import FunctionSpec, index_functions
@@ -91,7 +101,7 @@ class Host:
         for spec in self.functions:
             if spec.trigger_type == "blobTrigger" and spec.source == "EventGrid":
                 log.info("Function '%s' uses an Event Grid blob trigger: devhost simulates Event Grid "
-                         "delivery by polling container '%s'", spec.name, spec.path.split("/")[0])
+                         "delivery by polling container '%s'", spec.name, (spec.path or "").split("/")[0])
 
     # -- introspection -------------------------------------------------------------------
     def function(self, name: str) -> FunctionSpec:
@@ -180,7 +190,7 @@ class Host:
         cap = options.batch_size + options.effective_new_batch_threshold
         return QueueListener(
             name=spec.name, queue=queue, options=options,
-            handler=lambda msg, spec=spec: self._run_queue_message(spec, msg),
+            handler=functools.partial(self._run_queue_message, spec),
             poison_queue_for=lambda _msg: poison, max_workers=min(self.queue_workers, cap),
             max_polling_interval=min(self.poll_interval, options.max_polling_interval))
 
@@ -195,7 +205,7 @@ class Host:
                 value = Datum(body, "bytes")
 
         def iso(d: _dt.datetime | None) -> str | None:
-            return d.astimezone(_dt.timezone.utc).isoformat() if d else None
+            return d.astimezone(_dt.UTC).isoformat() if d else None
 
         md = {
             "QueueTrigger": Datum(value.value if value.type == "string" else body.decode("utf-8", "replace"), "string"),
@@ -203,7 +213,7 @@ class Host:
             "DequeueCount": Datum(json.dumps(msg.dequeue_count), "json"),
             "PopReceipt": Datum(msg.pop_receipt, "string"),
             "sys": Datum(json.dumps({"MethodName": spec.name,
-                                     "UtcNow": _dt.datetime.now(_dt.timezone.utc).isoformat()}), "json"),
+                                     "UtcNow": _dt.datetime.now(_dt.UTC).isoformat()}), "json"),
         }
         for key, d in (("InsertionTime", msg.inserted_on), ("ExpirationTime", msg.expires_on),
                        ("NextVisibleTime", msg.next_visible_on)):
@@ -274,7 +284,8 @@ class Host:
         if spec.trigger_type != trigger:
             raise DevhostError(f"devhost: function '{name}' is a {spec.trigger_type}, not a {trigger}")
 
-    def wait_for(self, predicate: Callable[[list[InvocationResult]], bool], timeout: float = 10.0) -> list[InvocationResult]:
+    def wait_for(self, predicate: Callable[[list[InvocationResult]], bool],
+                 timeout: float = 10.0) -> list[InvocationResult]:
         """Block until ``predicate(invocations so far)`` holds; TimeoutError after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         with self._results_cond:
@@ -352,7 +363,7 @@ class Host:
                 pass
         self._clients.clear()
 
-    def __enter__(self) -> "Host":
+    def __enter__(self) -> Host:
         return self
 
     def __exit__(self, *exc: Any) -> None:

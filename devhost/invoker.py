@@ -18,8 +18,9 @@ import time
 import traceback
 import uuid
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import azure.functions as func
 from azure.functions import _abc, meta
@@ -99,8 +100,8 @@ class InvocationContext(func.Context):
     def invocation_id(self) -> str:
         return self._invocation_id
 
-    @property
-    def thread_local_storage(self) -> threading.local:
+    @property  # the worker hands out an instance; the library's stub says the class
+    def thread_local_storage(self) -> threading.local:  # type: ignore[override]
         return self._thread_local_storage
 
     @property

@@ -14,7 +14,7 @@ import contextlib
 import contextvars
 import logging
 import sys
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from conventions.scrub import scrub
 

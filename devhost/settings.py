@@ -22,9 +22,10 @@ import os
 import re
 import socket
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from conventions import connection
 

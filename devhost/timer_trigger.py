@@ -17,7 +17,8 @@ import datetime as _dt
 import json
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
@@ -29,6 +30,7 @@ __all__ = ["ScheduleMonitor", "TimerListener"]
 log = logging.getLogger("devhost.timers")
 
 _EPOCH = _dt.datetime(1, 1, 1)
+_NEVER = _dt.datetime.max.replace(tzinfo=_dt.UTC)
 
 
 def _now() -> _dt.datetime:
@@ -112,7 +114,7 @@ class TimerListener:
         self.invoker = invoker
         self.monitor = monitor if spec.use_monitor else None
         self.now = now
-        self.status: dict[str, _dt.datetime] = {"Last": _EPOCH, "Next": self.schedule.next_occurrence(now()),
+        self.status: dict[str, _dt.datetime] = {"Last": _EPOCH, "Next": self._next_after(now()),
                                                 "LastUpdated": _EPOCH}
         self._lock = threading.Lock()          # never two invocations of this timer at once
         self._stop = threading.Event()
@@ -135,7 +137,7 @@ class TimerListener:
                 self.timer_name, now, self.schedule, self.monitor.get_status(self.timer_name))
             past_due = late > _dt.timedelta(0)
         else:
-            self.status = {"Last": _EPOCH, "Next": self.schedule.next_occurrence(now), "LastUpdated": _EPOCH}
+            self.status = {"Last": _EPOCH, "Next": self._next_after(now), "LastUpdated": _EPOCH}
         if past_due:
             self._startup = {"past_due": True, "original": self.status["Next"]}
         elif self.spec.run_on_startup:
@@ -145,10 +147,15 @@ class TimerListener:
         self._thread = threading.Thread(target=self._run, name=f"devhost-timer-{self.spec.name}", daemon=True)
         self._thread.start()
 
+    def _next_after(self, t: _dt.datetime) -> _dt.datetime:
+        """The schedule's next time after `t`; a schedule that never fires again waits forever."""
+        return self.schedule.next_occurrence(t) or _NEVER
+
     def next_occurrences(self, count: int) -> list[str]:
-        out, t = [], self.now()
+        out: list[str] = []
+        t: _dt.datetime | None = self.now()
         for _ in range(count):
-            t = self.schedule.next_occurrence(t)
+            t = self.schedule.next_occurrence(t) if t is not None else None
             if t is None:
                 break
             out.append(t.isoformat(sep=" ", timespec="seconds"))
@@ -207,7 +214,7 @@ class TimerListener:
             adjusted = invocation_time
             if not past_due and not run_on_startup and self.status["Next"] > invocation_time:
                 adjusted = self.status["Next"]  # fired a hair early: don't schedule the same time twice
-            self.status = {"Last": adjusted, "Next": self.schedule.next_occurrence(adjusted),
+            self.status = {"Last": adjusted, "Next": self._next_after(adjusted),
                            "LastUpdated": adjusted}
             if self.monitor is not None:
                 try:

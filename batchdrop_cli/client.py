@@ -308,19 +308,36 @@ class Contract:
         with self.talking(container):
             self.service.get_blob_client(container, blob_name).upload_blob(data, overwrite=True)
 
-    def locate(self, candidates: list[str], job_file: str, etag: str) -> tuple[str, RunStatus | None]:
+    def locate(self, candidates: list[str], job_file: str, etag: str,
+               fallback: tuple[str, ...] = ()) -> tuple[str, RunStatus | None]:
         """Which of a dropped job file's candidate run ids is its run, as intake decides: the first
         whose record is absent or was made from this upload (another job file's record under an
-        id is a hash collision, and intake takes the next)."""
+        id is a hash collision, and intake takes the next).
+
+        `fallback`: the ids under the job file's blob name, which intake uses when it cannot read
+        the file far enough to name the run (a deployment whose settings reject what the local
+        validation passed); one of them counts only once a record made from this upload is there."""
         version = etag.strip().strip('"')
+
+        def made(status: RunStatus) -> bool:
+            made_by = str(status.doc.get("job_file_etag", "")).strip('"')
+            return status.doc.get("job_file") == job_file and made_by == version
+
+        free = None
         for candidate in candidates:
             status = self.status(candidate)
             if status is None:
-                return candidate, None
-            made_by = str(status.doc.get("job_file_etag", "")).strip('"')
-            if status.doc.get("job_file") == job_file and made_by == version:
+                free = candidate
+                break
+            if made(status):
                 return candidate, status
-        return candidates[0], None
+        for candidate in fallback:
+            status = self.status(candidate)
+            if status is None:
+                break
+            if made(status):
+                return candidate, status
+        return free or candidates[0], None
 
 
 def _plausible(text: str) -> bool:

@@ -126,7 +126,7 @@ def _edit(raw: bytes, blob_name: str, settings: Settings, *, input_ref: str | No
         if isinstance(old, dict) and "blob" in old and old.get("format") is not None:
             new["format"] = old["format"]
         doc["input"] = new
-    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return (json.dumps(doc, indent=2) + "\n").encode("utf-8")  # ASCII: escapes (even bad ones) kept for intake
 
 
 def _safe_name(name: str) -> str:
@@ -165,13 +165,16 @@ def submit(job_file: Path, input_file: Path | None, name: str | None, wait: bool
     etag = contract.drop(blob_name, raw)
     job_path = f"{settings.intake_container}/{blob_name}"
     candidates = jobfile.run_id_candidates(spec.name, settings.intake_container, blob_name, etag)
+    by_blob_name = jobfile.sanitise_name(jobfile.default_name(blob_name))
+    fallback = () if by_blob_name == spec.name else tuple(
+        jobfile.run_id_candidates(by_blob_name, settings.intake_container, blob_name, etag))
     run_id, _ = contract.locate(candidates, job_path, etag)
     click.echo(run_id)
     click.echo(f"dropped {job_file} as {job_path}; run {run_id}", err=True)
     if not wait:
         click.echo(f"watch it: batchdrop watch {run_id}", err=True)
         return OK
-    code, _ = follow(contract, lambda: contract.locate(candidates, job_path, etag), interval_s=interval,
+    code, _ = follow(contract, lambda: contract.locate(candidates, job_path, etag, fallback), interval_s=interval,
                      timeout_s=timeout, plain=plain)
     return code
 

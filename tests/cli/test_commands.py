@@ -254,6 +254,21 @@ def test_rejected_run_exits_3_with_error_json_message(cli_stack, tmp_path):
     assert logs.returncode == 4 and "rejected" in logs.stderr
 
 
+def test_a_deployment_stricter_than_the_local_settings_is_still_followed(cli_stack, tmp_path):
+    """Settings that let a job file through which the deployment refuses: intake then names the
+    run after the job file's blob name, and submit --wait finds it there."""
+    lenient = tmp_path / "lenient.settings.json"
+    lenient.write_text(json.dumps({"Values": {**cli_stack.values, "INPUT_CONTAINERS": "elsewhere"}}))
+    doc = {"name": "cli-lenient", "command": "true", "input": {"blob": "elsewhere/x.jsonl"}}
+    result = cli_stack.call("submit", str(job(tmp_path, "strict.json", doc)), "--wait", "--interval", "0.3",
+                            "--timeout", "60", settings=lenient)
+    assert result.returncode == 3, (result, cli_stack.devhost_log())
+    printed, *_ = result.stdout.splitlines()
+    assert printed.startswith("cli-lenient-")  # what intake would name it had it read the file as we did
+    assert re.search(r"run strict-[0-9a-f]{16} rejected .*input\.blob: container 'elsewhere' is not readable",
+                     result.stdout)
+
+
 def test_runs_lists_newest_first_and_unknown_ids_get_suggestions(cli_stack, tmp_path):
     first = submit(cli_stack, tmp_path, "list-a.json", {"name": "cli-list", "command": "true",
                                                         "input": {"items": [1]}})

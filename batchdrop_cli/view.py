@@ -20,9 +20,11 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Column
 
 from batchdrop_cli.client import RunStatus
 
+BAR_WIDTH, MIN_BAR_WIDTH = 30, 10
 STATE_STYLE = {"accepted": "cyan", "running": "blue", "merging": "magenta", "succeeded": "green",
                "failed": "red", "cancelled": "yellow", "rejected": "red", "submitted": "dim"}
 
@@ -125,19 +127,21 @@ class RunView:
         self.live = live
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        self._bar = BarColumn(bar_width=BAR_WIDTH)
         self._last_line: str | None = None
 
     def __enter__(self) -> RunView:
         if self.live:
             self.out.print(f"watching run [bold]{escape(self.run_id)}[/] (Ctrl-C stops watching; the run goes on)")
+            self._bar = BarColumn(bar_width=BAR_WIDTH)
             self._progress = Progress(
-                TextColumn("{task.fields[state]}"), BarColumn(bar_width=30), MofNCompleteColumn(),
-                TextColumn("tasks  {task.fields[counts]}"), TextColumn("{task.fields[rate]}"),
-                TextColumn("elapsed {task.fields[elapsed]}"), TextColumn("eta {task.fields[eta]}"),
+                TextColumn("{task.fields[state]}", table_column=Column(no_wrap=True)),
+                self._bar, MofNCompleteColumn(table_column=Column(no_wrap=True)),
+                TextColumn("{task.fields[details]}", table_column=Column(no_wrap=True)),
                 console=self.out, refresh_per_second=4, transient=False)
             self._progress.start()
             self._task = self._progress.add_task("run", total=None, state=styled_state("submitted", 9),
-                                                 counts="", rate="", elapsed="-", eta="-")
+                                                 details="")
         else:
             self.out.print(f"watching run {self.run_id}")
         return self
@@ -154,9 +158,19 @@ class RunView:
         facts = Facts.of(status)
         if self._progress is not None and self._task is not None:
             total = facts.total or None
+            if facts.state == "submitted":
+                details = "waiting for intake to pick up the job file"
+            else:
+                details = (f"{facts.running} running · {facts.failed} failed · eta {facts.eta_text} · "
+                           f"elapsed {duration(facts.elapsed)} · {facts.rate_text}")
+            # a narrow terminal narrows the bar, then cuts the details (least useful last)
+            fixed = 9 + len(f"{facts.done}/{total or '?'}") + 4
+            self._bar.bar_width = max(MIN_BAR_WIDTH, min(BAR_WIDTH, self.out.width - fixed - len(details)))
+            room = self.out.width - fixed - self._bar.bar_width
+            if len(details) > room:
+                details = details[:max(0, room - 1)] + "…"
             self._progress.update(self._task, total=total, completed=facts.done, state=styled_state(facts.state, 9),
-                                  counts=f"{facts.running} running, {facts.failed} failed",
-                                  rate=facts.rate_text, elapsed=duration(facts.elapsed), eta=facts.eta_text)
+                                  details=details)
             return
         line = facts.line()
         if line != self._last_line:  # only changes; elapsed time alone is not a change

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from azure.storage.blob import BlobServiceClient
 
 from shared.settings import Settings
 from shared.storage import blob_service, ensure_container
@@ -32,7 +33,7 @@ class CliStack:
     settings_file: Path
     values: dict[str, str]
     settings: Settings
-    service: object  # BlobServiceClient
+    service: BlobServiceClient
     log: Path
     workdir: Path
 

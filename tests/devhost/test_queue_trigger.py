@@ -39,7 +39,7 @@ def test_success_deletes_the_message_and_the_function_gets_a_queuemessage(queues
     (call,) = mod.CALLS
     assert call["type"] is func.queue.QueueMessage and issubclass(call["type"], func.QueueMessage)
     assert call["body"] == b"ok" and call["dequeue_count"] == 1 and call["id"] and call["pop_receipt"]
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     assert abs((call["insertion_time"] - now).total_seconds()) < 60
     assert call["expiration_time"] > now + dt.timedelta(days=6)  # default TTL is 7 days
     assert queue_texts(queue) == []

@@ -9,8 +9,7 @@ import pytest
 from devhost.errors import ConfigurationError, IndexingError
 from devhost.hostconfig import load_host_json, parse_host_json
 from devhost.logs import redact, register_secrets
-from devhost.settings import (Settings, apply_to_environ, default_host_id, layer_settings,
-                              load_local_settings)
+from devhost.settings import Settings, apply_to_environ, default_host_id, layer_settings, load_local_settings
 
 KEY = "Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFy"
 CONN = f"DefaultEndpointsProtocol=http;AccountName=acct1;AccountKey={KEY};BlobEndpoint=http://127.0.0.1:1/acct1;"

@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from tests.e2e.test_drop_and_watch import drop, stack, watch_status  # noqa: F401  (stack is a fixture)
+from tests.e2e import test_drop_and_watch as base
+from tests.e2e.test_drop_and_watch import drop, watch_status
 
 pytestmark = pytest.mark.e2e
+stack = base.stack  # the devhost fixture of the drop-and-watch tests
 
 COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 

@@ -7,7 +7,8 @@ import urllib.request
 import uuid
 
 import pytest
-from azure.batch import BatchClient, models as m
+from azure.batch import BatchClient
+from azure.batch import models as m
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import ResourceNotFoundError
 

@@ -7,7 +7,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from azure.batch import BatchClient, models as m
+from azure.batch import BatchClient
+from azure.batch import models as m
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
 
@@ -65,7 +66,7 @@ def test_raw_requests_without_valid_auth_get_403(emu, auth):
 def test_tampered_request_fails_signature(emu):
     """A signature computed for another path does not verify."""
     from azure.batch._patch import BatchSharedKeyAuthPolicy  # the SDK's own signer
-    from azure.core.pipeline import PipelineRequest, PipelineContext
+    from azure.core.pipeline import PipelineContext, PipelineRequest
     from azure.core.rest import HttpRequest
     req = HttpRequest("GET", emu.url + "/jobs?api-version=2025-06-01")
     policy = BatchSharedKeyAuthPolicy(AzureNamedKeyCredential(emu.account, emu.key))
@@ -88,6 +89,6 @@ def test_older_api_versions_are_accepted(emu, client, pool_id):
         old = BatchClient(emu.url, AzureNamedKeyCredential(emu.account, emu.key), api_version=version)
         seen: list[str] = []
         listed = list(old.list_pools(filter=f"id eq '{pool_id}'",
-                                     raw_response_hook=lambda r: seen.append(r.http_request.url)))
+                                     raw_response_hook=lambda r, seen=seen: seen.append(r.http_request.url)))
         assert [(p.id, p.task_slots_per_node) for p in listed] == [(pool_id, 2)]
         assert seen and all(f"api-version={version}" in url for url in seen)

@@ -59,7 +59,7 @@ def _raw(emu, payload: bytes) -> bytes:
                 if not c:
                     break
                 chunks.append(c)
-        except socket.timeout:
+        except TimeoutError:
             pass
     return b"".join(chunks)
 

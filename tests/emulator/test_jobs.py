@@ -195,7 +195,7 @@ def test_job_max_wall_clock_time_terminates_job(client, pool_id):
 
 def test_delete_job_right_after_a_burst_never_sticks(client, pool_id):
     """Regression: deleting while the scheduler is starting workers must still finish the deletion."""
-    for i in range(8):
+    for _ in range(8):
         jid = uid("burst")
         client.create_job(m.BatchJobCreateOptions(id=jid, pool_info=m.BatchPoolInfo(pool_id=pool_id)))
         client.create_tasks(jid, [m.BatchTaskCreateOptions(id=f"t{k}", command_line="true") for k in range(120)])

@@ -6,8 +6,13 @@ import uuid
 
 import pytest
 from azure.batch import models as m
-from azure.storage.blob import (BlobServiceClient, ContainerSasPermissions, generate_blob_sas,
-                                generate_container_sas, BlobSasPermissions)
+from azure.storage.blob import (
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerSasPermissions,
+    generate_blob_sas,
+    generate_container_sas,
+)
 
 from tests.services import AZURITE_ACCOUNT, AZURITE_KEY
 
@@ -20,7 +25,7 @@ def blobs(azurite):
 
 
 def _expiry():
-    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import json
 import logging
 import threading
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -19,7 +19,14 @@ from shared.accept import accept
 from shared.finalize import finalize
 from shared.watch import watch
 from tests.pipeline.helpers import (
-    drain_finalize, drop, put_data, results_blob, run_to_end, status, wait_for, work_containers_left,
+    drain_finalize,
+    drop,
+    put_data,
+    results_blob,
+    run_to_end,
+    status,
+    wait_for,
+    work_containers_left,
 )
 
 COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
@@ -270,7 +277,7 @@ def test_task_sas_grants_only_what_it_needs_and_expires(ctx, batch):
         q = parse_qs(urlparse(url).query)
         assert "".join(sorted(q["sp"][0])) == "".join(sorted(expected))
         expiry = datetime.fromisoformat(q["se"][0].replace("Z", "+00:00"))
-        assert timedelta(0) < expiry - datetime.now(timezone.utc) < timedelta(hours=3)
+        assert timedelta(0) < expiry - datetime.now(UTC) < timedelta(hours=3)
     # read-only input: cannot be overwritten
     with pytest.raises(HttpResponseError):
         BlobClient.from_blob_url(input_url).upload_blob(b"tamper", overwrite=True)

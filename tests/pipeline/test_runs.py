@@ -10,7 +10,15 @@ import pytest
 
 from shared.accept import accept
 from tests.pipeline.helpers import (
-    drop, jobs_left, pools_left, put_data, results_blob, run_to_end, status, wait_for, work_containers_left,
+    drop,
+    jobs_left,
+    pools_left,
+    put_data,
+    results_blob,
+    run_to_end,
+    status,
+    wait_for,
+    work_containers_left,
 )
 
 COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'

@@ -1,11 +1,10 @@
 """The orphan sweep deletes what no active run owns once it is old enough, and nothing else."""
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from azure.batch import models as bm
-
-import uuid
 
 from shared import storage
 from shared.accept import accept

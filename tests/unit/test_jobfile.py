@@ -9,9 +9,24 @@ import pytest
 
 from shared.errors import JobFileError
 from shared.jobfile import (
-    BlobInput, BlobRef, ExistingPool, ItemsInput, JobSpec, MergeSpec, PoolSpec, PrefixInput,
-    Resource, default_name, format_from_extension, input_extension, output_extension,
-    parse_job_file, run_id, run_id_candidates, sanitise_name, task_output_name,
+    BlobInput,
+    BlobRef,
+    ExistingPool,
+    ItemsInput,
+    JobSpec,
+    MergeSpec,
+    PoolSpec,
+    PrefixInput,
+    Resource,
+    default_name,
+    format_from_extension,
+    input_extension,
+    output_extension,
+    parse_job_file,
+    run_id,
+    run_id_candidates,
+    sanitise_name,
+    task_output_name,
 )
 
 MINIMAL = {"command": "python3 app.py", "input": {"items": [1, 2, 3]}}
@@ -553,7 +568,7 @@ def test_run_id_is_deterministic_and_shaped():
     first = run_id("heavy", "intake", "jobs/heavy.json", '"0x8DC1"')
     assert first == run_id("heavy", "intake", "jobs/heavy.json", '"0x8DC1"')
     assert re.fullmatch(r"heavy-[0-9a-f]{16}", first)  # 64 bits: collisions are not a daily event
-    expected = hashlib.sha256("intake\0jobs/heavy.json\0" "0x8DC1".encode()).hexdigest()[:16]
+    expected = hashlib.sha256(b"intake\0jobs/heavy.json\0" b"0x8DC1").hexdigest()[:16]
     assert first == f"heavy-{expected}"
 
 
@@ -562,7 +577,7 @@ def test_run_id_candidates_are_deterministic_and_start_with_run_id():
     assert candidates == run_id_candidates("heavy", "intake", "jobs/heavy.json", "0x8DC1")
     assert candidates[0] == run_id("heavy", "intake", "jobs/heavy.json", "0x8DC1")
     assert len(candidates) == 4 and len(set(candidates)) == 4
-    digest = hashlib.sha256("intake\0jobs/heavy.json\0" "0x8DC1".encode()).hexdigest()
+    digest = hashlib.sha256(b"intake\0jobs/heavy.json\0" b"0x8DC1").hexdigest()
     assert candidates == [f"heavy-{digest[i:i + 16]}" for i in range(0, 64, 16)]
 
 

@@ -23,8 +23,20 @@ import pytest
 
 from shared.errors import JobFileError
 from shared.jobfile import (
-    MAX_DEPTH, BlobInput, BlobRef, CancelRequest, ExistingPool, ItemsInput, JobSpec, PoolSpec, PrefixInput,
-    ReadPolicy, parse_intake_file, parse_job_file, run_id, run_id_candidates,
+    MAX_DEPTH,
+    BlobInput,
+    BlobRef,
+    CancelRequest,
+    ExistingPool,
+    ItemsInput,
+    JobSpec,
+    PoolSpec,
+    PrefixInput,
+    ReadPolicy,
+    parse_intake_file,
+    parse_job_file,
+    run_id,
+    run_id_candidates,
 )
 
 SEEDS = range(10)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from shared import batch
 from shared.jobfile import parse_job_file
@@ -12,7 +12,7 @@ from shared.runs import JobFileVersion, RunRecord
 from shared.settings import PoolDefaults
 from shared.storage import BlobInfo
 
-NOW = datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 WORK = ("bd-r-in", "bd-r-out")
 
 

@@ -7,7 +7,13 @@ import pytest
 
 from shared.errors import JobFileError
 from shared.jobfile import (
-    BlobRef, CancelRequest, JobSpec, ReadPolicy, check_readable, parse_intake_file, parse_job_file,
+    BlobRef,
+    CancelRequest,
+    JobSpec,
+    ReadPolicy,
+    check_readable,
+    parse_intake_file,
+    parse_job_file,
 )
 from shared.settings import Settings
 

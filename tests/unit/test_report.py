@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from shared.jobfile import parse_job_file
 from shared.report import MERGE_FAILED, Merged, TaskOutcome, assemble, must_fail, outcome_of
 from shared.runs import JobFileVersion, RunRecord
 
-T0 = datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 
 
 def run(**job) -> RunRecord:

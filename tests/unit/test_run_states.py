@@ -1,16 +1,22 @@
 """The run record and its transitions, and the monitor's decision, without services."""
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.jobfile import parse_job_file
 from shared.runs import (
-    ACTIVE, JobFileVersion, RunRecord, TaskCounts, can_transition, iso, parse_time,
+    ACTIVE,
+    JobFileVersion,
+    RunRecord,
+    TaskCounts,
+    can_transition,
+    iso,
+    parse_time,
 )
 from shared.watch import decide
 
-T0 = datetime(2026, 11, 28, 10, 15, 2, 345678, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 28, 10, 15, 2, 345678, tzinfo=UTC)
 SOURCE = JobFileVersion("intake", "jobs/heavy.json", '"0x8D1"')
 
 

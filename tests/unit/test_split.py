@@ -6,15 +6,23 @@ import io
 import json
 import random
 import tracemalloc
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
 from shared import split
 from shared.errors import JobFileError
 from shared.split import (
-    iter_item_shards, iter_shards, split_csv, split_into, split_items, split_items_into,
-    split_json_array, split_jsonl, split_lines, strip_bom,
+    iter_item_shards,
+    iter_shards,
+    split_csv,
+    split_into,
+    split_items,
+    split_items_into,
+    split_json_array,
+    split_jsonl,
+    split_lines,
+    strip_bom,
 )
 
 Splitter = Callable[[Iterable[bytes], int], Iterator[bytes]]

@@ -43,3 +43,9 @@ bench: setup
 
 clean: down
 	rm -rf $(VENV) node_modules .devstack .pytest_cache
+
+# Opt-in, never part of `make test`: end-to-end against the deployment of the current azd environment
+# (docs/deploy.md); skipped, saying why, when there is none.
+.PHONY: test-azure
+test-azure: setup
+	BATCHDROP_AZURE_TESTS=1 $(PY) -m pytest tests/infra/live -rs -s $(PYTEST_ARGS)

@@ -1,0 +1,658 @@
+"""Chaos helpers: the local stack as three processes that can be SIGKILLed at any moment and
+restarted in place, a seeded plan of job files and kills, and the checks of what a run left.
+
+* `DiskAzurite`: Azurite persisting to a folder (`--location`), on fixed ports, so a restart
+  finds the same accounts, blobs, queues and leases.
+* `EmulatorService`: `python -m batchemu --data-dir ...` on a fixed port (it requeues the tasks
+  that were running when it died).
+* `DevhostService`: the local functions host on the repository's function app, with a fixed
+  host id (blob receipts and the internal blob-trigger queue survive its restarts).
+* `ChaosStack`: the three together, the settings the host gets, and the kill procedures.
+* `make_plan(seed)`: the job files (with their expected outcome) and the kill schedule.
+
+Each service runs in its own session, so a kill takes its whole process group (task processes
+started by the emulator have their own sessions and are not killed: the emulator requeues them).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from tests.services import AZURITE_ACCOUNT, AZURITE_KEY, azurite_binary, free_port, stop_process, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What a Batch task reports when storage was away while it downloaded its input or uploaded its
+# output (the emulator does not retry these). Today such a blip fails the task, and so the run:
+# the known issue "infrastructure blips never fail a run".
+INFRA_FAILURE_CODES = frozenset({"BlobDownloadMiscError", "BlobDownloadTimedOut", "FileUploadMiscError"})
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "rejected"})
+CANARY = "chaoscanary"  # a container and a queue the pipeline never touches
+
+
+class Timeline:
+    """What happened when (for the failure message), in seconds: from the start of the test
+    until the schedule starts (`t0` is reset then), from the start of the schedule after that,
+    as in the plan."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.lines: list[str] = []
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def note(self, text: str) -> None:
+        line = f"{self.now():7.2f}s  {text}"
+        self.lines.append(line)
+        if os.environ.get("CHAOS_VERBOSE"):
+            print(line, flush=True)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+# ------------------------------------------------------------------------------------ services
+
+
+class Service:
+    """A child process in its own session: start, SIGKILL, freeze (SIGSTOP), thaw, stop."""
+
+    name = "service"
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.kills = 0
+        self.starts = 0
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def freeze(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (works on a frozen process too)."""
+        if not self.running:
+            return
+        self._signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.kills += 1
+
+    def stop(self, grace_s: float = 15.0) -> int | None:
+        """Graceful stop (SIGTERM, then SIGKILL after the grace period). Returns the exit code."""
+        if self.proc is None:
+            return None
+        self.thaw()
+        stop_process(self.proc, grace_s)
+        return self.proc.returncode
+
+    def _spawn(self, cmd: list[str], cwd: Path, env: dict | None = None) -> None:
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts + 1}: {time.strftime('%H:%M:%S')} =====\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.starts += 1
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+class DiskAzurite(Service):
+    """Azurite persisting to `location`, restartable on the same ports with the same data.
+
+    Azurite keeps its metadata (containers, blobs, queues, messages, leases) in LokiJS databases
+    that it saves every 5 seconds (`autosaveInterval: 5000`), so a SIGKILL loses up to 5 s of
+    writes it already acknowledged - something Azure Storage never does. `ChaosStack.kill_azurite`
+    therefore pauses every writer until every database was saved after their last write.
+    """
+
+    name = "azurite"
+    SAVE_MARGIN_S = 0.2  # a save that ended this long after a write began after it (saves take milliseconds)
+
+    def __init__(self, location: Path, log_path: Path) -> None:
+        super().__init__(log_path)
+        self.location = location
+        location.mkdir(parents=True, exist_ok=True)
+        self.blob_port, self.queue_port, self.table_port = free_port(), free_port(), free_port()
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{AZURITE_ACCOUNT};"
+            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{AZURITE_ACCOUNT};"
+            f"TableEndpoint=http://127.0.0.1:{self.table_port}/{AZURITE_ACCOUNT};"
+        )
+
+    def wait_saved(self, after: float, timeout_s: float = 30.0) -> str | None:
+        """Wait until each database Azurite writes to was saved after `after` (wall clock; with a
+        margin, so the save began after it). None when saved, else which were not."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            files = [p for p in self.location.glob("__azurite_db_*.json") if "table" not in p.name]
+            late = {p.name: round(p.stat().st_mtime - after, 2) for p in files
+                    if p.stat().st_mtime <= after + self.SAVE_MARGIN_S}
+            if len(files) >= 4 and not late:
+                return None
+            if time.monotonic() > deadline:
+                return f"not saved after {timeout_s:.0f}s: {late} (last save, seconds after the canary)"
+            time.sleep(0.05)
+
+    def start(self) -> None:
+        cmd = [azurite_binary(), "--location", str(self.location), "--silent", "--skipApiVersionCheck",
+               "--disableTelemetry", "--loose",
+               "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
+               "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
+               "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port)]
+        self._spawn(cmd, self.location)
+        for port in (self.blob_port, self.queue_port, self.table_port):
+            wait_for_port(port, self.proc, 60)
+
+
+class EmulatorService(Service):
+    """The Batch emulator with a data directory, restartable on the same port with the same data."""
+
+    name = "emulator"
+
+    def __init__(self, data_dir: Path, log_path: Path, max_concurrency: int = 4) -> None:
+        from batchemu.process import EmulatorProcess
+
+        super().__init__(log_path)
+        self._spec = EmulatorProcess(data_dir=data_dir, port=free_port(), max_concurrency=max_concurrency,
+                                     container_mode="host")
+        self.url, self.account, self.key = self._spec.url, self._spec.account, self._spec.key
+        self.port = self._spec.port
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(self.url + "/_emulator/health", timeout=2) as r:
+            return json.loads(r.read())
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._spawn(self._spec.command(), ROOT, env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"batchemu exited at start with code {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                self.health()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"batchemu did not answer within {timeout_s}s:\n{self.log_tail()}")
+
+
+class DevhostService(Service):
+    """The local functions host on the repository's function app, with a fixed host id."""
+
+    name = "devhost"
+
+    def __init__(self, settings_file: Path, host_id: str, log_path: Path) -> None:
+        super().__init__(log_path)
+        self.settings_file = settings_file
+        self.host_id = host_id
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._spawn([sys.executable, "-m", "devhost", "--app-dir", str(ROOT), "--settings", str(self.settings_file),
+                     "--poll-interval", "0.2", "--host-id", self.host_id], ROOT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                if b"Host started" in f.read():
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"devhost exited at start with code {self.proc.returncode}:\n{self.log_tail()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"devhost did not start within {timeout_s}s:\n{self.log_tail()}")
+
+    def failures(self, function: str, subject: str) -> list[str]:
+        """The last line of each failed invocation of `function` whose reason names `subject`
+        (e.g. a blob name), from the host's log, in order."""
+        import re
+
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        about: dict[str, bool] = {}
+        found, current = [], None
+        for line in text.splitlines():
+            started = re.search(rf"Executing 'Functions.{function}' \(Reason='(.*)', Id=([0-9a-f-]+)\)", line)
+            if started:
+                about[started.group(2)] = subject in started.group(1)
+            ended = re.search(rf"Executed 'Functions.{function}' \(Failed, Id=([0-9a-f-]+)", line)
+            if ended:
+                current = ended.group(1) if about.get(ended.group(1)) else None
+                continue
+            if current and re.match(r"\d{4}-\d\d-\d\d |=====", line):
+                current = None
+            if current and re.match(r"[A-Za-z_.]+(Error|Exception)\b", line):
+                found.append(line.strip())
+        return found
+
+
+# ------------------------------------------------------------------------------------ the stack
+
+
+class ChaosStack:
+    """Azurite, the emulator and devhost for one chaos run, and the ways to kill them."""
+
+    def __init__(self, workdir: Path, host_id: str, timeline: Timeline) -> None:
+        self.workdir = workdir
+        self.timeline = timeline
+        self.azurite = DiskAzurite(workdir / "azurite", workdir / "azurite.log")
+        self.emulator = EmulatorService(workdir / "batchemu", workdir / "batchemu.log")
+        self.devhost = DevhostService(workdir / "local.settings.json", host_id, workdir / "devhost.log")
+        self.settings = None
+        self.values: dict[str, str] = {}
+
+    @property
+    def services(self) -> dict[str, Service]:
+        return {"azurite": self.azurite, "emulator": self.emulator, "devhost": self.devhost}
+
+    def start(self) -> None:
+        from shared.settings import Settings
+        from shared.storage import blob_service, ensure_container, queue_client
+        from tests.pipeline.helpers import batch_client, settings_env
+
+        emulator = threading.Thread(target=self.emulator.start, name="start-emulator")
+        emulator.start()  # alongside Azurite, which takes longer
+        try:
+            self.azurite.start()
+        finally:
+            emulator.join()
+        if not self.emulator.running:
+            raise RuntimeError(f"the emulator did not start:\n{self.emulator.log_tail()}")
+        sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+        self.values = {**sample, **settings_env(self.azurite, self.emulator), "MONITOR_SCHEDULE": "*/1 * * * * *"}
+        (self.workdir / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": self.values}))
+        self.settings = Settings.from_mapping(self.values)
+        self.blobs = blob_service(self.settings)
+        for name in (self.settings.intake_container, self.settings.data_container, self.settings.results_container,
+                     self.settings.control_container):
+            ensure_container(self.blobs, name)
+        ensure_container(self.blobs, CANARY)
+        self.canary_queue = queue_client(self.settings, CANARY)
+        self.canary_queue.create_queue()
+        self.canaries: list[str] = []
+        self.finalize_queue = queue_client(self.settings, self.settings.finalize_queue)
+        self.blob_trigger_queue = queue_client(self.settings, f"azure-webjobs-blobtrigger-{self.devhost.host_id}")
+        self.batch = batch_client(self.emulator)
+        self.devhost.start()
+        self.timeline.note("stack started")
+
+    def stop(self) -> dict[str, int | None]:
+        """Stop everything gracefully (devhost first); returns each exit code."""
+        codes = {}
+        for name in ("devhost", "emulator", "azurite"):
+            service = self.services[name]
+            codes[name] = service.stop() if service.running else None
+        for client in (getattr(self, "blobs", None), getattr(self, "batch", None)):
+            try:
+                client.close()
+            except Exception:
+                pass
+        return codes
+
+    # -- kills -----------------------------------------------------------------------------------
+
+    def kill_emulator(self) -> str:
+        self.emulator.kill()
+        return "killed"
+
+    def kill_azurite(self) -> str | None:
+        """SIGKILL Azurite at a random moment of its clients, without losing acknowledged writes.
+
+        The clients (devhost, the emulator) are frozen wherever they are; once what they had in
+        flight is answered, a canary blob and message are written and Azurite is given the time to
+        save every database after them (see `DiskAzurite.wait_saved`); then it is SIGKILLed and
+        the clients are thawed: they meet a storage account that is gone, mid-step. If Azurite
+        does not save in time, it is not killed (returns None): the kill would lose writes.
+        `check_canaries` tells whether Azurite kept everything it acknowledged before a kill.
+        """
+        frozen = [s for s in (self.devhost, self.emulator) if s.running]
+        start = time.monotonic()
+        for s in frozen:
+            s.freeze()
+        try:
+            time.sleep(0.3)  # requests already sent are answered
+            marker = f"kill-{self.azurite.kills + 1}"
+            self.blobs.get_blob_client(CANARY, marker).upload_blob(b"", overwrite=True)
+            self.canary_queue.send_message(marker)
+            unsaved = self.azurite.wait_saved(after=time.time())
+            if unsaved is None:
+                self.canaries.append(marker)
+                self.azurite.kill()
+        finally:
+            for s in frozen:
+                s.thaw()
+        if unsaved is not None:
+            self.timeline.note(f"azurite kill skipped: its databases were {unsaved}")
+            return None
+        return f"killed (clients paused {time.monotonic() - start:.1f}s until Azurite had saved)"
+
+    def check_canaries(self) -> list[str]:
+        """The canaries written just before each Azurite kill that are missing now."""
+        container = self.blobs.get_container_client(CANARY)
+        blobs = {b.name for b in container.list_blobs()}
+        messages = {str(m.content) for m in self.canary_queue.peek_messages(max_messages=32)}
+        return [c for c in self.canaries if c not in blobs or c not in messages]
+
+    def try_kill_devhost(self) -> str | None:
+        """Freeze devhost and SIGKILL it if no run would be left waiting for a lease (see
+        `devhost_kill_hazard`); otherwise thaw it. Returns None when killed, else the hazard.
+        A first look without freezing keeps the host running while the answer is plainly no."""
+        hazard = self.devhost_kill_hazard()
+        if hazard is not None:
+            return hazard
+        self.devhost.freeze()
+        try:
+            time.sleep(0.1)  # requests already sent are answered
+            hazard = self.devhost_kill_hazard()
+            if hazard is None:
+                self.devhost.kill()
+            return hazard
+        finally:
+            if self.devhost.running:
+                self.devhost.thaw()
+
+    def devhost_kill_hazard(self) -> str | None:
+        """Why SIGKILLing the (frozen) host now would strand a run for minutes; None if it would not.
+
+        - a message of the blob-trigger queue (an intake) or of the finalize queue that is
+          invisible: leased by this host (10 minutes, renewed) or released with a delay; a kill
+          would leave it invisible for up to 10 minutes, and a killed finalize also leaves its
+          claim on the run for 12 minutes (shared/finalize.CLAIM_TTL);
+        - a run in `merging` with no finalize message: the monitor is between its conditional
+          write and its send; a kill there leaves the run to the monitor's re-request after
+          15 minutes (shared/watch.FINALIZE_RETRY_AFTER).
+        """
+        visible_finalize: list[str] = []
+        for what, queue in (("blob-trigger (intake)", self.blob_trigger_queue), ("finalize", self.finalize_queue)):
+            try:
+                total = queue.get_queue_properties().approximate_message_count
+                visible = list(queue.peek_messages(max_messages=32))
+            except ResourceNotFoundError:
+                continue
+            if total > len(visible):
+                return f"{total - len(visible)} {what} message(s) leased or delayed"
+            if queue is self.finalize_queue:
+                visible_finalize = [str(m.content) for m in visible]
+        control = self.blobs.get_container_client(self.settings.control_container)
+        for marker in control.list_blobs(name_starts_with="active/"):
+            run_id = marker.name.split("/", 1)[1]
+            status = self.read_json(f"{run_id}/status.json")
+            if (status and status.get("state") == "merging" and status.get("merge_task") != "running"
+                    and not any(run_id in text for text in visible_finalize)):
+                return f"run {run_id} is merging without a finalize message"
+        return None
+
+    # -- storage helpers -------------------------------------------------------------------------
+
+    def read_json(self, name: str, container: str | None = None) -> dict | None:
+        data = self.read_blob(name, container)
+        return json.loads(data) if data is not None else None
+
+    def read_blob(self, name: str, container: str | None = None) -> bytes | None:
+        try:
+            return self.blobs.get_blob_client(container or self.settings.results_container, name) \
+                .download_blob().readall()
+        except ResourceNotFoundError:
+            return None
+
+    def statuses(self) -> list[dict]:
+        """Every run's status.json in the results container."""
+        results = self.blobs.get_container_client(self.settings.results_container)
+        found = []
+        for blob in results.list_blobs():
+            parts = blob.name.split("/")
+            if len(parts) == 2 and parts[1] == "status.json":
+                status = self.read_json(blob.name)
+                if status is not None:
+                    found.append(status)
+        return found
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """What a finished run must not leave: Batch jobs and pools, work containers, control markers.
+        Each entry names its run id first."""
+        prefix = self.settings.work_prefix + "-"
+        control = self.blobs.get_container_client(self.settings.control_container)
+
+        def pool_run(pool) -> str:
+            return {m.name: m.value for m in (pool.metadata or [])}.get("batchdrop-run", "?")
+
+        return {
+            "batch jobs": [f"{j.id} (job, {j.state})" for j in self.batch.list_jobs()],
+            "batch pools": [f"{pool_run(p)} (pool {p.id}, {p.state})" for p in self.batch.list_pools()],
+            "work containers": [f"{c.name[len(prefix):]} (container {c.name})"
+                                for c in self.blobs.list_containers(name_starts_with=prefix)],
+            "control markers": [f"{b.name.split('/', 1)[1]} (marker {b.name})"
+                                for b in control.list_blobs(name_starts_with="active/")],
+        }
+
+    def poisoned_job_files(self) -> set[str]:
+        """Blob names of intake job files whose trigger message went to the blob-trigger poison
+        queue (the host gave up after 5 failed tries)."""
+        from shared.storage import queue_client
+
+        names = set()
+        try:
+            for m in queue_client(self.settings, "webjobs-blobtrigger-poison").peek_messages(max_messages=32):
+                try:
+                    message = json.loads(str(m.content))
+                except ValueError:
+                    continue
+                if message.get("ContainerName") == self.settings.intake_container:
+                    names.add(message.get("BlobName"))
+        except ResourceNotFoundError:
+            pass
+        return names
+
+    def poison_messages(self) -> dict[str, int]:
+        from shared.storage import queue_client
+
+        counts = {}
+        for name in (f"{self.settings.finalize_queue}-poison", "webjobs-blobtrigger-poison"):
+            try:
+                counts[name] = queue_client(self.settings, name).get_queue_properties().approximate_message_count
+            except ResourceNotFoundError:
+                counts[name] = 0
+        return counts
+
+
+# ------------------------------------------------------------------------------------ the plan
+
+
+def _sleep_cmd(k: int) -> str:
+    # 0.2 .. 0.8 s, varying by task
+    return f"sleep 0.$(( (TASK_INDEX * 3 + {k}) % 7 + 2 ))"
+
+
+COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
+
+
+def _failing(index: int, k: int) -> str:
+    return (f'if [ "$TASK_INDEX" = "{index}" ]; then sleep 0.3; echo "chaos: planned failure of task {index}" >&2; '
+            f'exit 3; fi; {_sleep_cmd(k)}; {COPY}')
+
+
+@dataclass
+class Case:
+    """One job file and what must come of it."""
+
+    name: str  # blob name in intake
+    kind: str  # ok | partial | fail | reject | cancel-target
+    job: dict | None = None  # None: `raw` is the job file
+    raw: bytes | None = None
+    data: dict[str, bytes] = field(default_factory=dict)  # data container path -> bytes, uploaded first
+    shards: list[bytes] = field(default_factory=list)  # each task's input, in task order
+    merged: str = "jsonl"  # how the expected output is compared: jsonl | lines | csv | concat | none | command
+    failing_task: int | None = None
+
+    def body(self) -> bytes:
+        return self.raw if self.raw is not None else json.dumps(self.job).encode()
+
+
+@dataclass
+class Kill:
+    at: float
+    victim: str
+    down_s: float
+
+
+@dataclass
+class Plan:
+    seed: int
+    cases: list[Case]
+    drops: list[tuple[float, Case]]
+    kills: list[Kill]
+    cancel_at: float | None
+    cancel_target: Case | None
+
+    def describe(self) -> str:
+        lines = [f"seed {self.seed}: {len(self.cases)} job files, {len(self.kills)} kills"]
+        events = [(t, f"drop {c.name} ({c.kind})") for t, c in self.drops]
+        events += [(k.at, f"kill {k.victim}, restart {k.down_s:.1f}s later") for k in self.kills]
+        if self.cancel_at is not None:
+            events.append((self.cancel_at, f"cancel the run of {self.cancel_target.name}"))
+        lines += [f"  {t:6.2f}s  {what}" for t, what in sorted(events, key=lambda e: e[0])]
+        return "\n".join(lines)
+
+
+def _jsonl(records: list) -> bytes:
+    return b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def make_plan(seed: int, data_container: str, runs: int = 12, kills: int = 6, window_s: float = 24.0) -> Plan:
+    """The job files (the first `runs` of the catalogue) and the kill schedule for a seed."""
+    rng = random.Random(seed)
+
+    def items_case(c: int, label: str, kind: str, n: int, per: int, command: str, merged: str = "jsonl",
+                   failing: int | None = None, **extra) -> Case:
+        items = [{"case": c, "i": i, "seed": seed} for i in range(n)]
+        job = {"command": command, "input": {"items": items}, "items_per_task": per, "retries": 1, **extra}
+        return Case(f"c{c:02d}-{label}.json", kind, job, shards=[_jsonl(chunk) for chunk in _chunks(items, per)],
+                    merged=merged, failing_task=failing)
+
+    def blob_case(c: int, label: str, ext: str, fmt: str, header: bytes, lines: list[bytes], per: int) -> Case:
+        path = f"chaos/c{c:02d}/input.{ext}"
+        shards = [header + b"".join(chunk) for chunk in _chunks(lines, per)]
+        job = {"command": f"{_sleep_cmd(c)}; {COPY}", "input": {"blob": f"{data_container}/{path}", "format": fmt},
+               "items_per_task": per, "retries": 1}
+        return Case(f"c{c:02d}-{label}.json", "ok", job, data={path: header + b"".join(lines)}, shards=shards,
+                    merged=fmt)
+
+    def failing_case(c: int, label: str, mode: str, n: int, per: int, retries: int) -> Case:
+        index = rng.randint(0, n // per - 1)
+        return items_case(c, label, mode, n, per, _failing(index, c), failing=index, on_task_failure=mode,
+                          **{"retries": retries})
+
+    def copy(c: int) -> str:
+        return f"{_sleep_cmd(c)}; {COPY}"
+
+    merge_cmd = {"command": 'sleep 0.3; cat "$OUTPUTS_DIR"/*/output.jsonl > "$OUTPUT_PATH"', "extension": "jsonl"}
+    catalogue = [  # most important first: `runs` takes a prefix of this list
+        lambda c: items_case(c, "items", "ok", rng.randint(5, 8), 2, copy(c)),
+        lambda c: blob_case(c, "jsonl", "jsonl", "jsonl", b"",
+                            [json.dumps({"case": c, "row": i}).encode() + b"\n" for i in range(rng.randint(6, 9))], 3),
+        lambda c: failing_case(c, "fail", "fail", 6, 2, retries=1),
+        lambda c: blob_case(c, "lines", "txt", "lines", b"",
+                            [f"line {c}-{i}\n".encode() for i in range(rng.randint(6, 9))], 3),
+        lambda c: failing_case(c, "partial", "partial", 6, 2, retries=0),
+        lambda c: blob_case(c, "csv", "csv", "csv", b"id,name,value\n",
+                            [f"{c}-{i},name {i},{i * 7}\n".encode() for i in range(rng.randint(4, 7))], 2),
+        lambda c: Case(f"c{c:02d}-reject.json", "reject",
+                       raw=json.dumps({"comand": COPY, "input": {"items": [1, 2]}}).encode()),
+        lambda c: items_case(c, "merge-none", "ok", 4, 2, copy(c), merged="none", merge="none"),
+        lambda c: items_case(c, "cancel-target", "cancel-target", 6, 1, f"sleep 2; {COPY}"),
+        lambda c: items_case(c, "merge-command", "ok", 5, 2, copy(c), merged="command", merge=merge_cmd),
+        lambda c: items_case(c, "items-tasks", "ok", rng.randint(7, 10), 3, copy(c)),
+        lambda c: blob_case(c, "jsonl-pad", "jsonl", "jsonl", b"",
+                            [json.dumps({"case": c, "row": i, "pad": "x" * rng.randint(0, 40)}).encode() + b"\n"
+                             for i in range(rng.randint(4, 8))], 2),
+        lambda c: items_case(c, "items-one", "ok", rng.randint(3, 6), 1, copy(c)),
+        lambda c: failing_case(c, "fail-fast", "fail", 4, 2, retries=0),
+    ]
+    cases = [make(c) for c, make in enumerate(catalogue[:runs])]
+
+    # job files arrive over the first three quarters of the window, in a seeded order
+    order = cases[:]
+    rng.shuffle(order)
+    times = sorted(rng.uniform(0.0, window_s * 0.75) for _ in order)
+    drops = list(zip(times, order, strict=True))
+
+    # every victim at least once, then seeded extra kills of the emulator or the host. Azurite
+    # goes down in the second half: its outage stalls every storage call in flight for 15 s or
+    # more (the SDKs' first retry), and while an intake or finalize is stalled the host cannot be
+    # killed without stranding it (see ChaosStack.devhost_kill_hazard), so the host's kills come
+    # in the first three quarters
+    extra = [rng.choice(["emulator", "devhost"]) for _ in range(max(0, kills - 3))]
+    victims = ["azurite", "emulator", "devhost", *extra]
+    window = {"azurite": (0.5 * window_s, window_s), "emulator": (1.0, window_s), "devhost": (1.0, 0.75 * window_s)}
+    plan_kills = sorted((Kill(round(rng.uniform(*window[v]), 2), v, round(rng.uniform(0.5, 4.0), 2)) for v in victims),
+                        key=lambda k: k.at)
+
+    target = next((c for c in cases if c.kind == "cancel-target"), None)
+    cancel_at = None
+    if target is not None:
+        dropped_at = next(t for t, c in drops if c is target)
+        cancel_at = round(dropped_at + rng.uniform(2.0, 5.0), 2)
+    return Plan(seed, cases, [(round(t, 2), c) for t, c in drops], plan_kills, cancel_at, target)
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def parse_records(kind: str, data: bytes) -> list:
+    """The records of an output (or of the expected shards) for comparison."""
+    if kind in ("jsonl", "command"):
+        return [json.loads(line) for line in data.splitlines() if line.strip()]
+    if kind == "lines":
+        return [line for line in data.decode().splitlines() if line.strip()]
+    if kind == "csv":
+        return [tuple(row) for row in csv.reader(io.StringIO(data.decode()))]
+    return [data]
+
+
+def expected_records(case: Case, task_indexes: list[int]) -> list:
+    """The merged output the given tasks (in task order) should produce."""
+    if case.merged == "csv":
+        header = case.shards[0].split(b"\n", 1)[0] + b"\n"
+        body = b"".join(case.shards[i][len(header):] for i in task_indexes)
+        return parse_records("csv", header + body)
+    return parse_records(case.merged, b"".join(case.shards[i] for i in task_indexes))

@@ -22,8 +22,17 @@ ROOT = Path(__file__).resolve().parents[2]
 STAGE = ROOT / "infra" / "app"
 ROOT_FILES = ("function_app.py", "host.json", "requirements.txt")
 LOCAL_ONLY = frozenset({"batchemu", "devhost", "tests", "scripts", "benchmarks", "examples", "infra"})
-KEEP = frozenset({"README.md", ".venv"})  # what staging leaves in infra/app (.venv: azd's restore)
-FUNCIGNORE = ".venv/\n__pycache__/\n*.pyc\nREADME.md\n"
+KEEP = frozenset({"README.md", ".venv"})  # what staging leaves in infra/app, besides azd's virtual environment
+
+
+def venv_name(target: Path) -> str:
+    """The virtual environment azd's Python restore makes in a service directory: '<dir name>_env'."""
+    return f"{target.name}_env"
+
+
+def funcignore(target: Path) -> str:
+    """What azd must leave out of the package (a .funcignore replaces azd's own exclusions)."""
+    return "".join(f"{line}\n" for line in (".venv/", f"{venv_name(target)}/", "__pycache__/", "*.pyc", "README.md"))
 
 
 class StageError(Exception):
@@ -70,7 +79,7 @@ def stage(root: Path = ROOT, target: Path = STAGE) -> list[str]:
     """Replace target's contents (but KEEP) with the app's files; the staged top-level names."""
     target.mkdir(parents=True, exist_ok=True)
     for entry in target.iterdir():
-        if entry.name in KEEP:
+        if entry.name in KEEP or entry.name == venv_name(target):
             continue
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -85,7 +94,7 @@ def stage(root: Path = ROOT, target: Path = STAGE) -> list[str]:
         else:
             shutil.copy2(root / f"{name}.py", target / f"{name}.py")
         staged.append(name)
-    (target / ".funcignore").write_text(FUNCIGNORE, encoding="utf-8")
+    (target / ".funcignore").write_text(funcignore(target), encoding="utf-8")
     return staged
 
 

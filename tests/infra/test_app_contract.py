@@ -352,7 +352,11 @@ def test_the_staged_package_holds_the_app_and_nothing_local(tmp_path):
     staged = stage_app.stage(ROOT, tmp_path / "app")
     assert {"function_app.py", "host.json", "requirements.txt", "functions", "shared"} <= set(staged)
     assert not set(staged) & stage_app.LOCAL_ONLY
+    (tmp_path / "app" / "app_env").mkdir()  # azd's restore made its virtual environment: kept, not shipped
     assert stage_app.stage(ROOT, tmp_path / "app") == staged  # a second run: the same
+    assert (tmp_path / "app" / "app_env").is_dir()
+    ignored = (tmp_path / "app" / ".funcignore").read_text().split()
+    assert {".venv/", "app_env/", "__pycache__/"} <= set(ignored)
     local = sorted(stage_app.local_modules(ROOT))
     probe = (
         "import json, sys; sys.path.insert(0, '.'); import function_app\n"

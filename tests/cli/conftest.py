@@ -74,11 +74,11 @@ class CliStack:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cli_stack(azurite, batch_emulator, tmp_path_factory):
-    """devhost on the session's services. The data container is the plain `data`, so the example
-    job files (which name data/heavylift/...) run as the README shows; the other containers are
-    this stack's own."""
+    """devhost on the session's services, for the tests of this folder (stopped after them). The
+    data container is the plain `data`, so the example job files (which name data/heavylift/...) run
+    as the README shows; the other containers are this stack's own."""
     if not BATCHDROP.exists():
         pytest.fail(f"{BATCHDROP} is missing: `make setup` installs the project (pip install -e .)")
     tmp = tmp_path_factory.mktemp("cli")

@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import math
 import shlex
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from azure.batch import BatchClient
 from azure.batch import models as bm
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 
 from shared.errors import BatchError, BatchQuotaError
 from shared.settings import PoolDefaults, Settings
@@ -253,10 +255,29 @@ def job_timeout(task_count: int, capacity: int, retries: int, task_timeout: time
 # ----------------------------------------------------------------------------- service calls
 
 
+_T = TypeVar("_T")
+# About 30 s in all: enough for a restart or a network blip; an outage is left to the trigger's retries.
+RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+def reconnecting(call: Callable[[], _T], delays: Sequence[float] = RECONNECT_DELAYS) -> _T:
+    """Run a service call, trying again while Batch cannot be reached at all (connection refused
+    or reset). azure-core does not retry a POST after a connection error, and a blob trigger's own
+    retries come back to back, so one short outage would otherwise poison an intake. Only for calls
+    that are idempotent by design (an existing job or task counts as created)."""
+    for delay in delays:
+        try:
+            return call()
+        except (ServiceRequestError, ServiceResponseError) as e:
+            log.warning("Batch unreachable (%s); trying again in %.1f s", type(e).__name__, delay)
+            time.sleep(delay)
+    return call()
+
+
 def create_job(client: BatchClient, job: bm.BatchJobCreateOptions) -> bool:
     """Idempotent: returns False when the job already existed (a repeated delivery or a retry)."""
     try:
-        client.create_job(job)
+        reconnecting(lambda: client.create_job(job))
         return True
     except HttpResponseError as e:
         if error_code(e) == "JobExists":
@@ -269,7 +290,7 @@ def add_tasks(client: BatchClient, job_id: str, tasks: Sequence[bm.BatchTaskCrea
     A body over the service's 1 MB limit is split in half and sent again; tasks the service
     could not add for a server-side reason are sent again (a few times)."""
     try:
-        result = client.create_task_collection(job_id, bm.BatchTaskGroup(task_values=list(tasks)))
+        result = reconnecting(lambda: client.create_task_collection(job_id, bm.BatchTaskGroup(task_values=list(tasks))))
     except HttpResponseError as e:
         if error_code(e) == "RequestBodyTooLarge" and len(tasks) > 1:
             half = len(tasks) // 2
@@ -296,7 +317,8 @@ def add_tasks(client: BatchClient, job_id: str, tasks: Sequence[bm.BatchTaskCrea
 def seal_job(client: BatchClient, job_id: str) -> None:
     """All tasks are in: let the job terminate itself when they complete (cannot be undone)."""
     try:
-        client.update_job(job_id, bm.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+        sealed = bm.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob")
+        reconnecting(lambda: client.update_job(job_id, sealed))
     except HttpResponseError as e:
         raise translate(e, f"sealing job {job_id}") from None
 
@@ -415,7 +437,7 @@ def merge_task_model(plan: MergeTaskPlan) -> bm.BatchTaskCreateOptions:
 def add_task(client: BatchClient, job_id: str, task: bm.BatchTaskCreateOptions) -> None:
     """Idempotent: an existing task with the same id counts as added."""
     try:
-        client.create_task(job_id, task)
+        reconnecting(lambda: client.create_task(job_id, task))
     except HttpResponseError as e:
         if error_code(e) == "TaskExists":
             return

@@ -37,7 +37,9 @@ ACTIVE = frozenset({ACCEPTED, RUNNING, MERGING})
 _ALLOWED = {
     ACCEPTED: {RUNNING, REJECTED, FAILED, CANCELLED},
     RUNNING: {MERGING, FAILED, CANCELLED},
-    MERGING: {SUCCEEDED, FAILED, CANCELLED},
+    # not cancelled: once merging, finalize owns the run's end (a cancel then would race its
+    # output, report and error.json), and all its tasks have already run
+    MERGING: {SUCCEEDED, FAILED},
 }
 
 Clock = Callable[[], datetime]
@@ -503,15 +505,16 @@ class RunStore:
         return self.end(run.run_id, state, message, only_from=frozenset({run.state}), record=run)
 
     def cancel(self, run_id: str, requested_by: str) -> bool:
-        """Stop a run and remove what it created. Idempotent: a run already in a final state is
-        left as it is. Returns False when there is no such run."""
+        """Stop a run and remove what it created. Idempotent: a run already in a final state, or
+        merging (its tasks are done and finalize is writing its end), is left as it is. Returns
+        False when there is no such run."""
         run = self.try_read(run_id)
         if run is None:
             return False
-        if run.state in TERMINAL:
-            log.info("cancel of a finished run ignored run_id=%s state=%s", run_id, run.state)
+        if run.state not in (ACCEPTED, RUNNING):
+            log.info("cancel ignored run_id=%s state=%s", run_id, run.state)
             return True
-        self.end(run_id, CANCELLED, f"cancelled by {requested_by}", only_from=ACTIVE,
+        self.end(run_id, CANCELLED, f"cancelled by {requested_by}", only_from=frozenset({ACCEPTED, RUNNING}),
                  event={"requested_by": requested_by})
         return True
 

@@ -283,6 +283,24 @@ def test_cancel_request_stops_a_run_and_cleans_up(ctx, batch):
     assert [e[0] for e in ctx.events.events].count("cancelled") == 1
 
 
+def test_cancel_of_a_merging_run_changes_nothing_and_the_run_finishes_whole(ctx, batch):
+    """A cancel racing finalize once ended a run `cancelled` with a complete output and a report
+    saying it succeeded: merging runs now finish, and the cancel is a no-op."""
+    from shared.watch import watch
+
+    d = drop(ctx, "almost.json", {"command": COPY, "input": {"items": [1, 2]}})
+    accept(ctx, d.container, d.name)
+    wait_for(lambda: watch(ctx) is not None and status(ctx, d.run_id)["state"] == "merging", what="merging")
+    c = drop(ctx, "too-late.json", {"cancel": d.run_id})
+    assert accept(ctx, c.container, c.name) == d.run_id
+    assert status(ctx, d.run_id)["state"] == "merging"
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "succeeded", final
+    assert results_blob(ctx, f"{d.run_id}/error.json") is None
+    assert results_blob(ctx, f"{d.run_id}/output.jsonl") == b"1\n2\n"
+    assert_cleaned_up(ctx, batch, d.run_id)
+
+
 def test_cancel_request_for_an_unknown_run_is_rejected(ctx):
     c = drop(ctx, "stop-nothing.json", {"cancel": "nothing-0123abcd"})
     run_id = accept(ctx, c.container, c.name)

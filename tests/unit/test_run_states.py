@@ -24,7 +24,7 @@ SOURCE = JobFileVersion("intake", "jobs/heavy.json", '"0x8D1"')
     ("accepted", "running", True), ("accepted", "rejected", True), ("running", "merging", True),
     ("merging", "succeeded", True), ("merging", "failed", True), ("running", "cancelled", True),
     ("succeeded", "running", False), ("rejected", "accepted", False), ("running", "succeeded", False),
-    ("merging", "running", False), ("failed", "failed", True),
+    ("merging", "running", False), ("failed", "failed", True), ("merging", "cancelled", False),
 ])
 def test_transitions(a, b, ok):
     assert can_transition(a, b) is ok

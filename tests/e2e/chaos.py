@@ -48,9 +48,10 @@ class Timeline:
     until the schedule starts (`t0` is reset then), from the start of the schedule after that,
     as in the plan."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self.t0 = time.monotonic()
         self.lines: list[str] = []
+        self.path = path  # also written here, line by line (kept with the services' logs)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -58,6 +59,9 @@ class Timeline:
     def note(self, text: str) -> None:
         line = f"{self.now():7.2f}s  {text}"
         self.lines.append(line)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
         if os.environ.get("CHAOS_VERBOSE"):
             print(line, flush=True)
 

@@ -41,6 +41,18 @@ def literal_string(template: Template, value: Any) -> str | None:
     return None
 
 
+def string_choices(template: Template, value: Any) -> list[str] | None:
+    """The strings a value can be: a literal, or every @allowed value of the parameter it names."""
+    literal = literal_string(template, value)
+    if literal is not None:
+        return [literal]
+    if isinstance(value, str) and value in template.parameters:
+        for decorator in template.parameters[value].get("decorators") or []:
+            if decorator.get("type") == "allowed" and all(isinstance(a, str) for a in decorator["argument"]):
+                return list(decorator["argument"])
+    return None
+
+
 # ----------------------------------------------------------------------------- building (from schemas)
 
 
@@ -175,7 +187,7 @@ def build(template: Template, value: Any, alts: list[tuple[dict, str]], schemas:
         for element in value:
             node["items"] = merge(node["items"], build(template, element, items, schemas))
         return node
-    if literal_string(template, value) is not None:
+    if string_choices(template, value) is not None:
         enums = [alt["enum"] for alt, _ in alts if "enum" in alt]
         if enums and len(enums) == len([a for a, _ in alts if a.get("type", "string") == "string" or "enum" in a]):
             return {"enum": sorted({e for group in enums for e in group})}
@@ -257,6 +269,6 @@ def _check(template: Template, value: Any, node: dict | None, label: str, path: 
         for i, element in enumerate(value):
             _check(template, element, node["items"], label, f"{path}[{i}]", problems)
         return
-    lit = literal_string(template, value)
-    if lit is not None and node is not None and "enum" in node and lit not in node["enum"]:
-        problems.append(f"{label}: {path} = {lit!r} is not one of {node['enum']}")
+    for choice in string_choices(template, value) or []:
+        if node is not None and "enum" in node and choice not in node["enum"]:
+            problems.append(f"{label}: {path} = {choice!r} is not one of {node['enum']}")

@@ -83,6 +83,15 @@ def test_the_schema_check_catches_a_wrong_name_and_a_wrong_value():
     problems = "\n".join(armschema.check(template, app, facts))
     assert "functionAppConfig.runtime.Name is not a property" in problems and "did you mean 'name'" in problems
 
+    # a parameter's @allowed values are checked like literals
+    template = bicep.Template.load(bicep.INFRA / "modules" / "batch.bicep")
+    account = next(r for r in template.resources() if r.symbol == "account")
+    assert armschema.check(template, account, facts) == []
+    template.json = copy.deepcopy(template.json)
+    allowed = next(d for d in template.parameters["poolAllocationMode"]["decorators"] if d["type"] == "allowed")
+    allowed["argument"].append("Spot")
+    assert "poolAllocationMode = 'Spot' is not one of" in "\n".join(armschema.check(template, account, facts))
+
 
 def test_security_settings_that_the_design_depends_on():
     """The identity-only promises of docs/deploy.md, as the Bicep states them."""

@@ -131,6 +131,7 @@ resource rg 'Microsoft.Resources/resourceGroups@2025-04-01' = {
   name: 'rg-${environmentName}'
   location: location
   tags: tags
+  properties: {} // nothing to set; the ARM schema has it required
 }
 
 module identity 'modules/identity.bicep' = {

@@ -10,12 +10,14 @@ resource appIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-3
   name: appIdentityName
   location: location
   tags: tags
+  properties: {} // nothing to set; the ARM schema has it required
 }
 
 resource poolIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = if (createPoolIdentity) {
   name: poolIdentityName
   location: location
   tags: tags
+  properties: {}
 }
 
 output appIdentityId string = appIdentity.id

@@ -5,12 +5,14 @@ deployment time), and no local test sees it unless something knows the names. Th
 from the public ARM template schemas (Azure/azure-resource-manager-schemas,
 `schemas/<api-version>/<Namespace>.json`) and are vendored in `arm_facts.json` as small data:
 for each resource type and api-version infra/ uses, the allowed keys of every object the Bicep
-writes (recursively, only down the paths it writes), and the allowed values of enum-typed keys.
+writes (recursively, only down the paths it writes), the keys the schema requires there, and the
+allowed values of enum-typed keys (checked against literals and against a parameter's @allowed).
 
 `make_arm_facts.py` builds that file from a checkout of the schemas; `check` (the test) compares
 the Bicep with it. A node of the facts tree:
 
-    {"keys": {name: node | null}, "open": bool, "values": node | null, "items": node | null, "enum": [...]}
+    {"keys": {name: node | null}, "required": [...], "open": bool, "values": node | null, "items": node | null,
+     "enum": [...]}
 
 `null` means "allowed, nothing more recorded" (a value that is an expression, or a scalar with no
 enum). Keys Bicep itself adds (parent, scope, dependsOn) are not ARM properties and pass.
@@ -165,6 +167,9 @@ def build(template: Template, value: Any, alts: list[tuple[dict, str]], schemas:
         objects = _discriminate(template, value, objects, schemas)
         node: dict = {"keys": {}}
         open_values: list[tuple[dict, str]] = []
+        required = [set(alt.get("required", [])) for alt, _ in objects]
+        if required and set.intersection(*required):
+            node["required"] = sorted(set.intersection(*required))
         for alt, path in objects or [({}, "")]:
             for k in alt.get("properties", {}):
                 node["keys"].setdefault(k, None)
@@ -210,6 +215,9 @@ def merge(a: dict | None, b: dict | None) -> dict | None:
             out[k] = merge(a.get(k), b[k])
     if b.get("open"):
         out["open"] = True
+    if "required" in a or "required" in b:
+        out["required"] = sorted(set(a.get("required", [])) & set(b.get("required", []))) \
+            if "required" in a and "required" in b else a.get("required", b.get("required"))
     if "enum" in b:
         out["enum"] = sorted(set(a.get("enum", [])) | set(b["enum"]))
     return out
@@ -229,9 +237,9 @@ def check(template: Template, resource: Resource, facts: dict) -> list[str]:
     if entry is None:
         return [f"{resource.label}: no ARM schema facts for {key(resource)}: run "
                 f"`python -m tests.infra.make_arm_facts <schemas checkout>`"]
+    if resource.existing:  # a reference by name: nothing of it is deployed
+        return []
     body = {k: v for k, v in resource.body.items() if k not in BICEP_KEYWORDS}
-    if resource.existing:
-        body = {k: v for k, v in body.items() if k == "name"}
     problems: list[str] = []
     _check(template, body, entry["tree"], resource.label, "", problems)
     return problems
@@ -248,6 +256,12 @@ def _check(template: Template, value: Any, node: dict | None, label: str, path: 
         if node is None or "keys" not in node:
             problems.append(f"{label}: {path or 'resource'} is an object the facts do not cover; regenerate arm_facts.json")
             return
+        given = {k.strip("'") for k in value}
+        # type and apiVersion come from the resource declaration itself
+        missing = set(node.get("required", [])) - given - ({"type", "apiVersion"} if not path else set())
+        if missing:
+            problems.append(f"{label}: {path or 'resource'} lacks required propert{'y' if len(missing) == 1 else 'ies'} "
+                            f"{', '.join(sorted(missing))}")
         for k, v in value.items():
             name = k.strip("'")
             where = f"{path}.{name}" if path else name

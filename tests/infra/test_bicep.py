@@ -83,6 +83,13 @@ def test_the_schema_check_catches_a_wrong_name_and_a_wrong_value():
     problems = "\n".join(armschema.check(template, app, facts))
     assert "functionAppConfig.runtime.Name is not a property" in problems and "did you mean 'name'" in problems
 
+    # a required property left out
+    template = bicep.Template.load(bicep.INFRA / "modules" / "keyvault.bicep")
+    vault = next(r for r in template.resources() if r.symbol == "vault")
+    vault.body = copy.deepcopy(vault.body)
+    del vault.body["properties"]["tenantId"]
+    assert "properties lacks required property tenantId" in "\n".join(armschema.check(template, vault, facts))
+
     # a parameter's @allowed values are checked like literals
     template = bicep.Template.load(bicep.INFRA / "modules" / "batch.bicep")
     account = next(r for r in template.resources() if r.symbol == "account")

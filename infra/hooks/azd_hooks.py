@@ -17,20 +17,21 @@ Guarantees:
   a private temporary file that `az keyvault secret set --file` reads, and the webhook key into a
   private parameters file.
 
-Standard library only: azd runs this with the machine's Python before the app's venv exists.
+Standard library only, Python 3.9 or newer: azd runs this with the machine's python3, before any venv.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 INFRA = Path(__file__).resolve().parents[1]
@@ -172,7 +173,7 @@ def postprovision(env: Mapping[str, str], now: datetime | None = None) -> None:
     """Makes sure Key Vault holds a password the registry token accepts for 30 more days."""
     v = needed("postprovision", env)
     az = Az(env)
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)  # noqa: UP017 (the hooks run on Python 3.9+)
     rg, acr, token, vault, secret = (v["AZURE_RESOURCE_GROUP"], v["AZURE_CONTAINER_REGISTRY_NAME"],
                                      v["REGISTRY_TOKEN_NAME"], v["AZURE_KEY_VAULT_NAME"], v["REGISTRY_PASSWORD_SECRET"])
     shown = az.json("acr", "token", "show", "--name", token, "--registry", acr, "--resource-group", rg)
@@ -223,8 +224,10 @@ def _renew_reason(current: Mapping | None, stored: Mapping | None, now: datetime
 
 
 def _parse_time(text: str) -> datetime:
-    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    """ISO 8601 as Azure writes it ('Z', up to 7 fraction digits), on any Python 3.9+."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.strip().replace("Z", "+00:00"))
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)  # noqa: UP017
 
 
 def postdeploy(env: Mapping[str, str]) -> None:

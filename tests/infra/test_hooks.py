@@ -17,6 +17,7 @@ from tests.infra import bicep
 from tests.infra.bicep import INFRA, ROOT
 
 HOOKS = INFRA / "hooks" / "azd_hooks.py"
+PYTHON = os.environ.get("BATCHDROP_HOOK_PYTHON", sys.executable)  # the hooks support Python 3.9+
 STUB = Path(__file__).with_name("stub_az.py")
 
 DEPLOY_VALUES = {
@@ -76,7 +77,7 @@ def az(tmp_path):
 def run(hook: str, az: Az, values: dict[str, str], **extra: str) -> subprocess.CompletedProcess:
     env = {"PATH": f"{az.bin}:/usr/bin:/bin", "HOME": str(az.dir), "STUB_AZ_DIR": str(az.dir),
            "BATCHDROP_HOOK_KEY_INTERVAL_S": "0", "BATCHDROP_HOOK_RBAC_INTERVAL_S": "0", **values, **extra}
-    return subprocess.run([sys.executable, str(HOOKS), hook], cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run([PYTHON, str(HOOKS), hook], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
 
 
@@ -230,6 +231,22 @@ def test_postprovision_gives_up_clearly_when_still_forbidden(az):
     done = run("postprovision", az, PROVISION_VALUES, BATCHDROP_HOOK_RBAC_WAIT_S="0")
     assert done.returncode == 1 and "still forbidden" in done.stderr and "Key Vault Secrets Officer" in done.stderr
     assert "acr token credential generate" not in az.commands()
+
+
+def test_the_hook_scripts_are_python_3_9():
+    """azd runs them with whatever python3 the machine has (Ubuntu 22.04: 3.10)."""
+    import ast
+
+    for script in (HOOKS, INFRA / "hooks" / "stage_app.py"):
+        ast.parse(script.read_text(), filename=str(script), feature_version=(3, 9))
+        assert "from datetime import UTC" not in script.read_text()
+
+
+def test_times_as_azure_writes_them():
+    from infra.hooks import azd_hooks
+
+    assert azd_hooks._parse_time("2027-12-02T18:05:11.1234567Z") == datetime(2027, 12, 2, 18, 5, 11, 123456, tzinfo=UTC)
+    assert azd_hooks._parse_time("2027-12-02T18:05:11+00:00").tzinfo is not None
 
 
 def test_the_hooks_script_needs_only_the_standard_library():

@@ -290,7 +290,7 @@ module roles 'modules/roles.bicep' = {
 
 // UserSubscription mode: Batch creates the pools' VMs in this subscription, as its own service principal.
 module batchOrchestration 'modules/batch-orchestration.bicep' = if ((batchPoolAllocationMode == 'UserSubscription') && assignBatchOrchestrationRole) {
-  name: 'batch-orchestration'
+  name: 'batch-orchestration-${environmentName}'
   params: {
     batchServicePrincipalObjectId: batchServicePrincipalObjectId
   }

@@ -46,9 +46,9 @@ Limitations, each chosen to keep the test bounded (minutes, not tens of minutes)
   may therefore end `failed` only if every task failure it reports is one of those; never stuck,
   doubled or leaky.
 
-Known bugs of the pipeline that this test finds are recognised by their exact signature and
-reported as an xfail naming them (everything else is still checked and fails the test):
-INTAKE_POISON_BUG and CANCEL_RACE_BUG below.
+Two bugs it found are fixed (10fad80); their signatures are named when they come back:
+INTAKE_POISON (a Batch outage of a few seconds poisoned job files) and CANCEL_RACE (a cancel racing
+finalize left a `cancelled` run with a merged output or a contradicting error.json).
 """
 from __future__ import annotations
 
@@ -92,8 +92,7 @@ def test_runs_survive_killed_services(seed, tmp_path):
     plan: Plan | None = None
     problems: list[str] = []
     notes: list[str] = []
-    stranded: dict[str, str] = {}  # job file -> what is left of its run (known bug, see INTAKE_POISON_BUG)
-    known: dict[str, list[str]] = {}  # known bug -> where it showed (reported, not failed: see the xfail below)
+    stranded: dict[str, str] = {}  # job file the host gave up on -> what is left of its run (INTAKE_POISON)
     try:
         stack.start()
         plan = make_plan(seed, stack.settings.data_container, runs=RUNS, kills=KILLS, window_s=WINDOW_S)
@@ -115,7 +114,7 @@ def test_runs_survive_killed_services(seed, tmp_path):
                         stranded[_belongs_to(n, stranded)] += f"; left: {n}"
             for case in plan.cases:
                 if case.name not in stranded:
-                    check_case(stack, case, runs.get(case.name, []), cancel, problems, notes, known)
+                    check_case(stack, case, runs.get(case.name, []), cancel, problems, notes)
             check_job_files(stack, dropped, problems)
             cancel_file = cancel.get("file")
             if cancel_file and runs.get(cancel_file):
@@ -134,15 +133,14 @@ def test_runs_survive_killed_services(seed, tmp_path):
                f" / {stack.azurite.kills} azurite kill(s)")
     for name, left in sorted(stranded.items()):
         errors = stack.devhost.failures("intake", f"/{name}")
-        # the signature: every try failed to reach Batch (refused, or reset when it was killed mid-call)
+        # every try failed to reach Batch (refused, or reset when it was killed mid-call)?
         unreachable = [e for e in errors if e.startswith(("azure.core.exceptions.ServiceRequestError",
                                                           "azure.core.exceptions.ServiceResponseError"))]
-        if errors and len(unreachable) == len(errors) and any(f"port={stack.emulator.port}" in e for e in errors):
-            known.setdefault(INTAKE_POISON_BUG, []).append(f"{name}: {left} ({len(errors)} failed tries)")
-        else:
-            problems.append(f"{name}: the host gave up on the job file (poison) and its run is stuck ({left}); "
-                            f"intake errors: {errors[-5:]}")
-    notes += [f"known bug seen: {bug.split(':')[0]}: {'; '.join(where)}" for bug, where in known.items()]
+        batch_down = bool(errors) and len(unreachable) == len(errors) and \
+            any(f"port={stack.emulator.port}" in e for e in errors)
+        problems.append(f"{name}: the host gave up on the job file after {len(errors)} failed intakes (poison) and "
+                        f"its run is stuck ({left}); "
+                        + (INTAKE_POISON if batch_down else f"intake errors: {errors[-5:]}"))
     notes += [line.strip() for line in timeline.lines if "skipped" in line]
     print(f"\n{summary}" + "".join(f"\n  note: {n}" for n in notes))
     assert not problems, "\n".join([
@@ -154,28 +152,18 @@ def test_runs_survive_killed_services(seed, tmp_path):
         "", f"logs in {tmp_path}; devhost log tail:", stack.devhost.log_tail(3000),
         "", "emulator log tail:", stack.emulator.log_tail(1500),
     ])
-    if known:
-        # everything else held; only known, reproducible bugs of the pipeline showed (see their texts)
-        pytest.xfail(f"seed {seed}: " + " | ".join(f"{bug} Seen: {'; '.join(where)}" for bug, where in known.items()))
 
 
-INTAKE_POISON_BUG = (
-    "known bug (shared/accept.py, intake): while the Batch service is unreachable, intake's POST calls "
-    "(create_job, add tasks) fail at once (azure-core does not retry POST on a connection error), the "
-    "exception goes to the blob trigger, and the host retries a blob trigger 5 times back to back "
-    "(visibility 0), all within about a second; the 5th failure moves the job file's message to "
-    "webjobs-blobtrigger-poison and nothing picks the job file up again: its run stays `accepted` "
-    "(the monitor fails it only after STUCK_INTAKE, 60 minutes), with its marker and work containers."
+INTAKE_POISON = (
+    "every try failed to reach Batch: the bug fixed in 10fad80 is back (intake's POST calls failed at once "
+    "while Batch was unreachable, and the blob trigger's 5 back-to-back retries poisoned the job file in a "
+    "second; its run then stays `accepted` until the monitor's STUCK_INTAKE, 60 minutes)"
 )
 
-CANCEL_RACE_BUG = (
-    "known bug (shared/runs.RunStore.cancel vs shared/finalize.finalize): a cancel handled while finalize "
-    "merges a `merging` run wins the state change (merging -> cancelled is allowed) and deletes the job and "
-    "work containers, but the finalize already past its claim still commits output.<ext>, creates "
-    "report.json (succeeded or failed), and in RunStore.finish writes error.json over the cancel's (when the "
-    "run failed) before its own state change is skipped; it returns 'succeeded'/'failed'. The run ends "
-    "`cancelled` with a complete merged output and a report saying it succeeded, or with an error.json "
-    "saying it failed."
+CANCEL_RACE = (
+    "a cancel raced the finalize of a merging run: the bug fixed in 10fad80 is back (the cancel ended the "
+    "run while finalize, past its claim, still committed output.<ext> and report.json and wrote error.json "
+    "over the cancel's; a merging run must not be cancelled)"
 )
 
 
@@ -298,7 +286,7 @@ def wait_until_final(stack: ChaosStack, plan: Plan, timeline: Timeline, problems
                      stranded: dict[str, str]) -> dict[str, list[dict]]:
     """Bounded polling until every job file has a run folder and every run folder is final.
     Returns job file name -> its runs' status.json. A job file whose trigger message the host
-    moved to the poison queue will not get any further (INTAKE_POISON_BUG): it is put in
+    moved to the poison queue will not get any further (see INTAKE_POISON): it is put in
     `stranded` (with its run's state) instead of being waited for."""
     prefix = stack.settings.intake_container + "/"
     deadline = time.monotonic() + FINAL_DEADLINE_S
@@ -368,7 +356,7 @@ def _infra(entry: dict) -> bool:
 
 
 def check_case(stack: ChaosStack, case: Case, runs: list[dict], cancel: dict,
-               problems: list[str], notes: list[str], known: dict[str, list[str]]) -> None:
+               problems: list[str], notes: list[str]) -> None:
     if len(runs) != 1:
         problems.append(f"{case.name}: {len(runs)} run folders: {[s['run_id'] for s in runs]}")
         if not runs:
@@ -388,14 +376,9 @@ def check_case(stack: ChaosStack, case: Case, runs: list[dict], cancel: dict,
                              + (f" ({codes})" if state == "failed" else ""))
                 if state == "failed" and not _only_infra(report):
                     problems.append(f"{where}: failed, not cancelled: {status.get('error')}")
-            elif report.get("state") in ("succeeded", "failed") and (
-                    _outputs(stack, run_id) or not error or error.get("state") != "cancelled"):
-                # a finalize was merging when the cancel ended the run, and wrote its documents anyway
-                known.setdefault(CANCEL_RACE_BUG, []).append(
-                    f"{case.name}: run {run_id} cancelled, but report.json says {report['state']}, "
-                    f"outputs {_outputs(stack, run_id)}, error.json {error} "
-                    f"(cancel sent while {cancel['state_when_sent']})")
-                return
+            elif report:  # a finalize wrote the end of a run that the cancel ended
+                problems.append(f"{where}: cancelled, but report.json says {report.get('state')}, outputs "
+                                f"{_outputs(stack, run_id)}, error.json {error}: {CANCEL_RACE}")
             elif not error or error.get("state") != "cancelled":
                 problems.append(f"{where}: cancelled without an error.json saying so: {error}")
             if state != "succeeded":

@@ -159,18 +159,27 @@ class DiskAzurite(Service):
             f"TableEndpoint=http://127.0.0.1:{self.table_port}/{AZURITE_ACCOUNT};"
         )
 
-    def wait_saved(self, after: float, timeout_s: float = 30.0) -> str | None:
-        """Wait until each database Azurite writes to was saved after `after` (wall clock; with a
-        margin, so the save began after it). None when saved, else which were not."""
+    def wait_saved(self, write_canary, timeout_s: float = 30.0) -> str | None:
+        """Make sure everything Azurite acknowledged so far is on disk: `write_canary()` dirties
+        each of its databases (a blob and a queue message), then wait until each database file was
+        saved later than that (with a margin, so the save's snapshot was taken after it). A save
+        that ends within the margin may or may not hold the canary, and a database it did save is
+        not saved again: then another canary is written and waited for. None when saved, else
+        which databases were not."""
         deadline = time.monotonic() + timeout_s
+        write_canary()
+        after = time.time()
         while True:
             files = [p for p in self.location.glob("__azurite_db_*.json") if "table" not in p.name]
-            late = {p.name: round(p.stat().st_mtime - after, 2) for p in files
-                    if p.stat().st_mtime <= after + self.SAVE_MARGIN_S}
-            if len(files) >= 4 and not late:
+            saved = {p.name: p.stat().st_mtime - after for p in files}
+            if len(files) >= 4 and all(t > self.SAVE_MARGIN_S for t in saved.values()):
                 return None
             if time.monotonic() > deadline:
-                return f"not saved after {timeout_s:.0f}s: {late} (last save, seconds after the canary)"
+                late = {name: round(t, 2) for name, t in saved.items() if t <= self.SAVE_MARGIN_S}
+                return f"not saved after {timeout_s:.0f}s: {late} (last save, seconds after the last canary)"
+            if any(0 < t <= self.SAVE_MARGIN_S for t in saved.values()):
+                write_canary()  # an ambiguous save: dirty them all again
+                after = time.time()
             time.sleep(0.05)
 
     def start(self) -> None:
@@ -351,12 +360,17 @@ class ChaosStack:
             s.freeze()
         try:
             time.sleep(0.3)  # requests already sent are answered
-            marker = f"kill-{self.azurite.kills + 1}"
-            self.blobs.get_blob_client(CANARY, marker).upload_blob(b"", overwrite=True)
-            self.canary_queue.send_message(marker)
-            unsaved = self.azurite.wait_saved(after=time.time())
+            written: list[str] = []
+
+            def canary() -> None:
+                marker = f"kill-{self.azurite.kills + 1}-{len(written) + 1}"
+                self.blobs.get_blob_client(CANARY, marker).upload_blob(b"", overwrite=True)
+                self.canary_queue.send_message(marker)
+                written.append(marker)
+
+            unsaved = self.azurite.wait_saved(canary)
             if unsaved is None:
-                self.canaries.append(marker)
+                self.canaries += written
                 self.azurite.kill()
         finally:
             for s in frozen:

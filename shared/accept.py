@@ -35,6 +35,7 @@ class Shards:
     input_etag: str | None = None  # the input blob's version: a retry splits exactly the same bytes
     replay: Callable[[], Iterator[bytes]] | None = None  # the same shards again, from the start
     input_bytes: int = 0  # size of the blob to split
+    lines: Callable[[], int] | None = None  # line breaks + 1 of a line-based blob: at least its record count
 
 
 class RunIdTaken(BatchdropError):
@@ -172,8 +173,11 @@ def _plan_inputs(ctx: Context, spec: JobSpec, existing: RunRecord | None) -> Sha
             chunks = storage.read_chunks_pinned(ctx.blobs, info.container, info.name, etag)
             return split.iter_shards(inp.format, chunks, items_per_task=spec.items_per_task, tasks=spec.tasks,
                                      total_bytes=info.size)
+        def lines() -> int:
+            return 1 + sum(chunk.count(b"\n") for chunk in
+                           storage.read_chunks_pinned(ctx.blobs, info.container, info.name, etag))
         return Shards(f"input.{jobfile.input_extension(inp)}", produced=produce(), input_etag=etag,
-                      replay=produce, input_bytes=info.size)
+                      replay=produce, input_bytes=info.size, lines=lines if inp.format != "json" else None)
     if isinstance(inp, PrefixInput):
         blobs = storage.list_prefix(ctx.blobs, inp.prefix.container, inp.prefix.path, "input.prefix",
                                     limit=ctx.settings.max_tasks_per_run)
@@ -259,6 +263,9 @@ def _check_task_count(ctx: Context, spec: JobSpec, shards: Shards) -> None:
         count = -(-((shards.input_bytes + 1) // 2) // per_task)
         exact = False
     if count <= limit:
+        return
+    # a line-based blob has at most one record per line: counting line breaks is cheap
+    if not exact and shards.lines is not None and -(-shards.lines() // per_task) <= limit:
         return
     if not exact and shards.replay is not None:
         count = sum(1 for _ in islice(shards.replay(), limit + 1))

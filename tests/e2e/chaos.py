@@ -163,22 +163,24 @@ class DiskAzurite(Service):
         """Make sure everything Azurite acknowledged so far is on disk: `write_canary()` dirties
         each of its databases (a blob and a queue message), then wait until each database file was
         saved later than that (with a margin, so the save's snapshot was taken after it). A save
-        that ends within the margin may or may not hold the canary, and a database it did save is
-        not saved again: then another canary is written and waited for. None when saved, else
-        which databases were not."""
+        that ends while the canary is written or within the margin after it may or may not hold
+        the canary, and a database it did save is not saved again: then another canary is written
+        and waited for. None when saved, else which databases were not."""
         deadline = time.monotonic() + timeout_s
+        began = time.time()
         write_canary()
         after = time.time()
         while True:
             files = [p for p in self.location.glob("__azurite_db_*.json") if "table" not in p.name]
-            saved = {p.name: p.stat().st_mtime - after for p in files}
-            if len(files) >= 4 and all(t > self.SAVE_MARGIN_S for t in saved.values()):
+            saved = {p.name: p.stat().st_mtime for p in files}
+            if len(files) >= 4 and all(t > after + self.SAVE_MARGIN_S for t in saved.values()):
                 return None
             if time.monotonic() > deadline:
-                late = {name: round(t, 2) for name, t in saved.items() if t <= self.SAVE_MARGIN_S}
+                late = {name: round(t - after, 2) for name, t in saved.items() if t <= after + self.SAVE_MARGIN_S}
                 return f"not saved after {timeout_s:.0f}s: {late} (last save, seconds after the last canary)"
-            if any(0 < t <= self.SAVE_MARGIN_S for t in saved.values()):
-                write_canary()  # an ambiguous save: dirty them all again
+            if any(began < t <= after + self.SAVE_MARGIN_S for t in saved.values()):
+                began = time.time()  # a save during or just after the canary: dirty them all again
+                write_canary()
                 after = time.time()
             time.sleep(0.05)
 

@@ -51,16 +51,21 @@ class Azurite:
 
     @property
     def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{AZURITE_ACCOUNT};"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{AZURITE_ACCOUNT};"
-            f"TableEndpoint=http://127.0.0.1:{self.table_port}/{AZURITE_ACCOUNT};"
-        )
+        return azurite_connection_string(self.blob_port, self.queue_port, self.table_port)
 
     def stop(self) -> None:
         stop_process(self.proc)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def azurite_connection_string(blob_port: int, queue_port: int, table_port: int) -> str:
+    """The connection string of an Azurite on 127.0.0.1 with the well-known development account."""
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{blob_port}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint=http://127.0.0.1:{queue_port}/{AZURITE_ACCOUNT};"
+        f"TableEndpoint=http://127.0.0.1:{table_port}/{AZURITE_ACCOUNT};"
+    )
 
 
 def azurite_binary() -> str:

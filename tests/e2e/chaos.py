@@ -31,7 +31,7 @@ from pathlib import Path
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from tests.services import AZURITE_ACCOUNT, AZURITE_KEY, azurite_binary, free_port, stop_process, wait_for_port
+from tests.services import azurite_binary, azurite_connection_string, free_port, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,12 +152,7 @@ class DiskAzurite(Service):
 
     @property
     def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{AZURITE_ACCOUNT};"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{AZURITE_ACCOUNT};"
-            f"TableEndpoint=http://127.0.0.1:{self.table_port}/{AZURITE_ACCOUNT};"
-        )
+        return azurite_connection_string(self.blob_port, self.queue_port, self.table_port)
 
     def wait_saved(self, write_canary, timeout_s: float = 30.0) -> str | None:
         """Make sure everything Azurite acknowledged so far is on disk: `write_canary()` dirties

@@ -2,6 +2,7 @@
 import azure.functions as func
 
 from functions.wiring import context
+from shared import telemetry
 from shared.naming import run_id_of_message
 from shared.pipeline import finalize as finalize_run
 from shared.settings import STORAGE_CONNECTION
@@ -13,4 +14,5 @@ bp = func.Blueprint()
 @bp.queue_trigger(arg_name="msg", queue_name="%FINALIZE_QUEUE%", connection=STORAGE_CONNECTION)
 def finalize(msg: func.QueueMessage) -> None:
     run_id = run_id_of_message(msg.get_body().decode("utf-8", errors="replace"))
-    finalize_run(context(), run_id)
+    with telemetry.run_context(run_id):
+        finalize_run(context(), run_id)

@@ -92,6 +92,11 @@ param orphanMaxAgeHours int = 48
 @description('Job files that would make more tasks are rejected (MAX_TASKS_PER_RUN).')
 param maxTasksPerRun int = 100000
 
+@minValue(0)
+@maxValue(10)
+@description('Times one task is run again after an infrastructure failure or a lost output (INFRA_RETRIES).')
+param infraRetries int = 3
+
 @allowed([
   512
   2048
@@ -121,6 +126,7 @@ var dataContainer = 'data'
 var resultsContainer = 'results'
 var controlContainer = 'batchdrop-runs'
 var finalizeQueue = 'batchdrop-finalize'
+var intakeQueue = 'batchdrop-intake'
 var workContainerPrefix = 'bd'
 var deploymentContainer = 'app-package-${resourceToken}'
 var registryPasswordSecret = 'registry-password'
@@ -174,6 +180,7 @@ module storage 'modules/storage.bicep' = {
     ]
     queueNames: [
       finalizeQueue
+      intakeQueue
     ]
     resultsContainer: resultsContainer
     resultsRetentionDays: resultsRetentionDays
@@ -260,11 +267,13 @@ module functionApp 'modules/functionapp.bicep' = {
     resultsContainer: resultsContainer
     controlContainer: controlContainer
     finalizeQueue: finalizeQueue
+    intakeQueue: intakeQueue
     workContainerPrefix: workContainerPrefix
     monitorSchedule: monitorSchedule
     inputContainers: inputContainers
     orphanMaxAgeHours: orphanMaxAgeHours
     maxTasksPerRun: maxTasksPerRun
+    infraRetries: infraRetries
     poolVmSize: poolVmSize
     poolMaxNodes: poolMaxNodes
     poolSlotsPerNode: poolSlotsPerNode
@@ -310,6 +319,7 @@ output DATA_CONTAINER string = dataContainer
 output RESULTS_CONTAINER string = resultsContainer
 output CONTROL_CONTAINER string = controlContainer
 output FINALIZE_QUEUE string = finalizeQueue
+output INTAKE_QUEUE string = intakeQueue
 output WORK_CONTAINER_PREFIX string = workContainerPrefix
 output AZURE_BATCH_ACCOUNT_NAME string = batch.outputs.name
 output AZURE_BATCH_ACCOUNT_URL string = batch.outputs.accountUrl

@@ -1,6 +1,10 @@
 // The function app on Flex Consumption (Python 3.11), as one user-assigned identity, with every
 // app setting the code reads (shared/settings.py; the tie is tested in tests/infra). Flex
 // Consumption runs blob triggers only from Event Grid, hence INTAKE_SOURCE=EventGrid.
+// Telemetry is OpenTelemetry (host.json telemetryMode): the host and the Python worker each send
+// to Application Insights with the app's identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING);
+// PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY lets the worker send its own logs (shared/telemetry.py
+// adds the run_id custom dimension) instead of the host forwarding them a second time.
 param location string
 param tags object
 param planName string
@@ -26,11 +30,13 @@ param dataContainer string
 param resultsContainer string
 param controlContainer string
 param finalizeQueue string
+param intakeQueue string
 param workContainerPrefix string
 param monitorSchedule string
 param inputContainers string
 param orphanMaxAgeHours int
 param maxTasksPerRun int
+param infraRetries int
 param poolVmSize string
 param poolMaxNodes int
 param poolSlotsPerNode int
@@ -112,6 +118,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-11-01' = {
     AzureWebJobsStorage__clientId: identityClientId
     APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+    PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true' // lower case: the exporter compares it exactly
     BATCH_ACCOUNT_URL: batchAccountUrl
     INTAKE_SOURCE: 'EventGrid'
     INTAKE_CONTAINER: intakeContainer
@@ -119,11 +126,13 @@ resource appSettings 'Microsoft.Web/sites/config@2024-11-01' = {
     RESULTS_CONTAINER: resultsContainer
     CONTROL_CONTAINER: controlContainer
     FINALIZE_QUEUE: finalizeQueue
+    INTAKE_QUEUE: intakeQueue
     MONITOR_SCHEDULE: monitorSchedule
     WORK_CONTAINER_PREFIX: workContainerPrefix
     MAX_JOB_FILE_BYTES: '1048576'
     INPUT_CONTAINERS: inputContainers
     MAX_TASKS_PER_RUN: string(maxTasksPerRun)
+    INFRA_RETRIES: string(infraRetries)
     UPLOAD_CONCURRENCY: '16'
     SUBMIT_CONCURRENCY: '4'
     POOL_VM_SIZE: poolVmSize

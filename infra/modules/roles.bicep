@@ -59,7 +59,7 @@ resource appQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '974c5e8b-45b9-4653-ba55-5f855dd0fb88')
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
-    description: 'The finalize queue (monitor sends, finalize trigger receives) and the host queues'
+    description: 'The finalize and intake queues (the app sends and receives) and the host queues'
   }
 }
 

@@ -109,11 +109,16 @@ class JobPlan:
 
 
 def task_wrapper(plan: JobPlan, input_file: str) -> str:
-    """The command line every task runs: set the app contract's variables, then the user's command.
+    """The command line every task runs: set the app contract's variables, run the user's command
+    and exit with its exit status; after a 0, record OUTPUT_DIR in the output manifest first
+    (shared/manifest.py).
 
     Batch runs command lines without a shell, so the wrapper is `/bin/sh -c`; the user's command
     travels in an environment variable to avoid a second layer of quoting.
     """
+    from shared.manifest import wrapper_tail
+    from shared.naming import MANIFEST_FILE
+
     lines = [
         'wd="$AZ_BATCH_TASK_WORKING_DIR"',
         f'export INPUT_PATH="$wd/{input_file}" OUTPUT_DIR="$wd/output"',
@@ -124,7 +129,7 @@ def task_wrapper(plan: JobPlan, input_file: str) -> str:
     if plan.resource_urls:
         lines.append('export RESOURCES_DIR="$AZ_BATCH_JOB_PREP_WORKING_DIR"')
     # a retry starts from an empty output directory, so a failed try leaves nothing behind
-    lines += ['rm -rf "$OUTPUT_DIR"', 'mkdir -p "$OUTPUT_DIR"', 'exec /bin/sh -c "$BATCHDROP_COMMAND"']
+    lines += ['rm -rf "$OUTPUT_DIR"', 'mkdir -p "$OUTPUT_DIR"', *wrapper_tail(MANIFEST_FILE)]
     return "/bin/sh -c " + shlex.quote("; ".join(lines))
 
 
@@ -138,6 +143,8 @@ def _container_settings(plan: JobPlan) -> bm.BatchTaskContainerSettings | None:
 
 
 def task_model(plan: JobPlan, task: TaskSpec) -> bm.BatchTaskCreateOptions:
+    from shared.naming import MANIFEST_FILE, task_manifest
+
     resource_files = [bm.ResourceFile(http_url=task.input_url, file_path=task.input_file)]
     if plan.config_url:
         resource_files.append(bm.ResourceFile(http_url=plan.config_url, file_path="config.json"))
@@ -159,6 +166,12 @@ def task_model(plan: JobPlan, task: TaskSpec) -> bm.BatchTaskCreateOptions:
                 destination=bm.OutputFileDestination(container=bm.OutputFileBlobContainerDestination(
                     container_url=plan.output_container_url, path=f"logs/{task.task_id}")),
                 upload_options=bm.OutputFileUploadConfiguration(upload_condition="taskFailure"),
+            ),
+            bm.OutputFile(
+                file_pattern=MANIFEST_FILE,  # no wildcard: `path` is the blob's whole name
+                destination=bm.OutputFileDestination(container=bm.OutputFileBlobContainerDestination(
+                    container_url=plan.output_container_url, path=task_manifest(task.task_id))),
+                upload_options=bm.OutputFileUploadConfiguration(upload_condition="taskSuccess"),
             ),
         ],
         constraints=bm.BatchTaskConstraints(max_wall_clock_time=plan.task_timeout, max_task_retry_count=plan.retries),
@@ -399,13 +412,17 @@ class MergeTaskPlan:
 
 
 def merge_task_model(plan: MergeTaskPlan) -> bm.BatchTaskCreateOptions:
-    """Task outputs arrive as $OUTPUTS_DIR/<task id>/..., task ids sort in task order."""
+    """Task outputs arrive as $OUTPUTS_DIR/<task id>/..., task ids sort in task order. Like a
+    task, it exits with the command's exit status, and records its OUTPUT_DIR after a 0."""
+    from shared.manifest import wrapper_tail
+    from shared.naming import MANIFEST_FILE, task_manifest
+
     script = "; ".join([
         'wd="$AZ_BATCH_TASK_WORKING_DIR"',
         'export OUTPUTS_DIR="$wd/outputs/tasks" OUTPUT_DIR="$wd/output"',
         f'export OUTPUT_PATH="$OUTPUT_DIR/{plan.output_file}"',
         'rm -rf "$OUTPUT_DIR"', 'mkdir -p "$OUTPUT_DIR" "$OUTPUTS_DIR"',
-        'exec /bin/sh -c "$BATCHDROP_COMMAND"',
+        *wrapper_tail(MANIFEST_FILE),
     ])
     container = None
     if plan.image:
@@ -429,6 +446,11 @@ def merge_task_model(plan: MergeTaskPlan) -> bm.BatchTaskCreateOptions:
                 destination=bm.OutputFileDestination(container=bm.OutputFileBlobContainerDestination(
                     container_url=plan.output_container_url, path=f"logs/{MERGE_TASK_ID}")),
                 upload_options=bm.OutputFileUploadConfiguration(upload_condition="taskFailure")),
+            bm.OutputFile(
+                file_pattern=MANIFEST_FILE,
+                destination=bm.OutputFileDestination(container=bm.OutputFileBlobContainerDestination(
+                    container_url=plan.output_container_url, path=task_manifest(MERGE_TASK_ID))),
+                upload_options=bm.OutputFileUploadConfiguration(upload_condition="taskSuccess")),
         ],
         constraints=bm.BatchTaskConstraints(max_wall_clock_time=plan.timeout, max_task_retry_count=0),
     )

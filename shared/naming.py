@@ -164,6 +164,15 @@ def merged_output(output_file: str) -> str:
     return f"merged/{output_file}"
 
 
+MANIFEST_FILE = "batchdrop-manifest.txt"  # in a task's working directory, beside OUTPUT_DIR (not an output itself)
+
+
+def task_manifest(task_id: str) -> str:
+    """The manifest (shared/manifest.py) of what a succeeded task, or the merge task ("merge"),
+    left in OUTPUT_DIR."""
+    return f"manifests/{task_id}.txt"
+
+
 # ---------------------------------------------------------------- results and control containers
 
 

@@ -32,7 +32,11 @@ def test_task_model_limits_retries_and_time_and_uploads_outputs():
     assert task.constraints.max_task_retry_count == 3
     assert task.constraints.max_wall_clock_time == timedelta(minutes=60)
     patterns = {o.file_pattern: o.upload_options.upload_condition for o in task.output_files}
-    assert patterns == {"output/**/*": "taskSuccess", "../std*.txt": "taskFailure"}
+    assert patterns == {"output/**/*": "taskSuccess", "../std*.txt": "taskFailure",
+                        "batchdrop-manifest.txt": "taskSuccess"}
+    destinations = {o.file_pattern: o.destination.container.path for o in task.output_files}
+    assert destinations["batchdrop-manifest.txt"] == "manifests/t000001.txt"
+    assert {o.destination.container.container_url for o in task.output_files} == {"http://x/out?sig=secret"}
     assert task.resource_files[0].file_path == "input.jsonl"
     assert task.container_settings is None
     # the command travels once, in the job's environment, not in each task's body
@@ -111,3 +115,103 @@ def test_a_refused_task_names_the_services_first_line_without_secrets():
     message = bm.BatchErrorMessage(lang="en-US", value="The value is invalid: https://a/b?sig=SECRET\nRequestId:1")
     assert _first_line(message) == "The value is invalid: https://a/b?sig=<redacted>"
     assert _first_line(None) == "refused"
+
+
+# ---------------------------------------------------------------- the wrapper's exit status and output manifest
+# These run the command lines with the local /bin/sh, as a Linux node would.
+
+
+def run_wrapper(wd, command, path="/usr/bin:/bin", line=None):
+    line = line or task_wrapper(plan(), "input.jsonl")
+    env = {"AZ_BATCH_TASK_WORKING_DIR": str(wd), "TASK_INDEX": "0", "PATH": path, "BATCHDROP_COMMAND": command}
+    return subprocess.run(shlex.split(line), env=env, capture_output=True, timeout=30)
+
+
+def recorded(wd):
+    from shared.manifest import parse
+
+    return parse((wd / "batchdrop-manifest.txt").read_bytes())
+
+
+def test_wrapper_records_every_file_the_command_left_after_a_success(tmp_path):
+    import hashlib
+
+    from shared.manifest import ManifestEntry
+
+    command = ('cd "$OUTPUT_DIR" && mkdir -p "sub/deep er" .cache && echo hi > "$OUTPUT_PATH" && '
+               'printf "a b" > "with space.txt" && : > "sub/deep er/empty" && printf "%s\\n" \\\\x > sub/back\\\\slash '
+               '&& echo hidden > .dotfile && echo hidden > .cache/x && ln -s output.jsonl link')
+    done = run_wrapper(tmp_path, command)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "output"
+    files = ["output.jsonl", "sub/back\\slash", "sub/deep er/empty", "with space.txt"]  # byte order; no dot names, no link
+    assert recorded(tmp_path).entries == tuple(
+        ManifestEntry(f, (out / f).stat().st_size, hashlib.sha256((out / f).read_bytes()).hexdigest()) for f in files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["batchdrop-manifest.txt", "output"]  # no leftovers
+
+    assert run_wrapper(tmp_path, "true").returncode == 0
+    assert recorded(tmp_path).entries == ()  # a retry starts empty: "the task really wrote nothing"
+
+
+def test_wrapper_passes_the_exit_status_through_and_records_nothing_on_failure(tmp_path):
+    (tmp_path / "batchdrop-manifest.txt").write_text("from an earlier try\n")
+    for command, code in [("exit 3", 3), ('echo x > "$OUTPUT_PATH"; exit 255', 255), ("kill -KILL $$", 137)]:
+        assert run_wrapper(tmp_path, command).returncode == code
+        assert not (tmp_path / "batchdrop-manifest.txt").exists()
+
+
+def test_wrapper_without_sha256sum_records_sizes_only(tmp_path):
+    import os
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("find", "wc", "sort", "rm", "mkdir"):  # a minimal image: no sha256sum
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    done = run_wrapper(wd, 'printf 12345 > "$OUTPUT_PATH"', path=str(bin_dir))
+    assert done.returncode == 0, done.stderr
+    assert (wd / "batchdrop-manifest.txt").read_text() == "batchdrop-manifest 1\n5 - output.jsonl\n"
+
+
+def test_a_name_with_a_line_break_fails_the_task_saying_why(tmp_path):
+    done = run_wrapper(tmp_path, 'mkdir "$OUTPUT_DIR/a\nb" && : > "$OUTPUT_DIR/a\nb/c"')
+    assert done.returncode == 1
+    assert b"batchdrop: a name in OUTPUT_DIR holds a line break" in done.stderr
+    assert not (tmp_path / "batchdrop-manifest.txt").exists()
+
+
+def test_a_terminate_sent_to_the_wrapper_alone_stops_the_command(tmp_path):
+    import os
+    import signal
+    import time
+
+    env = {"AZ_BATCH_TASK_WORKING_DIR": str(tmp_path), "TASK_INDEX": "0", "PATH": "/usr/bin:/bin",
+           "BATCHDROP_COMMAND": 'echo $$ > "$AZ_BATCH_TASK_WORKING_DIR/pid"; exec sleep 60'}
+    wrapper = subprocess.Popen(shlex.split(task_wrapper(plan(), "input.jsonl")), env=env)
+    pid_file = tmp_path / "pid"
+    deadline = time.monotonic() + 10
+    while not (pid_file.exists() and pid_file.read_text().endswith("\n")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    command_pid = int(pid_file.read_text())
+    wrapper.send_signal(signal.SIGTERM)
+    assert wrapper.wait(timeout=10) == 128 + signal.SIGTERM  # the command's own status: killed by TERM
+    assert not os.path.exists(f"/proc/{command_pid}")  # reaped by the wrapper, not left running
+    assert not (tmp_path / "batchdrop-manifest.txt").exists()
+
+
+def test_merge_task_records_its_output_dir_and_passes_its_exit_status(tmp_path):
+    from shared.batch import MergeTaskPlan, merge_task_model
+
+    merge = merge_task_model(MergeTaskPlan(command="unused", image=None, output_file="output.txt",
+                                           outputs_url="http://x/out?sig=r", output_container_url="http://x/out?sig=w",
+                                           timeout=timedelta(minutes=5)))
+    uploads = {o.file_pattern: (o.destination.container.path, o.upload_options.upload_condition)
+               for o in merge.output_files}
+    assert uploads["batchdrop-manifest.txt"] == ("manifests/merge.txt", "taskSuccess")
+    done = run_wrapper(tmp_path, 'ls "$OUTPUTS_DIR" > "$OUTPUT_PATH"', line=merge.command_line)
+    assert done.returncode == 0, done.stderr
+    assert [e.path for e in recorded(tmp_path).entries] == ["output.txt"]
+    assert run_wrapper(tmp_path, "exit 9", line=merge.command_line).returncode == 9
+    assert not (tmp_path / "batchdrop-manifest.txt").exists()

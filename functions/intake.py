@@ -1,9 +1,11 @@
-"""Blob trigger on the intake container: every blob dropped there is a job file."""
+"""Intake: every blob dropped in the intake container is a job file; the intake queue carries the
+job files whose intake the monitor re-drives (the same step, pinned to the version named)."""
 import logging
 
 import azure.functions as func
 
 from functions.wiring import context, intake_source
+from shared.naming import intake_request_of_message
 from shared.pipeline import accept
 from shared.settings import STORAGE_CONNECTION
 
@@ -19,3 +21,10 @@ def intake(jobfile: func.InputStream) -> None:
     if not name:
         raise ValueError(f"blob trigger gave no blob name: {jobfile.name!r}")
     accept(context(), container, name)
+
+
+@bp.function_name("intake_request")
+@bp.queue_trigger(arg_name="msg", queue_name="%INTAKE_QUEUE%", connection=STORAGE_CONNECTION)
+def intake_request(msg: func.QueueMessage) -> None:
+    request = intake_request_of_message(msg.get_body().decode("utf-8", errors="replace"))
+    accept(context(), request.container, request.name, etag=request.etag)

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import chain, islice
 
-from shared import batch, jobfile, jobplan, naming, split, storage, zipcheck
+from shared import batch, claims, jobfile, jobplan, naming, split, storage, zipcheck
 from shared.cleanup import clean_up, work_containers
 from shared.context import Context
 from shared.errors import BatchdropError, BatchError, Conflict, JobFileError
@@ -47,14 +47,19 @@ class RunEnded(Exception):
     """The run reached a final state while intake was still working on it."""
 
 
-def accept(ctx: Context, container: str, blob_name: str) -> str | None:
+def accept(ctx: Context, container: str, blob_name: str, etag: str | None = None) -> str | None:
     """Handle one job file (or cancel request). Returns the run id, or None if the blob vanished
-    or changed before it was read (a newer version has its own event)."""
+    or changed before it was read (a newer version has its own event). With `etag` (a re-driven
+    intake), only that version of the job file is handled."""
     found = storage.blob_version(ctx.blobs, container, blob_name)
     if found is None:
         log.warning("job file gone before intake container=%s blob=%s", container, blob_name)
         return None
     source = JobFileVersion(container, blob_name, found.etag)
+    if etag is not None and JobFileVersion(container, blob_name, etag).version != source.version:
+        log.info("re-driven intake of a job file replaced since; the newer version has its own event blob=%s",
+                 blob_name)
+        return None
     fallback_name = naming.sanitise_name(naming.default_name(blob_name))
     limit = ctx.settings.max_job_file_bytes
     oversized = jobfile.too_large(found.size, limit)
@@ -84,9 +89,24 @@ def _accept_job(ctx: Context, spec: JobSpec, source: JobFileVersion) -> str:
     if existing is not None and existing.state != ACCEPTED:
         log.info("duplicate delivery ignored run_id=%s state=%s", run_id, existing.state)
         return run_id
+    # held while this intake works: should it die, the monitor knows within a minute and re-drives it
+    with ctx.claims.hold(run_id, claims.INTAKE) as claim:
+        if claim is None:
+            log.info("another intake is at work on this run run_id=%s", run_id)
+            return run_id
+        existing = ctx.runs.try_read(run_id)  # read again: the claim's last holder may have got further
+        if existing is not None and existing.state != ACCEPTED:
+            return run_id
+        ctx.runs.mark_active(run_id, source)  # before the (maybe long) checks: a death here is re-driven too
+        _accept_claimed(ctx, run_id, spec, source, existing)
+    return run_id
+
+
+def _accept_claimed(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVersion,
+                    existing: RunRecord | None) -> None:
     shards = _prepare(ctx, run_id, spec, source, existing)
     if shards is None:
-        return run_id
+        return
     if existing is None:
         try:
             ctx.runs.accept(RunRecord.accepted(run_id, spec, source, shards.input_etag))
@@ -94,13 +114,10 @@ def _accept_job(ctx: Context, spec: JobSpec, source: JobFileVersion) -> str:
             # a concurrent delivery of the same event: both continue, every step is idempotent
             if not source.made(ctx.runs.read(run_id)):
                 raise RunIdTaken(run_id) from None  # another job file took this id at the same moment
-    else:
-        ctx.runs.mark_active(run_id)  # a retry: the first try may have died before the marker
     log.info("accepted run_id=%s job_file=%s", run_id, source.path)
     total = _submit_or_end(ctx, run_id, spec, source, shards)
     if total is not None and not ctx.runs.start_running(run_id, total) and ctx.runs.read(run_id).state in TERMINAL:
         clean_up(ctx, run_id)  # ended by the monitor while we submitted
-    return run_id
 
 
 def _resolve_run_id(ctx: Context, name: str, source: JobFileVersion) -> tuple[str, RunRecord | None]:
@@ -321,28 +338,27 @@ def _submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards) -> int | N
         owner=naming.owner_tag(storage.account_url(ctx.blobs), ctx.settings.results_container))
     if submission.config is not None:
         storage.put_blob(ctx.blobs, in_container, naming.CONFIG_BLOB, submission.config)
-    return _send(ctx, run_id, submission, seal=spec.merge.kind != "command")
+    return _send(ctx, run_id, submission)
 
 
-def _send(ctx: Context, run_id: str, submission: jobplan.Submission, *, seal: bool) -> int | None:
-    """Create the job and add its tasks (in parallel, 100 per call); then seal it, unless a merge
-    task is to be added later (finalize seals those jobs)."""
+def _send(ctx: Context, run_id: str, submission: jobplan.Submission) -> int | None:
+    """Create the job and add its tasks (in parallel, 100 per call).
+
+    The job is not sealed (set to terminate when its tasks complete): a task that failed because
+    storage was unreachable is reactivated by the monitor (shared.retries), which Batch allows
+    only in an active job; finalize deletes the job (and its auto pool) once the run is merged."""
     state = ctx.runs.read(run_id).state
     if state in TERMINAL:
         raise RunEnded(run_id)  # cancelled, or the monitor gave up on this intake, meanwhile
     if state != ACCEPTED:
         return None  # a concurrent delivery of the same event submitted the job already
     plan, count = submission.job, submission.job.task_count
-    created = batch.create_job(ctx.batch, batch.job_model(plan, ctx.settings.pool))
-    if not created and batch.job_sealed(ctx.batch, run_id):
-        return count  # a retry after the job was sealed: its tasks are all in already
+    batch.create_job(ctx.batch, batch.job_model(plan, ctx.settings.pool))
     groups = _chunks(list(submission.tasks), batch.MAX_TASKS_PER_CALL)
     with ThreadPoolExecutor(ctx.settings.submit_concurrency, thread_name_prefix="submit") as executor:
         for _ in executor.map(lambda g: batch.add_tasks(ctx.batch, run_id, [batch.task_model(plan, t) for t in g]),
                               groups):
             pass
-    if seal:
-        batch.seal_job(ctx.batch, run_id)
     return count
 
 

@@ -483,13 +483,6 @@ def registry_reference(server: str, username: str, password: str) -> bm.Containe
     return bm.ContainerRegistryReference(registry_server=server, username=username, password=password)
 
 
-def job_sealed(client: BatchClient, job_id: str) -> bool:
-    """Whether the job was sealed (switched to terminate when its tasks complete) or has ended:
-    either way all its tasks were added already."""
-    job = get_job(client, job_id)
-    return job is not None and (job.state != "active" or job.all_tasks_complete_mode == "terminatejob")
-
-
 def job_end_reason(client: BatchClient, job_id: str) -> str | None:
     """Why the job ended (its time limit, a terminate by hand, a scheduling error), when it has
     ended or is ending; None while it is active, and when it is gone."""
@@ -546,3 +539,50 @@ def list_tagged_jobs(client: BatchClient) -> list[TaggedJob]:
         meta = {m.name: m.value for m in (job.metadata or [])}
         tagged.append(TaggedJob(job.id, meta.get("batchdrop-run"), meta.get("batchdrop-owner"), job.creation_time))
     return tagged
+
+
+# ----------------------------------------------------------------------------- infrastructure retries (shared.retries)
+
+
+def failed_tasks(client: BatchClient, job_id: str) -> list[bm.BatchTask]:
+    """The job's completed tasks that failed (not the merge task), with their failure info."""
+    return [t for t in list_tasks(client, job_id, filter="executionInfo/result eq 'failure'",
+                                  select=["id", "state", "executionInfo"]) if t.id != MERGE_TASK_ID]
+
+
+def reactivate_task(client: BatchClient, job_id: str, task_id: str) -> bool:
+    """Make a failed task run again (Batch resets its retry count). False when Batch refuses
+    for good (the job ended, the task is gone or not failed): the task's failure then stands."""
+    try:
+        reconnecting(lambda: client.reactivate_task(job_id, task_id))
+        return True
+    except HttpResponseError as e:
+        error = translate(e, f"reactivating task {task_id} of job {job_id}")
+        if error.transient:
+            raise error from None
+        log.warning("task not reactivated run_id=%s task_id=%s code=%s", job_id, task_id, error.code)
+        return False
+
+
+def rerun_task(client: BatchClient, job_id: str, task_id: str, new_id: str) -> bool:
+    """Run a task again under `new_id`: the same command, inputs, outputs (the same blob paths, so
+    the rerun's outputs replace the lost ones) and limits. Batch cannot reactivate a task that
+    succeeded. Idempotent (an existing `new_id` counts as added); False when the job refuses new
+    tasks (it ended) or the task is gone."""
+    original = get_task(client, job_id, task_id)
+    if original is None:
+        return False
+    copy = bm.BatchTaskCreateOptions(
+        id=new_id, command_line=original.command_line, container_settings=original.container_settings,
+        resource_files=original.resource_files, environment_settings=original.environment_settings,
+        output_files=original.output_files, constraints=original.constraints,
+        user_identity=original.user_identity, required_slots=original.required_slots,
+    )
+    try:
+        add_task(client, job_id, copy)
+        return True
+    except BatchError as e:
+        if e.transient:
+            raise
+        log.warning("task not rerun run_id=%s task_id=%s code=%s", job_id, task_id, e.code)
+        return False

@@ -10,6 +10,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from shared import batch, cleanup, events, secrets, storage
+from shared.claims import Claims
 from shared.events import EventPublisher
 from shared.runs import Clock, RunStore, utc_now
 from shared.secrets import SecretSource
@@ -22,7 +23,9 @@ class Context:
     blobs: BlobServiceClient
     batch: BatchClient
     finalize_queue: QueueClient
+    intake_queue: QueueClient  # intake requests of the monitor's re-drives
     runs: RunStore
+    claims: Claims
     events: EventPublisher
     secrets: SecretSource
     clock: Clock = field(default=utc_now)
@@ -45,15 +48,18 @@ class Context:
             blobs=blobs,
             batch=batch_client,
             finalize_queue=storage.queue_client(settings, settings.finalize_queue),
+            intake_queue=storage.queue_client(settings, settings.intake_queue),
             runs=runs,
+            claims=Claims(blobs, settings.control_container),
             events=publisher,
             secrets=secret_source or secrets.secret_source(settings, env),
             clock=clock,
         )
 
     def ensure_containers(self) -> None:
-        """The fixed containers and the finalize queue exist (idempotent; run once per process)."""
+        """The fixed containers and the queues exist (idempotent; run once per process)."""
         s = self.settings
         for name in (s.intake_container, s.data_container, s.results_container, s.control_container):
             storage.ensure_container(self.blobs, name)
         storage.ensure_queue(self.finalize_queue)
+        storage.ensure_queue(self.intake_queue)

@@ -1,30 +1,45 @@
-"""Step 3 (queue): merge the task outputs, report, clean up.
+"""Step 3 (queue): verify the task outputs, merge them, report, clean up.
 
-Safe to run twice, or to be killed anywhere and run again: the merged blob is committed in one
-call (a reader sees all of it or nothing, and a rerun replaces it with identical bytes);
-report.json marks the merge as done; cleanup happens only after the output is committed, and
-the run's final state is written last. The report itself is assembled by `shared.report`.
+Safe to run twice, or to be killed anywhere and run again: a finalize holds the run's claim
+while it works (shared.claims: a short lease it renews, so the monitor re-drives a finalize that
+died within a minute or two); the merged blob is committed in one call (a reader sees all of it
+or nothing, and a rerun replaces it with identical bytes); report.json marks the merge as done;
+cleanup happens only after the output is committed, and the run's final state is written last.
+
+Every output is checked against the manifest its task wrote after it succeeded (size and
+SHA-256, shared.manifest) before it is merged: an output lost or corrupt on the way sends its
+task to run again (a new Batch task: one that succeeded cannot be reactivated), within the
+INFRA_RETRIES budget, and the run back to running. The report is assembled by `shared.report`.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from shared import batch, jobplan, merge, naming, report, storage
+from shared import batch, claims, jobplan, manifest, merge, naming, report, storage
 from shared.cleanup import work_containers
 from shared.context import Context
-from shared.errors import BatchdropError, BatchError, Conflict
+from shared.errors import BatchdropError, BatchError
+from shared.manifest import Manifest
 from shared.report import Merged, TaskOutcome, outcome_of
 from shared.runs import MERGING, TERMINAL, RunPaths, RunRecord
 
-__all__ = ["finalize", "outcome_of", "TaskOutcome", "CLAIM_TTL", "LOG_COPY_BYTES", "STDERR_TAIL_BYTES"]
+__all__ = ["finalize", "outcome_of", "TaskOutcome", "LOG_COPY_BYTES", "STDERR_TAIL_BYTES"]
 
 log = logging.getLogger(__name__)
 STDERR_TAIL_BYTES = 4096
 LOG_COPY_BYTES = 1024 * 1024  # of each captured stdout/stderr kept in results: a task may print gigabytes
-CLAIM_TTL = timedelta(minutes=12)  # longer than a function may run (10 minutes on Consumption)
+RERUNNING = "rerunning"
+
+
+class LostOutputs(Exception):
+    """Outputs of succeeded tasks are missing or differ from their manifests: task id -> what."""
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        super().__init__(f"{len(problems)} task output(s) lost or corrupt")
+        self.problems = dict(problems)
 
 
 def finalize(ctx: Context, run_id: str) -> str:
@@ -38,114 +53,165 @@ def finalize(ctx: Context, run_id: str) -> str:
     if run.state != MERGING:
         log.warning("finalize before the run finished run_id=%s state=%s", run_id, run.state)
         return f"not ready ({run.state})"
+    with ctx.claims.hold(run_id, claims.FINALIZE) as claim:
+        if claim is None:
+            return "busy"  # another finalize is at work; should it die, the monitor re-drives the run
+        return _finalize_claimed(ctx, run_id)
+
+
+def _finalize_claimed(ctx: Context, run_id: str) -> str:
+    run = ctx.runs.read(run_id)  # again: the claim's previous holder may have got further
+    if run.state != MERGING:
+        return run.state
     done = ctx.runs.read_report(run_id)
-    if done is None and run.merge_task == "running":
-        return MERGING  # the user's merge task is still at work; the monitor asks again when it is done
     if done is None:
-        made = _report_once(ctx, run)
+        if run.merge_task == "running":
+            return MERGING  # the user's merge task is still at work; the monitor asks again when it is done
+        attempted = ctx.runs.commit_retrying(run_id, lambda r: r.finalize_attempted())
+        if attempted is None:
+            return ctx.runs.read(run_id).state
+        made = _report(ctx, attempted)
         if isinstance(made, str):
             return made
-        done = made
+        done = ctx.runs.keep_report(run_id, made)  # the first report written is kept
     ctx.runs.finish(run_id, done)  # one event, from the finalize that ends the run
     return done["state"]
 
 
-def _report_once(ctx: Context, run: RunRecord) -> dict | str:
-    """Claim the run, merge and write report.json (the first report written is kept). Returns the
-    report, or why there is none yet ("busy", or merging while the user's merge task runs)."""
-    claimed = _claim(ctx, run)
-    if claimed is None:
-        _ask_again_later(ctx, run)
-        return "busy"  # another finalize is working on this run right now
-    try:
-        if claimed.merge_command and claimed.merge_task != "done":
-            if not _start_merge_task(ctx, claimed):
-                return MERGING  # the monitor calls us again once the merge task has finished
-            claimed = ctx.runs.read(run.run_id)
-        made = _merge_and_report(ctx, claimed)
-    except BaseException:
-        _release(ctx, run.run_id, claimed.finalize_claimed_at)  # the queue's retry starts over at once
-        raise
-    return ctx.runs.keep_report(run.run_id, made)
-
-
-def _claim(ctx: Context, run: RunRecord) -> RunRecord | None:
-    """Take the run for this finalize (a conditional write). Returns the claimed record, or None
-    when another finalize holds a claim younger than CLAIM_TTL (the function timeout: older
-    claims belong to a finalize that died) or wrote first."""
-    claimed = run.claimed(ctx.clock(), CLAIM_TTL)
-    if claimed is None:
-        return None
-    try:
-        return ctx.runs.commit(run, claimed)
-    except Conflict:
-        return None  # someone else wrote first; the caller asks again later
-
-
-def _release(ctx: Context, run_id: str, claim: datetime | None) -> None:
-    """Best effort: drop this finalize's own claim (a killed host cannot; its claim then expires)."""
-    if claim is None:
-        return
-    try:
-        ctx.runs.commit_retrying(run_id, lambda run: run.released(claim))
-    except Exception as e:  # the claim expires anyway
-        log.warning("could not release the finalize claim run_id=%s error=%s", run_id, type(e).__name__)
-
-
-def _ask_again_later(ctx: Context, run: RunRecord) -> None:
-    """The run is claimed by another finalize: this message comes back when that claim expires,
-    so a finalize that died holding it does not leave the run waiting for the monitor."""
-    wait = timedelta(seconds=30)
-    if run.finalize_claimed_at is not None:
-        wait = max(wait, CLAIM_TTL - (ctx.clock() - run.finalize_claimed_at) + timedelta(seconds=30))
-    try:
-        storage.queue_send_later(ctx.finalize_queue, naming.finalize_message(run.run_id), wait)
-    except BatchdropError as e:  # the monitor's re-request still covers this run
-        log.warning("could not re-queue finalize run_id=%s error=%s", run.run_id, e)
-
-
-def _merge_and_report(ctx: Context, run: RunRecord) -> dict:
-    """Gather the facts (task outcomes, failed tasks' logs, the merged output) for `report.assemble`."""
+def _report(ctx: Context, run: RunRecord) -> dict | str:
+    """Verify, merge and assemble the report. Returns it, or why there is none yet (merging while
+    the user's merge task runs; rerunning tasks whose outputs were lost)."""
     _, out_container = work_containers(ctx, run.run_id)
     if not storage.container_exists(ctx.blobs, out_container):
         # only a finished finalize deletes it, and that one wrote the report we did not find
         raise BatchdropError(f"run {run.run_id}: the task output container is gone; not merging from nothing")
-    tasks = sorted((outcome_of(t) for t in batch.finished_tasks(ctx.batch, run.run_id)), key=lambda o: o.index)
+    tasks = current_outcomes(ctx, run)
     tails = {t.task_id: _keep_failure_logs(ctx, out_container, run.run_id, t.task_id)
              for t in tasks if not t.succeeded}
-    mode = batch.container_execution(ctx.batch, run.run_id, tasks[0].task_id) if tasks else None
-    merged = None if report.must_fail(run, tasks) else _merge(ctx, run, tasks, out_container)
-    return report.assemble(run, tasks, stderr_tails=tails, container_execution=mode, merged=merged,
-                           now=ctx.clock())
+    mode = batch.container_execution(ctx.batch, run.run_id, run.attempt(tasks[0].task_id)) if tasks else None
+
+    def assemble(merged: Merged | None) -> dict:
+        return report.assemble(run, tasks, stderr_tails=tails, container_execution=mode, merged=merged,
+                               now=ctx.clock())
+
+    if report.must_fail(run, tasks):
+        return assemble(None)
+    succeeded = [t for t in tasks if t.succeeded]
+    try:
+        manifests = _verified_manifests(ctx, run, out_container, succeeded)
+        if run.merge_command and run.merge_task != "done":
+            if not _start_merge_task(ctx, run):
+                return MERGING  # the monitor calls us again once the merge task has finished
+            run = ctx.runs.read(run.run_id)
+        return assemble(_merge(ctx, run, succeeded, out_container, manifests))
+    except LostOutputs as lost:
+        return _rerun_lost(ctx, run, lost.problems, assemble)
 
 
-def _merge(ctx: Context, run: RunRecord, tasks: list[TaskOutcome], out_container: str) -> Merged:
-    """The merged output in results (committed once), and every other file a succeeded task left
-    in OUTPUT_DIR under results/<run>/tasks/<task>/."""
+def current_outcomes(ctx: Context, run: RunRecord) -> list[TaskOutcome]:
+    """The outcome of each task's current Batch task (its latest rerun, if it had any), in task order."""
+    listed = batch.finished_tasks(ctx.batch, run.run_id)
+    return sorted((outcome_of(t) for t in listed if t.id == run.attempt(naming.base_task_id(t.id))),
+                  key=lambda o: o.index)
+
+
+# ----------------------------------------------------------------------------- verifying outputs
+
+
+def _verified_manifests(ctx: Context, run: RunRecord, out_container: str,
+                        succeeded: Sequence[TaskOutcome]) -> dict[str, Manifest]:
+    """Each succeeded task's manifest, after checking that every output it lists is there with
+    its size (one listing, one small read per task). LostOutputs names the tasks whose are not."""
+    sizes = storage.blob_sizes(ctx.blobs, out_container, "tasks/")
+    problems: dict[str, str] = {}
+    manifests: dict[str, Manifest] = {}
+
+    def read(task: TaskOutcome) -> tuple[str, Manifest | str]:
+        data = storage.read_optional(ctx.blobs, out_container, naming.task_manifest(task.task_id))
+        if data is None:
+            return task.task_id, "its manifest was not uploaded"
+        try:
+            return task.task_id, manifest.parse(data)
+        except manifest.ManifestError as e:
+            return task.task_id, f"its manifest is unreadable ({e})"
+
+    with ThreadPoolExecutor(ctx.settings.upload_concurrency, thread_name_prefix="manifest") as pool:
+        for task_id, found in pool.map(read, succeeded):
+            if isinstance(found, str):
+                problems[task_id] = found
+                continue
+            prefix = naming.task_outputs(task_id)
+            listed = {name[len(prefix):]: size for name, size in sizes.items() if name.startswith(prefix)}
+            wrong = manifest.check_listing(found, listed)
+            if wrong:
+                problems[task_id] = f"{len(wrong)} output file(s) lost or changed, e.g. {wrong[0]}"
+            else:
+                manifests[task_id] = found
+    if problems:
+        raise LostOutputs(problems)
+    return manifests
+
+
+def _rerun_lost(ctx: Context, run: RunRecord, problems: Mapping[str, str], assemble) -> dict | str:
+    """Run the tasks whose outputs were lost again (the run goes back to running), or, once a
+    task has spent its INFRA_RETRIES, fail the run saying which task's output was lost and how."""
+    budget = ctx.settings.infra_retries
+    spent = sorted(t for t in problems if run.infra_retries.get(t, 0) >= budget)
+    if spent:
+        first = spent[0]
+        return assemble(Merged(failure=f"the output of task {first} was lost: {problems[first]} (after {budget} "
+                                        f"rerun(s)); {len(problems)} task(s) affected"))
+    for task in sorted(problems):
+        rerun = naming.attempt_id(task, run.reruns.get(task, 0) + 1)
+        if not batch.rerun_task(ctx.batch, run.run_id, run.attempt(task), rerun):
+            return assemble(Merged(failure=f"the output of task {task} was lost ({problems[task]}) and the task "
+                                           f"could not run again: the Batch job no longer takes tasks"))
+    ctx.runs.commit_retrying(run.run_id, lambda r: r.outputs_lost(problems))
+    log.warning("outputs lost, tasks run again run_id=%s tasks=%d first=%s", run.run_id, len(problems),
+                sorted(problems)[0])
+    return RERUNNING
+
+
+# ----------------------------------------------------------------------------- merging
+
+
+def _merge(ctx: Context, run: RunRecord, succeeded: list[TaskOutcome], out_container: str,
+           manifests: Mapping[str, Manifest]) -> Merged:
+    """The merged output in results (committed once, each part checked against its manifest as it
+    streams: LostOutputs before the commit when one differs), and every other file a succeeded
+    task left in OUTPUT_DIR under results/<run>/tasks/<task>/."""
     if run.merge == "command":
         return _collect_merge_task(ctx, run, out_container)
     results, paths = ctx.settings.results_container, RunPaths(run.run_id)
-    succeeded = [t for t in tasks if t.succeeded]
-    names = [naming.task_outputs(t.task_id) + run.output_file for t in succeeded]
-    present = set(storage.blob_names(ctx.blobs, out_container, "tasks/"))
-    _keep_other_outputs(ctx, run, out_container, succeeded, present, set() if run.merge == "none" else set(names))
+    _keep_other_outputs(ctx, run, out_container, succeeded, manifests,
+                        frozenset() if run.merge == "none" else frozenset({run.output_file}))
     if run.merge == "none":
-        return Merged(output=f"{results}/{paths.tasks}")
+        return Merged(output=f"{results}/{paths.tasks}", verified=len(manifests))
     ext = run.output_extension or "bin"
-    sources = _sources(ctx, out_container, [n for n in names if n in present])
-    size = storage.commit_stream(ctx.blobs, results, paths.output(ext), merge.merge_stream(run.merge, sources))
-    missing = tuple(t.task_id for t, name in zip(succeeded, names, strict=True) if name not in present)
-    return Merged(output=f"{results}/{paths.output(ext)}", output_bytes=size, missing=missing)
+    parts = [(t.task_id, manifests[t.task_id].get(run.output_file)) for t in succeeded]
+    wrote = [(task, entry) for task, entry in parts if entry is not None]
+    names = [naming.task_outputs(task) + run.output_file for task, _ in wrote]
+    sources = (manifest.verify_stream(chunks, entry, task=task) for chunks, (task, entry)
+               in zip(_sources(ctx, out_container, names), wrote, strict=True))
+    try:
+        committed = storage.commit_stream(ctx.blobs, results, paths.output(ext), merge.merge_stream(run.merge, sources))
+    except manifest.OutputMismatch as e:
+        raise LostOutputs({e.task: str(e)}) from None
+    return Merged(output=f"{results}/{paths.output(ext)}", output_bytes=committed.size,
+                  output_sha256=committed.sha256, output_md5=committed.md5,
+                  missing=tuple(task for task, entry in parts if entry is None), verified=len(manifests))
 
 
 def _keep_other_outputs(ctx: Context, run: RunRecord, out_container: str, succeeded: list[TaskOutcome],
-                        present: set[str], merged: set[str]) -> None:
+                        manifests: Mapping[str, Manifest], merged: frozenset[str]) -> None:
+    """Copy what each manifest lists (files a task's earlier, failed tries left are not listed)."""
     paths = RunPaths(run.run_id)
     for t in succeeded:
         prefix = naming.task_outputs(t.task_id)
-        for name in sorted(n for n in present if n.startswith(prefix) and n not in merged):
-            storage.copy_blob(ctx.blobs, out_container, name, ctx.settings.results_container,
-                              paths.task_prefix(t.task_id) + name[len(prefix):])
+        for entry in manifests[t.task_id].entries:
+            if entry.path not in merged:
+                storage.copy_blob(ctx.blobs, out_container, prefix + entry.path, ctx.settings.results_container,
+                                  paths.task_prefix(t.task_id) + entry.path)
 
 
 def _sources(ctx: Context, container: str, blob_names: list[str], ahead: int = 8) -> Iterator[Iterator[bytes]]:
@@ -154,11 +220,9 @@ def _sources(ctx: Context, container: str, blob_names: list[str], ahead: int = 8
 
 
 def _start_merge_task(ctx: Context, run: RunRecord) -> bool:
-    """Add the user's merge task (once). Returns False when it was started and must be waited for,
-    True when there is nothing to merge (the run failed) and the report can be written now."""
-    tasks = [outcome_of(t) for t in batch.finished_tasks(ctx.batch, run.run_id)]
-    if report.must_fail(run, tasks):
-        return True
+    """Add the user's merge task (once), and seal the job: it ends (with its pool) when the merge
+    task does. Returns False when it was started and must be waited for, True when it cannot run
+    (the job ended) and the report can be written now."""
     if run.job_ended:
         return True  # no task can be added to an ended job; the report says why
     _, out_container = work_containers(ctx, run.run_id)

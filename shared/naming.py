@@ -7,6 +7,7 @@ triggers always agree on them.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import re
 import unicodedata
@@ -89,6 +90,31 @@ def run_id_of_message(body: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class IntakeRequest:
+    """A re-driven intake (shared.watch): handle this version of this job file again."""
+
+    container: str
+    name: str
+    etag: str
+
+
+def intake_message(request: IntakeRequest) -> str:
+    return json.dumps({"container": request.container, "name": request.name, "etag": request.etag})
+
+
+def intake_request_of_message(body: str) -> IntakeRequest:
+    """The job file an intake message names; BatchdropError when the body is not one."""
+    try:
+        doc = json.loads(body)
+        fields = (doc["container"], doc["name"], doc["etag"])
+    except (ValueError, TypeError, KeyError):
+        raise BatchdropError(f"intake message is not a job file request: {body[:80]!r}") from None
+    if not all(isinstance(f, str) and f for f in fields):
+        raise BatchdropError(f"intake message is not a job file request: {body[:80]!r}")
+    return IntakeRequest(*fields)
+
+
 # ---------------------------------------------------------------- work containers and their blobs
 
 # Azure Storage: container names are at most 63 characters.
@@ -126,8 +152,24 @@ def task_id(index: int) -> str:
 
 
 def task_index(task: str) -> int:
-    """The index a task id was made from; -1 for a task that has none (the merge task)."""
-    return int(task[1:]) if task[1:].isdigit() else -1
+    """The index a task id (or a rerun of it) was made from; -1 for a task that has none (the merge task)."""
+    digits = base_task_id(task)[1:]
+    return int(digits) if digits.isdigit() else -1
+
+
+RERUN_SEPARATOR = "-r"
+
+
+def attempt_id(task: str, reruns: int) -> str:
+    """The Batch task that runs `task` after `reruns` reruns (a task that succeeded cannot be
+    reactivated, so a task whose output was lost runs again as a copy under a new id)."""
+    return task if reruns <= 0 else f"{task}{RERUN_SEPARATOR}{reruns}"
+
+
+def base_task_id(task: str) -> str:
+    """The task a Batch task id runs: "t000003" for "t000003" and "t000003-r2"."""
+    base, sep, n = task.partition(RERUN_SEPARATOR)
+    return base if sep and n.isdigit() else task
 
 
 def shard_name(index: int, input_file: str) -> str:
@@ -209,8 +251,15 @@ ACTIVE_PREFIX = "active/"  # control container: one marker per run the monitor w
 SWEEP_MARKER = "sweep/last.json"  # control container: when the orphan sweep last ran
 
 
+CLAIMS_PREFIX = "claims/"  # control container: one leased blob per run and step (shared.claims)
+
+
 def active_marker(run_id: str) -> str:
     return f"{ACTIVE_PREFIX}{run_id}"
+
+
+def claim_blob(run_id: str, step: str) -> str:
+    return f"{CLAIMS_PREFIX}{run_id}/{step}"
 
 
 def owner_tag(blob_service_url: str, results_container: str) -> str:

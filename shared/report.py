@@ -58,7 +58,7 @@ def outcome_of(task: Any) -> TaskOutcome:
     if task.state != "completed" and failure is None:
         failure = {"category": "incomplete", "code": "TaskNotCompleted",
                    "message": f"the task was still {task.state} when the run ended"}
-    return TaskOutcome(task.id, naming.task_index(task.id), succeeded, exit_code,
+    return TaskOutcome(naming.base_task_id(task.id), naming.task_index(task.id), succeeded, exit_code,
                        info.retry_count if info else 0, info.requeue_count if info else 0, duration, failure)
 
 
@@ -69,7 +69,10 @@ class Merged:
 
     output: str | None = None  # "<results>/<run>/output.<ext>", or ".../tasks/" for merge "none"
     output_bytes: int | None = None
-    missing: tuple[str, ...] = ()  # succeeded tasks that wrote no output file
+    missing: tuple[str, ...] = ()  # succeeded tasks that wrote no output file (their manifests say so)
+    output_sha256: str | None = None  # of the merged output, as written
+    output_md5: str | None = None  # base64, also the blob's Content-MD5
+    verified: int = 0  # task outputs checked against their manifests before merging
     merge_task: dict | None = None
     failure: str | None = None
     recombined: bool = False  # by the user's merge task
@@ -91,9 +94,15 @@ def assemble(run: RunRecord, tasks: Sequence[TaskOutcome], *, stderr_tails: Mapp
         report.update(state=FAILED, error=failure_reason(tasks, run.job_ended))
     elif merged.recombined:
         _recombined(report, merged, failed)
+    elif merged.failure:
+        report.update(state=FAILED, error=merged.failure)  # e.g. a lost output no rerun brought back
     else:
         _merged(report, merged, run.output_file, failed)
     report["timings"] = timings(run, now)
+    # apart from each task's own retries (for its exit code: entries[].retries)
+    report["infrastructure_retries"] = sum(run.infra_retries.values())
+    report["output_reruns"] = sum(run.reruns.values())
+    report["redrives"] = dict(run.redrives)
     return report
 
 
@@ -105,6 +114,9 @@ def _head(run: RunRecord, tasks: Sequence[TaskOutcome], stderr_tails: Mapping[st
         if not t.succeeded:
             entry["stderr_tail"] = stderr_tails.get(t.task_id)
         entries.append(entry)
+    for entry in entries:
+        if run.infra_retries.get(entry["task_id"]):
+            entry["infra_retries"] = run.infra_retries[entry["task_id"]]
     report: dict[str, Any] = {"run_id": run.run_id, "tasks": counts(tasks).to_json(), "entries": entries,
                               "warnings": [run.job_ended] if run.job_ended else []}
     if container_execution:
@@ -137,6 +149,9 @@ def _merged(report: dict, merged: Merged, output_file: str, failed: list[TaskOut
     report["output"] = merged.output
     if merged.output_bytes is not None:
         report["output_bytes"] = merged.output_bytes
+    if merged.output_sha256 is not None:
+        report["output_sha256"], report["output_md5"] = merged.output_sha256, merged.output_md5
+    report["outputs_verified"] = merged.verified
     report["state"] = SUCCEEDED
     if failed:
         report["warnings"].append(f"partial result: {len(failed)} task(s) did not succeed and are not in the output")

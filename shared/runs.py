@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from shared import jobfile, naming
@@ -39,7 +39,7 @@ _ALLOWED = {
     RUNNING: {MERGING, FAILED, CANCELLED},
     # not cancelled: once merging, finalize owns the run's end (a cancel then would race its
     # output, report and error.json), and all its tasks have already run
-    MERGING: {SUCCEEDED, FAILED},
+    MERGING: {SUCCEEDED, FAILED, RUNNING},  # running again: finalize found outputs lost, their tasks rerun
 }
 
 Clock = Callable[[], datetime]
@@ -89,6 +89,7 @@ class TaskCounts:
     succeeded: int = 0
     failed: int = 0
     stopped: int = 0
+    waiting_retry: int = 0  # failed by the infrastructure, to be run again (shared.retries)
 
     @classmethod
     def waiting(cls, total: int) -> TaskCounts:
@@ -103,6 +104,8 @@ class TaskCounts:
                "succeeded": self.succeeded, "failed": self.failed}
         if self.stopped:
             out["stopped"] = self.stopped
+        if self.waiting_retry:
+            out["waiting_retry"] = self.waiting_retry
         return out
 
 
@@ -142,9 +145,20 @@ class JobFileVersion:
         return run.job_file == self.path and run.job_file_etag == self.version
 
 
+@dataclass(frozen=True)
+class ActiveMarker:
+    """The monitor's index entry of a run: since when, and (for a run whose intake is under way)
+    the job file it comes from and how often its intake was re-driven."""
+
+    since: datetime
+    source: JobFileVersion | None = None
+    redrives: int = 0
+
+
 _BOOKKEEPING = frozenset({"keys", "extra", "etag"})
 _TIMES = frozenset({"created_at", "updated_at", "submitted_at", "job_checked_at", "finalize_requested_at",
-                    "merge_task_started_at", "finalize_claimed_at", "finished_at"})
+                    "merge_task_started_at", "finished_at"})
+_TIME_MAPS = frozenset({"retry_waiting"})
 
 
 @dataclass(frozen=True)
@@ -173,9 +187,17 @@ class RunRecord:
     job_ended: str | None = None  # why the Batch job ended before all its tasks ran
     finalize_requested_at: datetime | None = None
     finalize_requests: int = 1
+    last_rerun: Mapping[str, Any] | None = None  # {"tasks", "why"}: outputs finalize found lost
     merge_task: str | None = None  # "running", then "done"
     merge_task_started_at: datetime | None = None
-    finalize_claimed_at: datetime | None = None  # a finalize is at work since then (None: released)
+    finalize_attempts: int = 0  # finalizes that claimed the run (a finalize that keeps dying is given up on)
+    # infrastructure retries (shared.retries): per task id, those spent; per Batch task id, when it is
+    # reactivated; per task id, how often it was rerun under a new id because its output was lost
+    infra_retries: Mapping[str, int] = field(default_factory=dict)
+    retry_waiting: Mapping[str, datetime] = field(default_factory=dict)
+    reruns: Mapping[str, int] = field(default_factory=dict)
+    redrives: Mapping[str, int] = field(default_factory=dict)  # per step: asked for again, nobody was at it
+    last_redrive: Mapping[str, str] | None = None  # {"step", "at", "why"}
     finished_at: datetime | None = None
     output: str | None = None
     error: str | None = None
@@ -206,6 +228,21 @@ class RunRecord:
         return replace(self, keys=keys, **changes)
 
     # ------------------------------------------------------------------ what readers ask
+
+    @property
+    def source(self) -> JobFileVersion | None:
+        """The job file upload this run was made from (None for records without one)."""
+        container, _, name = (self.job_file or "").partition("/")
+        return JobFileVersion(container, name, self.job_file_etag) if name and self.job_file_etag else None
+
+    def attempt(self, task: str) -> str:
+        """The Batch task id that runs `task` now (see naming.attempt_id)."""
+        return naming.attempt_id(task, self.reruns.get(task, 0))
+
+    @property
+    def superseded(self) -> int:
+        """Succeeded Batch tasks whose output was lost and that a rerun replaced."""
+        return sum(self.reruns.values())
 
     @property
     def output_file(self) -> str:
@@ -273,28 +310,43 @@ class RunRecord:
     def merge_task_done(self, now: datetime) -> RunRecord:
         return self._with(merge_task="done", finalize_requested_at=now)
 
-    def finalize_rerequested(self, now: datetime) -> RunRecord:
-        return self._with(finalize_requested_at=now, finalize_requests=self.finalize_requests + 1)
+    def retries_planned(self, used: Mapping[str, int], waiting: Mapping[str, datetime]) -> RunRecord:
+        """The infrastructure retries spent and those waiting for their backoff (shared.retries)."""
+        return self._with(infra_retries=dict(used), retry_waiting=dict(waiting))
+
+    def redriven(self, step: str, now: datetime, why: str) -> RunRecord:
+        """The monitor asked for `step` again: nobody was at work on it (shared.claims)."""
+        counts = {**self.redrives, step: self.redrives.get(step, 0) + 1}
+        changed = self._with(redrives=counts, last_redrive={"step": step, "at": iso(now), "why": why})
+        if step == "finalize":
+            changed = changed._with(finalize_requested_at=now, finalize_requests=self.finalize_requests + 1)
+        return changed
 
     # ------------------------------------------------------------------ finalize
 
-    def claimed(self, now: datetime, ttl: timedelta) -> RunRecord | None:
-        """Taken by a finalize; None while another finalize's claim is younger than `ttl`."""
-        if self.finalize_claimed_at is not None and now - self.finalize_claimed_at < ttl:
+    def finalize_attempted(self) -> RunRecord | None:
+        if self.state != MERGING:
             return None
-        return self._with(finalize_claimed_at=now)
+        return self._with(finalize_attempts=self.finalize_attempts + 1)
 
-    def released(self, claim: datetime) -> RunRecord | None:
-        """The claim dropped, if it is still `claim` (a finalize releases only its own)."""
-        if self.state != MERGING or self.finalize_claimed_at != _second(claim):
+    def outputs_lost(self, tasks: Mapping[str, str]) -> RunRecord | None:
+        """merging -> running: the outputs of `tasks` (task id -> what was wrong) were lost or
+        corrupt; each runs again as a new Batch task (its rerun) and spends one infrastructure retry."""
+        if self.state != MERGING:
             return None
-        return self._with(finalize_claimed_at=None)
+        used, reruns = dict(self.infra_retries), dict(self.reruns)
+        for task in tasks:
+            used[task] = used.get(task, 0) + 1
+            reruns[task] = reruns.get(task, 0) + 1
+        first = sorted(tasks)[0]
+        return self._with(state=RUNNING, infra_retries=used, reruns=reruns, finalize_attempts=0,
+                          last_rerun={"tasks": sorted(tasks), "why": f"{first}: {tasks[first]}"})
 
     def merge_task_started(self, now: datetime) -> RunRecord | None:
-        """The user's merge task runs; the claim is dropped so the finalize after it can collect."""
+        """The user's merge task runs; the finalize after it collects its output."""
         if self.merge_task == "running":
             return None
-        return self._with(merge_task="running", merge_task_started_at=now, finalize_claimed_at=None)
+        return self._with(merge_task="running", merge_task_started_at=now)
 
     def merge_task_refused(self, reason: str) -> RunRecord:
         """The merge task could not be added (the job ended meanwhile): report, do not merge."""
@@ -328,6 +380,8 @@ def _decode(key: str, value: Any) -> Any:
         return None
     if key in _TIMES:
         return parse_time(value)
+    if key in _TIME_MAPS:
+        return {k: parse_time(v) for k, v in value.items()}
     if key == "tasks":
         return TaskCounts.from_json(value)
     if key == "merge_command":
@@ -340,6 +394,8 @@ def _encode(value: Any) -> Any:
         return iso(value)
     if isinstance(value, (TaskCounts, MergeCommand)):
         return value.to_json()
+    if isinstance(value, Mapping):
+        return {k: _encode(v) for k, v in value.items()}
     return value
 
 
@@ -386,7 +442,7 @@ class RunStore:
         between leaves an index entry the monitor drops, never a run the monitor cannot see."""
         run = run.created(self.now())
         if run.state in ACTIVE:
-            self.mark_active(run.run_id)
+            self.mark_active(run.run_id, run.source)
         written = self._results.create(RunPaths(run.run_id).status, run.to_json())
         return replace(run, etag=written.etag)
 
@@ -551,15 +607,27 @@ class RunStore:
 
     # ------------------------------------------------------------------ the monitor's index
 
-    def mark_active(self, run_id: str) -> None:
-        """Idempotent: the monitor watches this run until it reaches a final state."""
-        self._control.put(naming.active_marker(run_id), {"run_id": run_id, "since": iso(self.now())})
+    def mark_active(self, run_id: str, source: JobFileVersion | None = None, redrives: int = 0) -> None:
+        """Idempotent: the monitor watches this run until it reaches a final state. With the job
+        file it came from, so that an intake that died before the record existed is re-driven."""
+        marker: dict[str, Any] = {"run_id": run_id, "since": iso(self.now())}
+        if source is not None:
+            marker.update(container=source.container, name=source.blob_name, etag=source.etag, redrives=redrives)
+        self._control.put(naming.active_marker(run_id), marker)
+
+    def marker(self, run_id: str) -> ActiveMarker | None:
+        found = self._control.read(naming.active_marker(run_id))
+        if found is None or "since" not in found.data:
+            return None
+        doc = found.data
+        source = None
+        if all(isinstance(doc.get(k), str) for k in ("container", "name", "etag")):
+            source = JobFileVersion(doc["container"], doc["name"], doc["etag"])
+        return ActiveMarker(parse_time(doc["since"]), source, int(doc.get("redrives") or 0))
 
     def marked_since(self, run_id: str) -> datetime | None:
-        marker = self._control.read(naming.active_marker(run_id))
-        if marker is None or "since" not in marker.data:
-            return None
-        return parse_time(marker.data["since"])
+        marker = self.marker(run_id)
+        return None if marker is None else marker.since
 
     def active_run_ids(self) -> list[str]:
         return [name[len(naming.ACTIVE_PREFIX):] for name in self._control.names(naming.ACTIVE_PREFIX)]

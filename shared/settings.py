@@ -106,6 +106,7 @@ class Settings:
     results_container: str = "results"
     control_container: str = "batchdrop-runs"
     finalize_queue: str = "batchdrop-finalize"
+    intake_queue: str = "batchdrop-intake"  # intake requests the monitor re-drives (shared.redrive)
     work_prefix: str = "bd"
     max_job_file_bytes: int = 1_048_576
     upload_concurrency: int = 16
@@ -120,6 +121,8 @@ class Settings:
     # jobfile.ReadPolicy, which refuses those whatever is listed here).
     input_containers: tuple[str, ...] = ()
     max_tasks_per_run: int = 100_000
+    # how often one task is run again after an infrastructure failure or a lost output (shared.retries)
+    infra_retries: int = 3
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -158,6 +161,7 @@ class Settings:
             results_container=read.get("RESULTS_CONTAINER"),
             control_container=read.get("CONTROL_CONTAINER"),
             finalize_queue=read.get("FINALIZE_QUEUE"),
+            intake_queue=read.get("INTAKE_QUEUE"),
             work_prefix=read.get("WORK_CONTAINER_PREFIX"),
             max_job_file_bytes=read.get("MAX_JOB_FILE_BYTES", int),
             upload_concurrency=read.get("UPLOAD_CONCURRENCY", int),
@@ -168,6 +172,7 @@ class Settings:
             orphan_max_age_hours=read.get("ORPHAN_MAX_AGE_HOURS", float),
             input_containers=None if containers is None else _container_list("INPUT_CONTAINERS", containers),
             max_tasks_per_run=read.get("MAX_TASKS_PER_RUN", int),
+            infra_retries=read.get("INFRA_RETRIES", int),
         ))
 
 
@@ -187,13 +192,15 @@ LIMITS: dict[str, Limit] = {
                                 "a job file is read into memory whole; put large inputs in a blob"),
     "MAX_TASKS_PER_RUN": Limit("max_tasks_per_run", 1, 1_000_000, "tasks",
                                "task ids and shard names have six digits so that name order is task order"),
+    "INFRA_RETRIES": Limit("infra_retries", 0, 10, "tries per task",
+                           "each one waits a backoff of up to two minutes; more only hides a real outage"),
     "UPLOAD_CONCURRENCY": Limit("upload_concurrency", 1, 128, "parallel shard uploads"),
     "SUBMIT_CONCURRENCY": Limit("submit_concurrency", 1, 64, "parallel add-task calls"),
     "POOL_MAX_NODES": Limit("pool.max_nodes", 1, 10_000, "nodes"),
     "POOL_SLOTS_PER_NODE": Limit("pool.slots_per_node", 1, 256, "task slots per node",
                                  "Azure Batch allows at most 256"),
-    # the sweep must never take the work of an intake still within its retries (shared.watch.STUCK_INTAKE,
-    # 60 minutes) for an orphan: at least 2 hours
+    # the sweep must never take the work of an intake still within its re-drives (shared.watch: about an hour
+    # at most) for an orphan: at least 2 hours
     "ORPHAN_MAX_AGE_HOURS": Limit("orphan_max_age_hours", 2, 24 * 30, "hours",
                                   "younger leftovers may belong to an intake still within its retries"),
 }

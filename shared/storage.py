@@ -5,6 +5,7 @@ SAS URLs are secrets: nothing here logs one, and errors carry blob names, never 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
@@ -34,6 +35,7 @@ from azure.storage.blob import (
     BlobSasPermissions,
     BlobServiceClient,
     ContainerSasPermissions,
+    ContentSettings,
     UserDelegationKey,
     generate_blob_sas,
     generate_container_sas,
@@ -245,13 +247,23 @@ def read_tail(service: BlobServiceClient, container: str, name: str, max_bytes: 
     return data.decode("utf-8", errors="replace")
 
 
+@dataclass(frozen=True)
+class Committed:
+    """A blob written by `commit_stream`: its size and digests (SHA-256 hex; MD5 base64, as the
+    blob's Content-MD5 holds it), so users can verify what they download."""
+
+    size: int
+    sha256: str
+    md5: str
+
+
 def commit_stream(service: BlobServiceClient, container: str, name: str, chunks: Iterable[bytes],
-                  parallel: int = 4) -> int:
+                  parallel: int = 4) -> Committed:
     """Write a blob from a stream of chunks so that readers see all of it or nothing.
 
     Blocks are staged (uncommitted blocks are invisible), up to `parallel` at once, then committed
-    in order in one call; a crash before the commit leaves no visible blob, and a rerun simply
-    stages and commits again. Memory: about `parallel` + 1 blocks. Returns the bytes written.
+    in order in one call, with the whole blob's Content-MD5; a crash before the commit leaves no
+    visible blob, and a rerun simply stages and commits again. Memory: about `parallel` + 1 blocks.
     """
     client = service.get_blob_client(container, name)
     block_ids: list[str] = []
@@ -259,6 +271,7 @@ def commit_stream(service: BlobServiceClient, container: str, name: str, chunks:
     futures = []
     total = 0
     buffer = bytearray()
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
 
     def stage(block_id: str, data: bytes) -> None:
         try:
@@ -277,14 +290,17 @@ def commit_stream(service: BlobServiceClient, container: str, name: str, chunks:
         for chunk in chunks:
             buffer += chunk
             total += len(chunk)
+            sha256.update(chunk)
+            md5.update(chunk)
             if len(buffer) >= BLOCK_SIZE:
                 flush()
         if buffer or not block_ids:
             flush()
         for f in futures:
             f.result()
-    client.commit_block_list([BlobBlock(block_id=block) for block in block_ids])
-    return total
+    client.commit_block_list([BlobBlock(block_id=block) for block in block_ids],
+                             content_settings=ContentSettings(content_md5=bytearray(md5.digest())))
+    return Committed(total, sha256.hexdigest(), base64.b64encode(md5.digest()).decode())
 
 
 class SasMinter:
@@ -609,7 +625,20 @@ def stream_blobs(service: BlobServiceClient, container: str, names: list[str],
 
 def copy_blob(service: BlobServiceClient, container: str, name: str, target_container: str, target: str) -> int:
     """Stream a blob into another (committed once, see commit_stream); returns the bytes copied."""
-    return commit_stream(service, target_container, target, read_chunks(service, container, name))
+    return commit_stream(service, target_container, target, read_chunks(service, container, name)).size
+
+
+def blob_sizes(service: BlobServiceClient, container: str, prefix: str) -> dict[str, int]:
+    """Name -> size of the blobs under `prefix` (one listing)."""
+    return {b.name: b.size for b in service.get_container_client(container).list_blobs(name_starts_with=prefix)}
+
+
+def read_optional(service: BlobServiceClient, container: str, name: str) -> bytes | None:
+    """A small blob's bytes, or None when there is none."""
+    try:
+        return service.get_blob_client(container, name).download_blob().readall()
+    except ResourceNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -639,11 +668,3 @@ def remove_container(service: BlobServiceClient, name: str) -> bool:
 def account_url(service: BlobServiceClient) -> str:
     """The blob service's URL without any SAS token."""
     return service.url.split("?", 1)[0]
-
-
-def queue_send_later(client: QueueClient, text: str, delay: timedelta) -> None:
-    """A message that becomes visible after `delay`; StorageError when it could not be sent."""
-    try:
-        client.send_message(text, visibility_timeout=int(delay.total_seconds()))
-    except AzureError as e:
-        raise StorageError(f"sending a queue message: {type(e).__name__}") from None

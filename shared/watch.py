@@ -1,8 +1,13 @@
 """Step 2 (timer): keep each active run's status.json current and hand finished runs to finalize.
 
 Per run and tick: one task-counts call, plus one filtered list only when the counts say the run
-is done (counts may lag). The running -> merging change is a conditional write, so when two
-monitors overlap exactly one of them enqueues the finalize message.
+is done (counts may lag) or a task failed (to tell infrastructure failures, which are retried,
+from the task's own; shared.retries). The running -> merging change is a conditional write, so
+when two monitors overlap exactly one of them enqueues the finalize message.
+
+The monitor also re-drives stalled steps: an intake or finalize that nobody holds a claim on
+(shared.claims: a dead claimant is known within a minute) is asked for again through its queue,
+so a killed host delays a run by a minute or two, not by a queue's ten-minute lease.
 """
 from __future__ import annotations
 
@@ -10,20 +15,33 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared import batch, naming, storage
+from shared import batch, claims, naming, retries, storage
 from shared.context import Context
 from shared.errors import Conflict, RunNotFound
-from shared.runs import ACCEPTED, CANCELLED, MERGING, RUNNING, TERMINAL, RunRecord, TaskCounts, fails_run
+from shared.runs import (
+    ACCEPTED,
+    CANCELLED,
+    MERGING,
+    RUNNING,
+    TERMINAL,
+    ActiveMarker,
+    JobFileVersion,
+    RunRecord,
+    TaskCounts,
+    fails_run,
+)
 from shared.storage import scrub
 from shared.sweep import sweep_if_due
 
 log = logging.getLogger(__name__)
 
-STUCK_INTAKE = timedelta(minutes=60)  # longer than an intake with all its tries (5 x the 10-minute timeout)
 ORPHAN_MARKER = timedelta(minutes=10)
 STALL_CHECK = timedelta(minutes=5)  # how often a run without progress gets its job looked at
-FINALIZE_RETRY_AFTER = timedelta(minutes=15)
-MAX_FINALIZE_REQUESTS = 3
+# a step nobody claims this long after it was asked for (or last re-driven) is asked for again:
+# longer than a claim's lease, so a live claimant always shows
+REDRIVE_AFTER = timedelta(seconds=claims.LEASE_SECONDS + 15)
+MAX_INTAKE_REDRIVES = 5  # then the intake is given up on: it keeps dying
+MAX_FINALIZE_ATTEMPTS = 6  # finalizes that claimed the run and did not finish it
 
 
 @dataclass(frozen=True)
@@ -55,22 +73,45 @@ def _tick(ctx: Context, run_id: str) -> str:
     try:
         return watch_run(ctx, run_id)
     except RunNotFound:
-        # the index entry is written just before the record: forget it only when it is old
-        since = ctx.runs.marked_since(run_id)
-        if since is None or ctx.clock() - since > ORPHAN_MARKER:
-            ctx.runs.forget_active(run_id)
-            return "forgotten"
-        return "not created yet"
+        return _watch_marker(ctx, run_id)
     except Exception as e:  # one bad run must not stop the tick for the others
         log.warning("monitor could not check run_id=%s error=%s: %s", run_id, type(e).__name__,
                     scrub(str(e).splitlines()[0] if str(e) else ""))
         return f"error: {type(e).__name__}"
 
 
+def _watch_marker(ctx: Context, run_id: str) -> str:
+    """An index entry without a record: an intake at work before it creates the record, or one
+    that died there (re-driven from the job file the entry names), or a leftover (forgotten)."""
+    marker = ctx.runs.marker(run_id)
+    if marker is None:
+        ctx.runs.forget_active(run_id)
+        return "forgotten"
+    if marker.source is None or marker.redrives >= MAX_INTAKE_REDRIVES:
+        if _age(ctx, marker.since) > ORPHAN_MARKER:
+            ctx.runs.forget_active(run_id)
+            log.warning("intake never created the run run_id=%s redrives=%d", run_id, marker.redrives)
+            return "forgotten"
+        return "not created yet"
+    if _age(ctx, marker.since) < REDRIVE_AFTER or ctx.claims.held(run_id, claims.INTAKE):
+        return "not created yet"
+    _redrive_intake(ctx, run_id, marker.source, marker)
+    return "intake re-requested"
+
+
+def _redrive_intake(ctx: Context, run_id: str, source: JobFileVersion, marker: ActiveMarker | None) -> None:
+    if marker is not None:
+        ctx.runs.mark_active(run_id, source, redrives=marker.redrives + 1)
+    request = naming.IntakeRequest(source.container, source.blob_name, source.etag)
+    storage.queue_send(ctx.intake_queue, naming.intake_message(request))
+    log.warning("intake re-requested run_id=%s job_file=%s", run_id, source.path)
+
+
 def watch_run(ctx: Context, run_id: str) -> str:
     run = ctx.runs.read(run_id)
     if run.state in TERMINAL:
         ctx.runs.retire(run_id)
+        ctx.claims.forget(run_id)
         return "forgotten"
     if run.state == ACCEPTED:
         return _watch_accepted(ctx, run)
@@ -85,11 +126,24 @@ def _age(ctx: Context, since: datetime | None) -> timedelta:
 
 
 def _watch_accepted(ctx: Context, run: RunRecord) -> str:
-    """Intake is still going, or died for good (its retries exhausted): then fail and clean up."""
-    if _age(ctx, run.updated_at) < STUCK_INTAKE:
+    """Intake is at work (it holds its claim), or was asked for lately (every commit, a re-drive's
+    too, stamps updated_at); else it died and is re-driven, up to MAX_INTAKE_REDRIVES times (then
+    the run fails and is cleaned up)."""
+    quiet = _age(ctx, run.updated_at)
+    if quiet < REDRIVE_AFTER or ctx.claims.held(run.run_id, claims.INTAKE):
         return "intake in progress"
-    ctx.runs.give_up(run, "intake did not finish (the intake function kept failing); drop the job file again")
-    return "failed: intake stuck"
+    source, redrives = run.source, run.redrives.get("intake", 0)
+    if source is None or redrives >= MAX_INTAKE_REDRIVES:
+        ctx.runs.give_up(run, f"intake did not finish (it was started {redrives + 1} times and never got the job "
+                              f"submitted; see the function logs); drop the job file again")
+        return "failed: intake stuck"
+    why = f"no intake was at work on the run for {int(quiet.total_seconds())} s"
+    try:
+        ctx.runs.commit(run, run.redriven("intake", ctx.clock(), why))
+    except Conflict:
+        return "lost race"
+    _redrive_intake(ctx, run.run_id, source, None)
+    return "intake re-requested"
 
 
 def _watch_running(ctx: Context, run: RunRecord) -> str:
@@ -97,13 +151,18 @@ def _watch_running(ctx: Context, run: RunRecord) -> str:
     if counts is None:
         ctx.runs.give_up(run, "the Batch job was deleted before the run finished", state=CANCELLED)
         return "cancelled"
+    # Batch's counts hold the reruns of lost outputs too, and the tasks they replaced (succeeded)
     tasks = TaskCounts(total=run.tasks.total, active=counts.active, running=counts.running,
-                       succeeded=counts.succeeded, failed=counts.failed)
+                       succeeded=counts.succeeded - run.superseded, failed=counts.failed - len(run.retry_waiting),
+                       waiting_retry=len(run.retry_waiting))
+    updated, reactivate = run, tuple[str, ...]()
+    if tasks.failed != run.tasks.failed or any(due <= ctx.clock() for due in run.retry_waiting.values()):
+        updated, tasks, reactivate = _plan_retries(ctx, run, counts.failed, tasks)
     decision = decide(tasks, run.on_task_failure)
     if decision.done and not decision.failed_fast and not batch.all_tasks_completed(ctx.batch, run.run_id):
         decision = Decision(done=False, failed_fast=False)  # the counts ran ahead of the tasks
-    updated = run.progressed(tasks)
-    if not decision.done and tasks == run.tasks:
+    updated = updated.progressed(tasks)
+    if not decision.done and updated == run.progressed(run.tasks) and not reactivate:
         # no progress: once per STALL_CHECK, has the job ended without its tasks (its time limit
         # expired, someone terminated it, its pool never got nodes)? So a quiet tick stays at one call.
         if _age(ctx, run.job_checked_at or run.updated_at) < STALL_CHECK:
@@ -116,6 +175,12 @@ def _watch_running(ctx: Context, run: RunRecord) -> str:
         ctx.runs.commit(run, updated)
     except Conflict:
         return "lost race"  # another monitor (or finalize) moved it first; it does the rest
+    # after the commit: a retry is counted before it happens, so no race can spend more than the budget
+    for task_id in reactivate:
+        if not batch.reactivate_task(ctx.batch, run.run_id, task_id):
+            log.warning("infrastructure retry refused run_id=%s task_id=%s", run.run_id, task_id)
+    if reactivate:
+        log.info("infrastructure retries run_id=%s tasks=%d", run.run_id, len(reactivate))
     if decision.done:
         _request_finalize(ctx, run.run_id)
         log.info("finalize requested run_id=%s", run.run_id)
@@ -123,20 +188,41 @@ def _watch_running(ctx: Context, run: RunRecord) -> str:
     return "updated"
 
 
+def _plan_retries(ctx: Context, run: RunRecord, failed_now: int,
+                  tasks: TaskCounts) -> tuple[RunRecord, TaskCounts, tuple[str, ...]]:
+    """List the failed tasks (only when their number changed or a retry is due) and plan which
+    wait for an infrastructure retry, which run again now, and which failed for good."""
+    failed = [retries.FailedTask(t.id, _failure(t)) for t in batch.failed_tasks(ctx.batch, run.run_id)]
+    plan = retries.plan(failed, run.infra_retries, run.retry_waiting, ctx.clock(), ctx.settings.infra_retries)
+    now_active = len(plan.reactivate)
+    counted = TaskCounts(total=tasks.total, active=tasks.active + now_active, running=tasks.running,
+                         succeeded=tasks.succeeded, failed=max(0, failed_now - now_active - len(plan.waiting)),
+                         waiting_retry=len(plan.waiting))
+    return run.retries_planned(plan.used, plan.waiting), counted, plan.reactivate
+
+
+def _failure(task) -> dict | None:
+    info = task.execution_info.failure_info if task.execution_info else None
+    return None if info is None else {"category": info.category, "code": info.code}
+
+
 def _watch_merging(ctx: Context, run: RunRecord) -> str:
-    """Wait for the user's merge task; and a finalize that crashed for good (poisoned message)
-    is asked for again, a few times."""
+    """Wait for the user's merge task; and re-drive a finalize that nobody is at work on (its
+    message is in the queue's lease of a dead host, or it died holding the claim)."""
     if run.merge_task == "running":
         task = batch.get_task(ctx.batch, run.run_id, batch.MERGE_TASK_ID)
         if task is not None and task.state != "completed":
             return "merge task running"
         return _commit_and_request(ctx, run, run.merge_task_done(ctx.clock()), "finalize requested")
-    if _age(ctx, run.finalize_requested_at or run.updated_at) < FINALIZE_RETRY_AFTER:
+    quiet = _age(ctx, run.finalize_requested_at or run.updated_at)
+    if quiet < REDRIVE_AFTER or ctx.claims.held(run.run_id, claims.FINALIZE):
         return "merging"
-    if run.finalize_requests >= MAX_FINALIZE_REQUESTS:
-        ctx.runs.give_up(run, f"finalize failed {run.finalize_requests} times; see the function logs")
+    if run.finalize_attempts >= MAX_FINALIZE_ATTEMPTS:
+        ctx.runs.give_up(run, f"finalize was started {run.finalize_attempts} times and never finished; see the "
+                              f"function logs")
         return "failed: finalize stuck"
-    return _commit_and_request(ctx, run, run.finalize_rerequested(ctx.clock()), "finalize re-requested")
+    why = f"no finalize was at work on the run {int(quiet.total_seconds())} s after it was asked for"
+    return _commit_and_request(ctx, run, run.redriven("finalize", ctx.clock(), why), "finalize re-requested")
 
 
 def _commit_and_request(ctx: Context, run: RunRecord, updated: RunRecord, done: str) -> str:

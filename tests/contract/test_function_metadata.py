@@ -17,6 +17,8 @@ EXPECTED = {
                 "useMonitor": False, "name": "timer"},
     "finalize": {"type": "queueTrigger", "queueName": "%FINALIZE_QUEUE%", "connection": "AzureWebJobsStorage",
                  "name": "msg"},
+    "intake_request": {"type": "queueTrigger", "queueName": "%INTAKE_QUEUE%", "connection": "AzureWebJobsStorage",
+                       "name": "msg"},
 }
 
 

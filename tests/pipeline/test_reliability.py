@@ -231,15 +231,39 @@ def test_preempted_task_is_requeued_and_the_run_still_succeeds(ctx, batch, batch
     assert entry["requeues"] >= 1 and entry["retries"] == 0
 
 
-def test_exit_zero_but_output_upload_failed_counts_as_failed(ctx, batch_emulator):
+def test_exit_zero_but_output_upload_failed_is_an_infrastructure_failure_retried_within_its_budget(ctx, batch_emulator):
+    """Batch completes such a task as failed (exit 0 with failure info) and never retries it; the
+    monitor does, INFRA_RETRIES (3) times: two failed uploads cost two retries, the run succeeds."""
     d = drop(ctx, "upload.json", {"command": 'sleep 0.5; ' + COPY, "input": {"items": [1]}, "retries": 0})
     # the fault is registered by id before the task exists
-    inject(batch_emulator, d.run_id, "t000000", "fail-upload")
+    inject(batch_emulator, d.run_id, "t000000", "fail-upload", {"count": 2})
+    accept(ctx, d.container, d.name)
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "succeeded"
+    report = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))
+    assert report["infrastructure_retries"] == 2 and report["entries"][0]["infra_retries"] == 2
+    assert report["entries"][0]["retries"] == 0  # the task's own retries are counted apart
+
+
+def test_an_output_upload_that_keeps_failing_fails_the_run_naming_the_task_and_cause(ctx, batch_emulator):
+    d = drop(ctx, "upload2.json", {"command": 'sleep 0.2; ' + COPY, "input": {"items": [1]}, "retries": 0})
+    inject(batch_emulator, d.run_id, "t000000", "fail-upload", {"count": -1})
     accept(ctx, d.container, d.name)
     final = run_to_end(ctx, d.run_id)
     assert final["state"] == "failed"
+    assert "t000000" in final["error"] and "FileUploadMiscError" in final["error"]
     entry = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))["entries"][0]
-    assert entry["exit_code"] == 0 and entry["outcome"] == "failed" and entry["failure"]["code"]
+    assert entry["exit_code"] == 0 and entry["outcome"] == "failed" and entry["failure"]["code"] == "FileUploadMiscError"
+    assert entry["infra_retries"] == 3
+
+
+def test_a_users_own_failure_is_never_retried_by_the_infrastructure_budget(ctx, batch):
+    d = drop(ctx, "exit3.json", {"command": "exit 3", "input": {"items": [1]}, "retries": 1})
+    accept(ctx, d.container, d.name)
+    final = run_to_end(ctx, d.run_id)
+    assert final["state"] == "failed"
+    report = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))
+    assert report["infrastructure_retries"] == 0 and report["entries"][0]["retries"] == 1
 
 
 def test_job_deleted_by_someone_else_cancels_the_run_and_cleans_up(ctx, batch):
@@ -293,21 +317,25 @@ def test_task_sas_grants_only_what_it_needs_and_expires(ctx, batch):
 
 
 def test_overlapping_finalizes_merge_once_and_never_replace_the_output(ctx, env):
-    """A second finalize while the first holds its claim does nothing; after the first finished,
-    a late one (its claim long expired) finds the report and changes nothing either."""
-    from shared.runs import utc_now
+    """A second finalize while the first holds its claim does nothing; once the first is gone (its
+    lease broken, as an expired one is) the next finishes the run, and a late one changes nothing."""
+    from azure.storage.blob import BlobLeaseClient
+
+    from shared import claims, naming
     from tests.pipeline.helpers import build_context
 
     d = drop(ctx, "overlap.json", {"command": COPY, "input": {"items": [1, 2, 3]}})
     accept(ctx, d.container, d.name)
     wait_for(lambda: watch(ctx).get(d.run_id) == "finalize requested", timeout=60, interval=0.2,
              what="finalize requested")
-    from shared.finalize import _claim
-
-    _claim(ctx, ctx.runs.read(d.run_id))  # finalize #1 has claimed the run and is merging
+    claim = ctx.blobs.get_blob_client(ctx.settings.control_container, naming.claim_blob(d.run_id, claims.FINALIZE))
+    claim.upload_blob(b"", overwrite=True)
+    lease = BlobLeaseClient(claim)
+    lease.acquire(lease_duration=60)  # finalize #1 has claimed the run and is merging
     assert finalize(ctx, d.run_id) == "busy"
     assert results_blob(ctx, f"{d.run_id}/output.jsonl") is None
-    late = build_context(env, clock=lambda: utc_now() + timedelta(minutes=13))  # #1 died: claim expired
+    lease.break_lease(lease_break_period=0)  # #1 died: its claim is over
+    late = build_context(env)
     assert finalize(late, d.run_id) == "succeeded"
     output = results_blob(ctx, f"{d.run_id}/output.jsonl")
     assert output == b"1\n2\n3\n"
@@ -323,7 +351,7 @@ def test_run_is_monitored_even_if_intake_died_before_its_index_entry(ctx, monkey
 
     d = drop(ctx, "nomarker.json", {"command": COPY, "input": {"items": [1]}})
     real_mark = RunStore.mark_active
-    monkeypatch.setattr(RunStore, "mark_active", lambda self, run_id: (_ for _ in ()).throw(ConnectionError("died")))
+    monkeypatch.setattr(RunStore, "mark_active", lambda self, run_id, *_: (_ for _ in ()).throw(ConnectionError("died")))
     with pytest.raises(ConnectionError):
         accept(ctx, d.container, d.name)
     monkeypatch.setattr(RunStore, "mark_active", real_mark)
@@ -331,7 +359,7 @@ def test_run_is_monitored_even_if_intake_died_before_its_index_entry(ctx, monkey
     assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
 
 
-def test_intake_retry_after_the_job_was_sealed_and_finished_keeps_the_run(ctx, batch, monkeypatch):
+def test_intake_retry_after_all_tasks_finished_keeps_the_run(ctx, batch, monkeypatch):
     d = drop(ctx, "sealed.json", {"command": COPY, "input": {"items": [1, 2]}})
     calls = {"n": 0}
     from shared.runs import RunStore
@@ -340,14 +368,15 @@ def test_intake_retry_after_the_job_was_sealed_and_finished_keeps_the_run(ctx, b
 
     def die_before_running(self, run_id, total):
         calls["n"] += 1
-        raise ConnectionError("host died after sealing the job")
+        raise ConnectionError("host died after adding the tasks")
 
     monkeypatch.setattr(RunStore, "start_running", die_before_running)
     with pytest.raises(ConnectionError):
         accept(ctx, d.container, d.name)
     monkeypatch.setattr(RunStore, "start_running", real)
-    wait_for(lambda: batch.get_job(d.run_id).state == "completed", what="job completed")
-    accept(ctx, d.container, d.name)  # the retry finds a finished job
+    wait_for(lambda: all(t.state == "completed" for t in batch.list_tasks(d.run_id)), what="tasks completed")
+    assert batch.get_job(d.run_id).state == "active"  # not sealed: a task failed by storage can still be reactivated
+    accept(ctx, d.container, d.name)  # the retry finds the tasks all there and done
     assert status(ctx, d.run_id)["state"] == "running"
     assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
     assert calls["n"] == 1

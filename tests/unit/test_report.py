@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from shared.jobfile import parse_job_file
@@ -41,7 +41,8 @@ def report(r, tasks, merged, **kw):
 def test_a_merged_run_in_the_documented_order():
     out = report(run(), [ok(0), ok(1), ok(2)], Merged(output="results/j/output.jsonl", output_bytes=6), mode="host")
     assert list(out) == ["run_id", "tasks", "entries", "warnings", "container_execution", "output", "output_bytes",
-                         "state", "timings"]
+                         "outputs_verified", "state", "timings", "infrastructure_retries", "output_reruns", "redrives"]
+    assert (out["infrastructure_retries"], out["output_reruns"], out["redrives"]) == (0, 0, {})
     assert out["tasks"] == {"total": 3, "active": 0, "running": 0, "succeeded": 3, "failed": 0}
     assert out["state"] == "succeeded" and out["warnings"] == []
     assert out["timings"] == {"created_at": "2026-11-28T10:00:00Z", "submitted_at": "2026-11-28T10:00:05Z",
@@ -78,7 +79,8 @@ def test_the_users_merge_task():
     r = run(merge={"command": "sort"}, on_task_failure="partial")
     merged = Merged(recombined=True, merge_task={"task_id": "merge"}, output="o", output_bytes=1)
     done = report(r, [ok(0), bad(1)], merged)
-    assert list(done)[-5:] == ["merge_task", "state", "output", "output_bytes", "timings"]
+    assert list(done)[-8:] == ["merge_task", "state", "output", "output_bytes", "timings", "infrastructure_retries",
+                               "output_reruns", "redrives"]
     assert done["warnings"] == ["partial result: 1 task(s) failed and were not merged"]
     failed = report(r, [ok(0)], Merged(recombined=True, merge_task={"task_id": "merge"}, failure=MERGE_FAILED))
     assert failed["state"] == "failed" and failed["error"] == MERGE_FAILED
@@ -125,3 +127,17 @@ def test_exit_zero_with_failure_info_is_a_failure_and_an_unfinished_task_is_stop
     assert outcome_of(Task("t000000", "completed", Info())).succeeded
     running = outcome_of(Task("merge", "running", None))
     assert running.stopped and running.index == -1 and running.duration_s is None
+
+
+def test_infrastructure_retries_and_reruns_are_counted_apart_from_the_tasks_own_retries():
+    r = replace(run(), infra_retries={"t000001": 2}, reruns={"t000001": 1}, redrives={"finalize": 1})
+    out = report(r, [ok(0), ok(1)], Merged(output="results/j/output.jsonl", output_bytes=6, output_sha256="ab" * 32,
+                                          output_md5="md5==", verified=2))
+    assert out["infrastructure_retries"] == 2 and out["output_reruns"] == 1 and out["redrives"] == {"finalize": 1}
+    assert [e.get("infra_retries") for e in out["entries"]] == [None, 2]
+    assert (out["output_sha256"], out["output_md5"], out["outputs_verified"]) == ("ab" * 32, "md5==", 2)
+
+
+def test_an_output_lost_for_good_fails_the_run_with_the_reason():
+    out = report(run(), [ok(0)], Merged(failure="the output of task t000000 was lost: its manifest was not uploaded"))
+    assert out["state"] == "failed" and out["error"].startswith("the output of task t000000 was lost")

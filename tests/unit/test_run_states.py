@@ -24,7 +24,7 @@ SOURCE = JobFileVersion("intake", "jobs/heavy.json", '"0x8D1"')
     ("accepted", "running", True), ("accepted", "rejected", True), ("running", "merging", True),
     ("merging", "succeeded", True), ("merging", "failed", True), ("running", "cancelled", True),
     ("succeeded", "running", False), ("rejected", "accepted", False), ("running", "succeeded", False),
-    ("merging", "running", False), ("failed", "failed", True), ("merging", "cancelled", False),
+    ("merging", "running", True), ("failed", "failed", True), ("merging", "cancelled", False),
 ])
 def test_transitions(a, b, ok):
     assert can_transition(a, b) is ok
@@ -68,7 +68,7 @@ LEGACY = {
     "pool": "auto", "task_timeout_minutes": 60, "created_at": "2026-11-28T10:15:02Z",
     "updated_at": "2026-11-28T10:20:02Z", "submitted_at": "2026-11-28T10:16:02Z",
     "finalize_requested_at": "2026-11-28T10:17:02Z", "finalize_requests": 1,
-    "finalize_claimed_at": "2026-11-28T10:18:02Z", "finished_at": "2026-11-28T10:19:02Z",
+    "finalize_attempts": 1, "finished_at": "2026-11-28T10:19:02Z",
     "output": "results/heavy-0123456789abcdef/output.jsonl",
 }
 
@@ -77,7 +77,7 @@ def test_a_whole_run_writes_the_documented_layout_key_for_key():
     run = stored(accepted())
     run = stored(run.running(2, T0 + timedelta(minutes=1)))
     run = stored(run.progressed(counts(2, succeeded=2)).finalize_requested(T0 + timedelta(minutes=2)))
-    run = stored(run.claimed(T0 + timedelta(minutes=3), timedelta(minutes=12)))
+    run = stored(run.finalize_attempted())
     report = {"state": "succeeded", "tasks": counts(2, succeeded=2).to_json(), "output": LEGACY["output"]}
     run = stored(run.finished(report, T0 + timedelta(minutes=4)).touched(T0 + timedelta(minutes=5)))
     assert json.dumps(run.to_json()) == json.dumps(LEGACY)
@@ -86,7 +86,7 @@ def test_a_whole_run_writes_the_documented_layout_key_for_key():
 def test_unknown_keys_and_nulls_are_kept_as_they_were():
     doc = {**LEGACY, "state": "merging", "finalize_claimed_at": None, "added_by_a_newer_version": {"x": [1]}}
     run = RunRecord.from_json(doc)
-    assert run.finalize_claimed_at is None
+    assert run.extra["finalize_claimed_at"] is None  # written by older versions (claims are leases now)
     assert json.dumps(run.progressed(run.tasks).to_json()) == json.dumps(doc)
 
 
@@ -108,14 +108,34 @@ def test_transitions_apply_only_in_their_state():
     assert running.finished({"state": "succeeded", "tasks": {}}, T0) is None  # not merging yet
 
 
-def test_a_claim_is_held_until_it_expires_and_only_its_owner_releases_it():
+def test_a_redrive_is_recorded_with_its_step_time_and_reason():
     run = stored(accepted().running(2, T0).finalize_requested(T0))
-    ttl = timedelta(minutes=12)
-    claimed = stored(run.claimed(T0, ttl))
-    assert claimed.claimed(T0 + timedelta(minutes=11), ttl) is None
-    assert claimed.claimed(T0 + timedelta(minutes=13), ttl) is not None
-    assert claimed.released(T0 + timedelta(seconds=1)) is None  # somebody else's claim
-    assert claimed.released(T0).finalize_claimed_at is None
+    at = datetime(2026, 11, 28, 10, 2, tzinfo=UTC)
+    again = run.redriven("finalize", at, "no finalize was at work")
+    assert again.finalize_requests == 2 and again.finalize_requested_at == at
+    assert again.redrives == {"finalize": 1}
+    assert again.last_redrive == {"step": "finalize", "at": "2026-11-28T10:02:00Z", "why": "no finalize was at work"}
+    assert again.redriven("intake", T0, "x").redrives == {"finalize": 1, "intake": 1}
+    assert stored(again).to_json()["redrives"] == {"finalize": 1}
+
+
+def test_lost_outputs_send_the_run_back_to_running_with_one_retry_spent_per_task():
+    run = stored(accepted().running(3, T0).finalize_requested(T0))
+    back = run.outputs_lost({"t000001": "its manifest was not uploaded"})
+    assert back.state == "running" and back.infra_retries == {"t000001": 1} and back.reruns == {"t000001": 1}
+    assert back.attempt("t000001") == "t000001-r1" and back.attempt("t000000") == "t000000"
+    assert back.superseded == 1
+    assert back.outputs_lost({"t000001": "x"}) is None  # only from merging
+    again = stored(back.finalize_requested(T0)).outputs_lost({"t000001": "x"})
+    assert again.attempt("t000001") == "t000001-r2" and again.infra_retries == {"t000001": 2}
+
+
+def test_retry_plans_are_stored_with_their_times():
+    run = stored(accepted().running(3, T0))
+    due = datetime(2026, 11, 28, 10, 0, 20, tzinfo=UTC)
+    planned = stored(run.retries_planned({"t000002": 1}, {"t000002": due}))
+    assert planned.to_json()["retry_waiting"] == {"t000002": "2026-11-28T10:00:20Z"}
+    assert RunRecord.from_json(planned.to_json()).retry_waiting == {"t000002": due}
 
 
 def test_merge_task_and_job_checks():
@@ -123,7 +143,7 @@ def test_merge_task_and_job_checks():
     assert run.merge_command.image == "python:3.11-slim" and run.output_file == "output.bin"
     started = run.finalize_requested(T0).merge_task_started(T0)
     assert started.merge_task == "running" and started.merge_task_started(T0) is None
-    assert started.merge_task_done(T0).finalize_rerequested(T0).finalize_requests == 2
+    assert started.merge_task_done(T0).redriven("finalize", T0, "x").finalize_requests == 2
     ended = run.job_looked_at(T0, "the Batch job ended (MaxWallClockTimeExpiry) before all its tasks ran")
     assert ended.state == "merging" and ended.job_checked_at == T0.replace(microsecond=0)
     assert run.job_looked_at(T0, None).state == "running"

@@ -311,8 +311,8 @@ def _submit_or_end(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVers
     except RunEnded:
         clean_up(ctx, run_id)  # ended meanwhile (cancel, monitor): leave nothing behind
     except BatchdropError as e:
-        if isinstance(e, BatchError) and e.transient:
-            raise
+        if isinstance(e, storage.StorageError) or (isinstance(e, BatchError) and e.transient):
+            raise  # storage or Batch unreachable for a moment: never a reason to fail the run
         ctx.runs.fail_intake(run_id, str(e))  # permanent: Batch refused (quota, invalid request)
     return None
 

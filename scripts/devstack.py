@@ -24,11 +24,18 @@ ORDER = ("azurite", "batchemu", "devhost")
 
 
 def settings() -> dict[str, str]:
-    """local.settings.json's Values (created from the sample on first use)."""
+    """local.settings.json's Values (created from the sample on first use; settings a newer sample
+    added, e.g. a new queue, are added to it so an older copy keeps working)."""
     if not SETTINGS.exists():
         shutil.copy(SAMPLE, SETTINGS)
         print(f"created {SETTINGS.name} from {SAMPLE.name}")
-    return {k: str(v) for k, v in json.loads(SETTINGS.read_text())["Values"].items()}
+    doc = json.loads(SETTINGS.read_text())
+    missing = {k: v for k, v in json.loads(SAMPLE.read_text())["Values"].items() if k not in doc["Values"]}
+    if missing:
+        doc["Values"].update(missing)
+        SETTINGS.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"added to {SETTINGS.name} from {SAMPLE.name}: {', '.join(sorted(missing))}")
+    return {k: str(v) for k, v in doc["Values"].items()}
 
 
 def _commands() -> dict[str, list[str]]:

@@ -10,6 +10,7 @@ import sys
 import threading
 
 from . import DEFAULT_ACCOUNT, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_KEY, DEFAULT_PORT, __version__
+from .transfer_retry import DEFAULT_FIRST_DELAY, DEFAULT_RETRIES, MAX_DELAY, RetryPolicy
 
 
 def _env(name, default=None):
@@ -30,6 +31,13 @@ def parse_args(argv=None):
                    default=_env("CONTAINER_MODE", "auto"))
     p.add_argument("--public-url", default=_env("PUBLIC_URL"),
                    help="URL tasks see in AZ_BATCH_ACCOUNT_URL (default http://HOST:PORT)")
+    p.add_argument("--transfer-retries", type=int, default=int(_env("TRANSFER_RETRIES", DEFAULT_RETRIES)),
+                   help="retries of a resource-file download or output-file upload that met a transient storage "
+                        f"failure (default {DEFAULT_RETRIES}; 0: a single attempt)")
+    p.add_argument("--transfer-retry-delay", type=float,
+                   default=float(_env("TRANSFER_RETRY_DELAY", DEFAULT_FIRST_DELAY)),
+                   help=f"seconds before the first transfer retry, doubling up to {MAX_DELAY:g} s "
+                        f"(default {DEFAULT_FIRST_DELAY})")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     p.add_argument("--version", action="version", version=f"batchemu {__version__}")
     return p.parse_args(argv)
@@ -45,11 +53,17 @@ def main(argv=None) -> int:
     except Exception:
         print("batchemu: --key must be base64", file=sys.stderr)
         return 2
+    try:
+        transfer_policy = RetryPolicy(args.transfer_retries, args.transfer_retry_delay)
+    except ValueError as exc:
+        print(f"batchemu: {exc}", file=sys.stderr)
+        return 2
     from .engine import Engine
     from .server import make_server
 
     public_url = args.public_url or f"http://{args.host}:{args.port}"
-    engine = Engine(args.data_dir, args.account, args.max_concurrency, args.container_mode, public_url)
+    engine = Engine(args.data_dir, args.account, args.max_concurrency, args.container_mode, public_url,
+                    transfer_policy)
     engine.load()
     try:
         server = make_server(engine, args.host, args.port, args.account, args.key)
@@ -70,9 +84,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     th = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     th.start()
-    log.info("batchemu %s listening on http://%s:%d (account %s, data dir %s, max concurrency %d, container mode %s)",
-             __version__, args.host, server.server_address[1], args.account, os.path.abspath(args.data_dir),
-             engine.max_concurrency, engine.container_mode)
+    log.info("batchemu %s listening on http://%s:%d (account %s, data dir %s, max concurrency %d, container mode %s, "
+             "transfer retries %d from %gs)", __version__, args.host, server.server_address[1], args.account,
+             os.path.abspath(args.data_dir), engine.max_concurrency, engine.container_mode,
+             transfer_policy.retries, transfer_policy.first_delay)
     stop.wait()
     log.info("stopping")
     server.shutdown()

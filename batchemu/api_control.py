@@ -1,7 +1,9 @@
-"""The emulator's own control plane under ``/_emulator/`` (no authentication): health, request stats, faults.
+"""The emulator's own control plane under ``/_emulator/`` (no authentication): health, request and transfer
+stats, faults.
 
 Guarantees: control requests are never counted in the stats; fault bodies are optional JSON objects whose
-``count`` must be an integer (a count of 0 clears a fail-next, slow or fail-upload fault).
+``count`` must be an integer (a count of 0 clears a fail-next, slow or fail-upload fault); a storage
+outage needs ``seconds``, a number from 0 (ends it) to ``MAX_OUTAGE_SECONDS``.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from .request import Request
 from .responses import Response, _json
 
 FAULT_KINDS = ("fail_next", "slow", "fail_upload", "preempt")
+MAX_OUTAGE_SECONDS = 3600  # an outage is a blip for tests, not a way to wedge the emulator
 
 
 class ControlApiMixin(AppCore):
@@ -27,12 +30,16 @@ class ControlApiMixin(AppCore):
         return _json(200, {"status": "ok", "version": __version__, "account": self.account, "pid": os.getpid(),
                            "uptimeSeconds": round(time.time() - self.started, 3), **self.engine.summary()})
 
+    def _stats(self) -> Json:
+        return {**self.stats.snapshot(), "transfers": self.engine.transfer_stats()}
+
     def get_stats(self, req: Request) -> Response:
-        return _json(200, self.stats.snapshot())
+        return _json(200, self._stats())
 
     def reset_stats(self, req: Request) -> Response:
         self.stats.reset()
-        return _json(200, self.stats.snapshot())
+        self.engine.reset_transfer_stats()
+        return _json(200, self._stats())
 
     def list_faults(self, req: Request) -> Response:
         return _json(200, {"value": self.engine.list_faults()})
@@ -82,6 +89,18 @@ class ControlApiMixin(AppCore):
         n = self._int(self._control_body(req), "count", 1)
         f = self.engine.set_fault(job_id, task_id, "fail_upload", {"count": n} if n else None)
         return self._faults_answer(job_id, task_id, f)
+
+    def start_storage_outage(self, req: Request) -> Response:
+        secs = self._control_body(req).get("seconds")
+        if not isinstance(secs, (int, float)) or isinstance(secs, bool) or not 0 <= secs <= MAX_OUTAGE_SECONDS:
+            raise bad_property("seconds", secs, f"a number of seconds from 0 to {MAX_OUTAGE_SECONDS}")
+        return _json(200, self.engine.storage_outage(secs))
+
+    def end_storage_outage(self, req: Request) -> Response:
+        return _json(200, self.engine.storage_outage(None))
+
+    def get_storage_outage(self, req: Request) -> Response:
+        return _json(200, self.engine.storage_outage_status())
 
     def fault_clear(self, req: Request, job_id: str, task_id: str) -> Response:
         for kind in FAULT_KINDS:

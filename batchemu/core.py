@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import err
 from .model import Job, Json, Pool, Stamp, Task, Versioned
 from .store import Store
+from .transfer_retry import StorageLink
 from .util import now_iso
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class EngineCore:
     stopping: bool
     job_order: int
     store: Store
+    storage: StorageLink  # transfer retries, the injected storage outage and their counters
     base_env: dict[str, str]
     docker_env: dict[str, str]
 

@@ -17,7 +17,7 @@ the small helpers every part uses are in `core`. The behaviour lives in one mixi
 - `execution`, `outcomes`: one try of a task; what its result means (retries, exit options)
 - `node_setup`: start, job preparation and job release tasks
 - `runner`: launching and killing one command (environment, directories, Docker)
-- `faults`: fault injection for the control plane
+- `faults`: fault injection for the control plane (the storage outage lives in `transfer_retry`)
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ from .runner import RunnerMixin, _docker_available
 from .scheduler import SchedulerMixin
 from .store import Store
 from .tasks import TasksMixin
+from .transfer_retry import RetryPolicy, StorageLink
 
 log = logging.getLogger("batchemu.engine")
 
@@ -49,7 +50,8 @@ log = logging.getLogger("batchemu.engine")
 class Engine(PoolsMixin, PoolScalingMixin, JobsMixin, JobLifecycleMixin, TasksMixin, DependenciesMixin,
              SchedulerMixin, ExecutionMixin, OutcomesMixin, NodeSetupMixin, RunnerMixin, FaultsMixin, EngineCore):
     def __init__(self, data_dir: str, account: str, max_concurrency: int | None = None,
-                 container_mode: str = "auto", public_url: str = "http://127.0.0.1:10100"):
+                 container_mode: str = "auto", public_url: str = "http://127.0.0.1:10100",
+                 transfer_policy: RetryPolicy | None = None):
         self.data_dir = os.path.abspath(data_dir)
         self.account = account
         self.max_concurrency = max(1, int(max_concurrency or os.cpu_count() or 1))
@@ -71,6 +73,7 @@ class Engine(PoolsMixin, PoolScalingMixin, JobsMixin, JobLifecycleMixin, TasksMi
         self.stopping = False
         self.job_order = 0
         self.store = Store(self.data_dir)
+        self.storage = StorageLink(transfer_policy)
         # tasks never see the emulator's own environment (app settings, keys): only a few base variables
         self.base_env = task_base_environment(os.environ)
         self.docker_env = docker_cli_environment(os.environ)
@@ -160,9 +163,19 @@ class Engine(PoolsMixin, PoolScalingMixin, JobsMixin, JobLifecycleMixin, TasksMi
     # =========================================================================================== reads
     def summary(self) -> Json:
         with self.lock:
-            return {"pools": len(self.pools), "jobs": len(self.jobs),
-                    "tasks": sum(len(j.tasks) for j in self.jobs.values()), "runningSlots": self.running_total,
-                    "maxConcurrency": self.max_concurrency, "containerMode": self.container_mode}
+            out = {"pools": len(self.pools), "jobs": len(self.jobs),
+                   "tasks": sum(len(j.tasks) for j in self.jobs.values()), "runningSlots": self.running_total,
+                   "maxConcurrency": self.max_concurrency, "containerMode": self.container_mode}
+        policy = self.storage.policy
+        return {**out, "transferRetries": policy.retries, "transferRetryDelay": policy.first_delay,
+                "transferRetryBudgetSeconds": policy.budget}
+
+    def transfer_stats(self) -> Json:
+        """Transfer retries and injected outage failures since start/reset, and the outage now."""
+        return {**self.storage.stats(), "storageOutage": self.storage.outage()}
+
+    def reset_transfer_stats(self) -> None:
+        self.storage.reset_stats()
 
 
 def dumps(obj: object) -> bytes:

@@ -84,7 +84,7 @@ class ExecutionMixin(EngineCore):
         if plan.slow and not self._sleep_slow_fault(r, plan):
             return KILLED
         try:
-            download_resource_files(plan.spec.get("resourceFiles"), wd, lambda: r.reason is not None)
+            download_resource_files(plan.spec.get("resourceFiles"), wd, self.storage, lambda: r.reason is not None)
         except TransferError as exc:
             return KILLED if r.reason is not None else Outcome("preproc", failure=exc.failure_info())
         if plan.spec.get("containerSettings") is not None:
@@ -98,8 +98,8 @@ class ExecutionMixin(EngineCore):
         if fi is not None:
             return Outcome("preproc", failure=fi)
         try:
-            upload_output_files(plan.spec.get("outputFiles"), wd, plan.task_dir, rc, rc == 0,
-                                inject_failure=bool(plan.fail_upload))
+            upload_output_files(plan.spec.get("outputFiles"), wd, plan.task_dir, rc, rc == 0, self.storage,
+                                inject_failure=bool(plan.fail_upload), should_stop=lambda: r.reason is not None)
         except TransferError as exc:
             return Outcome("uploadfail", rc, exc.failure_info())
         return Outcome("exited", rc)

@@ -1,9 +1,11 @@
-"""Fault injection for tests (the ``/_emulator`` control plane): preempt, fail-next, slow, fail-upload.
+"""Fault injection for tests (the ``/_emulator`` control plane): preempt, fail-next, slow, fail-upload, and
+the storage outage.
 
-Guarantees: faults are per task, persisted (they survive a restart), and consumed by count: a fault with
-``count`` n >= 1 fires on the next n tries and is then removed; a negative or null count fires on every try.
-``preempt`` kills a running try at once, otherwise it arms a fault that preempts the next try right
-after its command starts.
+Guarantees: task faults are per task, persisted (they survive a restart), and consumed by count: a fault
+with ``count`` n >= 1 fires on the next n tries and is then removed; a negative or null count fires on
+every try. ``preempt`` kills a running try at once, otherwise it arms a fault that preempts the next try
+right after its command starts. The storage outage is emulator-wide, ends by itself and is not persisted
+(a restart ends it): while it lasts every transfer attempt fails as a refused connection would.
 """
 from __future__ import annotations
 
@@ -45,6 +47,15 @@ class FaultsMixin(EngineCore):
             self.set_fault(job_id, task_id, "preempt", {"count": count})
             return {"preempted": False, "scheduled": True,
                     "message": "the task is not running: it will be preempted right after its next start"}
+
+    def storage_outage(self, seconds: float | None) -> Json:
+        """Make storage unreachable to transfers for `seconds` (None or 0: end the outage now)."""
+        if seconds:
+            return self.storage.start_outage(seconds)
+        return self.storage.end_outage()
+
+    def storage_outage_status(self) -> Json:
+        return self.storage.outage()
 
     def _take_fault(self, t: Task, kind: str) -> Any:
         key = (t.job.key, t.key)

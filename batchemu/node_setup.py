@@ -68,7 +68,7 @@ class NodeSetupMixin(EngineCore):
         if kind != "jobrelease":
             os.makedirs(node.shared_dir, exist_ok=True)
         try:
-            download_resource_files(spec.get("resourceFiles"), wd, lambda: r.reason is not None)
+            download_resource_files(spec.get("resourceFiles"), wd, self.storage, lambda: r.reason is not None)
         except TransferError as exc:
             return None, exc.failure_info()
         if spec.get("containerSettings") is not None and self.container_mode == "fail":

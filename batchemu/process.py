@@ -37,9 +37,12 @@ class EmulatorProcess:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_dir=None, account: str = DEFAULT_ACCOUNT,
                  key: str = DEFAULT_KEY, max_concurrency: int | None = None, container_mode: str | None = None,
-                 extra_args=(), env: Mapping[str, str] | None = None):
+                 extra_args=(), env: Mapping[str, str] | None = None, transfer_retries: int | None = None,
+                 transfer_retry_delay: float | None = None):
         """`env`: extra variables for the emulator process, on top of the clean environment it always
-        gets (`batchemu.environment.emulator_environment`: never the caller's whole environment)."""
+        gets (`batchemu.environment.emulator_environment`: never the caller's whole environment).
+        `transfer_retries` / `transfer_retry_delay`: ``--transfer-retries`` / ``--transfer-retry-delay``
+        (None: the flag is not passed, so ``BATCHEMU_TRANSFER_RETRIES`` or the default applies)."""
         self.host = host
         self.port = port or _free_port(host)
         self._tmp = None
@@ -51,6 +54,8 @@ class EmulatorProcess:
         self.key = key
         self.max_concurrency = max_concurrency
         self.container_mode = container_mode
+        self.transfer_retries = transfer_retries
+        self.transfer_retry_delay = transfer_retry_delay
         self.extra_args = tuple(extra_args)
         self.env = dict(env or {})
         self.proc: subprocess.Popen | None = None
@@ -73,6 +78,10 @@ class EmulatorProcess:
             cmd += ["--max-concurrency", str(self.max_concurrency)]
         if self.container_mode:
             cmd += ["--container-mode", self.container_mode]
+        if self.transfer_retries is not None:
+            cmd += ["--transfer-retries", str(self.transfer_retries)]
+        if self.transfer_retry_delay is not None:
+            cmd += ["--transfer-retry-delay", repr(float(self.transfer_retry_delay))]
         return cmd + list(self.extra_args)
 
     def _drain(self):

@@ -164,6 +164,11 @@ class TasksMixin(EngineCore):
             return None if t.state == "deleted" or t.job.deleted else self._stamp(t.path, t)
 
     def reactivate_task(self, job_id: str, task_id: str, cond: Conditions = NO_CONDITIONS) -> Stamp:
+        """A failed task back to active with its retry count at 0 (REST "Reactivates a Task"): refused
+        while its job is completed/terminating/deleting (``JobCompleted`` / ``JobBeingTerminated`` /
+        ``JobBeingDeleted``), for a task not completed (``TaskNotCompleted``) and for one that succeeded
+        (exit code 0, no failure info: ``TaskSucceeded``). Its exit code and failure info are gone;
+        requeues (not retries) are kept."""
         with self.lock:
             t = self._checked_task(job_id, task_id, cond)
             self._task_accepting(t.job)
@@ -172,7 +177,8 @@ class TasksMixin(EngineCore):
             if t.exec.get("result") == "success":
                 raise err("TaskSucceeded")
             self._set_task_state(t, "active", persist=False)
-            t.exec = {"retryCount": 0, "requeueCount": t.exec.get("requeueCount", 0)}
+            t.exec = {"retryCount": 0, "requeueCount": t.exec.get("requeueCount", 0),
+                      **({"lastRequeueTime": t.exec["lastRequeueTime"]} if "lastRequeueTime" in t.exec else {})}
             t.dep_ok = False
             t.touch()
             self._persist_task(t)

@@ -1,24 +1,27 @@
 """Resource-file downloads and output-file uploads over plain HTTP (works with Azurite SAS URLs).
 
-Files are streamed to/from disk. SAS tokens never appear in messages: URLs are reported without their
-query string.
+Files are streamed to/from disk. Every request (a file download, a container list page, a Put Blob,
+Put Block or Put Block List) is one attempt of `StorageLink.run`, so transient failures are retried
+and an injected storage outage fails it; a retried download starts its file from scratch. SAS tokens
+never appear in messages: URLs are reported without their query string.
 """
 from __future__ import annotations
 
 import base64
 import email.message
+import functools
 import glob
 import mimetypes
 import os
 import shutil
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
+from .transfer_retry import Stopped, StorageLink
 from .util import strip_sas
 
 CHUNK = 1024 * 1024
@@ -78,10 +81,10 @@ def _download_error(exc: Exception, url: str, file_path: str) -> TransferError:
         return TransferError("BlobDownloadMiscError", "servererror",
                              "Miscellaneous error encountered while downloading one of the specified Azure Blob(s).",
                              details)
-    if isinstance(exc, (socket.timeout, TimeoutError)):
+    if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
         return TransferError("BlobDownloadTimedOut", "servererror",
                              "Timeout encountered while downloading one of the specified Azure Blob(s).", details)
-    if isinstance(exc, OSError) and not isinstance(exc, urllib.error.URLError):
+    if isinstance(exc, OSError) and not isinstance(exc, (urllib.error.URLError, ConnectionError)):
         return TransferError("ResourceFileWriteFailed", "servererror", "Failure encountered writing resource file.",
                              details)
     reason = getattr(exc, "reason", exc)
@@ -91,35 +94,55 @@ def _download_error(exc: Exception, url: str, file_path: str) -> TransferError:
                          details)
 
 
-def _fetch(url: str, dest: str, file_mode: str | None, display_path: str, should_stop: StopCheck = None) -> None:
+def _ended_downloading() -> TransferError:
+    return TransferError("TaskEnded", "usererror", "Task was ended while downloading resource files.")
+
+
+def _fetch_once(url: str, tmp: str, should_stop: StopCheck) -> None:
+    """One attempt: the whole file into `tmp` (truncated first, so a retry starts from scratch)."""
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"x-ms-version": X_MS_VERSION}),
+                                timeout=TIMEOUT) as resp, open(tmp, "wb") as out:
+        while True:
+            if should_stop and should_stop():
+                raise _ended_downloading()
+            chunk = resp.read(CHUNK)
+            if not chunk:
+                break
+            out.write(chunk)
+
+
+def _fetch(link: StorageLink, url: str, dest: str, file_mode: str | None, display_path: str,
+           should_stop: StopCheck = None) -> None:
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
     tmp = dest + ".batchemu-part"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers={"x-ms-version": X_MS_VERSION}),
-                                    timeout=TIMEOUT) as resp, open(tmp, "wb") as out:
-            while True:
-                if should_stop and should_stop():
-                    raise TransferError("TaskEnded", "usererror", "Task was ended while downloading resource files.")
-                chunk = resp.read(CHUNK)
-                if not chunk:
-                    break
-                out.write(chunk)
+        link.run(lambda: _fetch_once(url, tmp, should_stop), "download", should_stop)
         os.replace(tmp, dest)
     except TransferError:
         raise
+    except Stopped:
+        raise _ended_downloading() from None
     except Exception as exc:
+        raise _download_error(exc, url, display_path) from exc
+    finally:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise _download_error(exc, url, display_path) from exc
     if file_mode:
         os.chmod(dest, int(file_mode, 8))
     else:
         os.chmod(dest, 0o770)
 
 
-def _list_blobs(container_url: str, prefix: str | None) -> Iterator[str]:
+def _list_page(url: str) -> ET.Element:
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"x-ms-version": X_MS_VERSION}),
+                                timeout=TIMEOUT) as resp:
+        return ET.parse(resp).getroot()
+
+
+def _list_blobs(link: StorageLink, container_url: str, prefix: str | None,
+                should_stop: StopCheck = None) -> Iterator[str]:
     base, query = _split(container_url)
     marker = ""
     while True:
@@ -130,9 +153,9 @@ def _list_blobs(container_url: str, prefix: str | None) -> Iterator[str]:
             params["marker"] = marker
         url = base + "?" + "&".join(p for p in (query, urllib.parse.urlencode(params)) if p)
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers={"x-ms-version": X_MS_VERSION}),
-                                        timeout=TIMEOUT) as resp:
-                root = ET.parse(resp).getroot()
+            root = link.run(functools.partial(_list_page, url), "download", should_stop)
+        except Stopped:
+            raise _ended_downloading() from None
         except Exception as exc:
             raise _download_error(exc, container_url, prefix or "") from exc
         for blob in root.iter("Blob"):
@@ -144,7 +167,8 @@ def _list_blobs(container_url: str, prefix: str | None) -> Iterator[str]:
             return
 
 
-def download_resource_files(files: list[dict[str, Any]] | None, wd: str, should_stop: StopCheck = None) -> None:
+def download_resource_files(files: list[dict[str, Any]] | None, wd: str, link: StorageLink,
+                            should_stop: StopCheck = None) -> None:
     for rf in files or []:
         if rf.get("autoStorageContainerName"):
             raise TransferError("BlobDownloadMiscError", "usererror",
@@ -156,12 +180,12 @@ def download_resource_files(files: list[dict[str, Any]] | None, wd: str, should_
             if os.path.isdir(dest):
                 raise TransferError("ResourceFileCreateFailed", "usererror",
                                     f"The resource file path '{rf['filePath']}' is a directory")
-            _fetch(rf["httpUrl"], dest, rf.get("fileMode"), rf["filePath"], should_stop)
+            _fetch(link, rf["httpUrl"], dest, rf.get("fileMode"), rf["filePath"], should_stop)
         elif rf.get("storageContainerUrl"):
             target = _safe_join(wd, rf.get("filePath") or ".")
-            for name in _list_blobs(rf["storageContainerUrl"], rf.get("blobPrefix")):
+            for name in _list_blobs(link, rf["storageContainerUrl"], rf.get("blobPrefix"), should_stop):
                 dest = _safe_join(target, name)
-                _fetch(_blob_url(rf["storageContainerUrl"], name), dest, rf.get("fileMode"),
+                _fetch(link, _blob_url(rf["storageContainerUrl"], name), dest, rf.get("fileMode"),
                        os.path.relpath(dest, wd), should_stop)
 
 
@@ -202,7 +226,7 @@ def match_output_files(pattern: str, wd: str, task_dir: str) -> list[tuple[str, 
     return out
 
 
-def _put(url: str, data, length: int, headers: dict):
+def _put(url: str, data: bytes | BinaryIO, length: int, headers: dict[str, str]) -> None:
     req = urllib.request.Request(url, data=data, method="PUT")
     req.add_header("Content-Length", str(length))
     for k, v in headers.items():
@@ -211,7 +235,15 @@ def _put(url: str, data, length: int, headers: dict):
         resp.read()
 
 
-def upload_file(local: str, container_url: str, blob_name: str, extra_headers: list | None = None) -> None:
+def _put_file(url: str, local: str, size: int, headers: dict[str, str]) -> None:
+    """One Put Blob attempt, streaming the file from its start."""
+    with open(local, "rb") as f:
+        _put(url, f, size, headers)
+
+
+def upload_file(link: StorageLink, local: str, container_url: str, blob_name: str, extra_headers: list | None = None,
+                should_stop: StopCheck = None) -> None:
+    """Put Blob, or Put Block per 8 MiB + Put Block List above 64 MiB; each request retried on its own."""
     url = _blob_url(container_url, blob_name)
     size = os.path.getsize(local)
     ctype = mimetypes.guess_type(local)[0] or "application/octet-stream"
@@ -220,8 +252,8 @@ def upload_file(local: str, container_url: str, blob_name: str, extra_headers: l
         if h.get("name"):
             headers[h["name"]] = h.get("value") or ""
     if size <= BLOCK_UPLOAD_THRESHOLD:
-        with open(local, "rb") as f:
-            _put(url, f, size, {**headers, "x-ms-blob-type": "BlockBlob", "Content-Type": ctype})
+        single = {**headers, "x-ms-blob-type": "BlockBlob", "Content-Type": ctype}
+        link.run(lambda: _put_file(url, local, size, single), "upload", should_stop)
         return
     block_ids = []
     base, query = _split(url)
@@ -234,17 +266,35 @@ def upload_file(local: str, container_url: str, blob_name: str, extra_headers: l
             bid = base64.b64encode(b"block-%08d" % i).decode()
             block_ids.append(bid)
             q = "&".join(p for p in (query, "comp=block&blockid=" + urllib.parse.quote(bid, safe="")) if p)
-            _put(base + "?" + q, chunk, len(chunk), {"x-ms-version": X_MS_VERSION})
+            put_block = functools.partial(_put, base + "?" + q, chunk, len(chunk), {"x-ms-version": X_MS_VERSION})
+            link.run(put_block, "upload", should_stop)
             i += 1
     body = ("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>" +
             "".join(f"<Latest>{b}</Latest>" for b in block_ids) + "</BlockList>").encode()
     q = "&".join(p for p in (query, "comp=blocklist") if p)
-    _put(base + "?" + q, body, len(body), headers)
+    link.run(lambda: _put(base + "?" + q, body, len(body), headers), "upload", should_stop)
+
+
+def _upload_error(exc: Exception, local: str, wd: str, pattern: str, container_url: str,
+                  blob: str) -> TransferError:
+    """FileUploadMiscError (usererror, as before: the Batch docs give no category for this code)."""
+    reason = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else strip_sas(str(
+        getattr(exc, "reason", exc)))
+    return TransferError(
+        "FileUploadMiscError", "usererror",
+        f"An error occurred while uploading output file '{os.path.relpath(local, wd)}' to "
+        f"'{strip_sas(container_url)}/{blob}': {reason}",
+        [{"name": "FilePattern", "value": pattern},
+         {"name": "ContainerUrl", "value": strip_sas(container_url)},
+         {"name": "BlobName", "value": blob}])
 
 
 def upload_output_files(output_files: list[dict[str, Any]] | None, wd: str, task_dir: str, exit_code: int | None,
-                        succeeded: bool, inject_failure: bool = False) -> None:
-    """Uploads per uploadCondition. Raises TransferError(FileUploadMiscError) on the first failure."""
+                        succeeded: bool, link: StorageLink, inject_failure: bool = False,
+                        should_stop: StopCheck = None) -> None:
+    """Uploads per uploadCondition. Raises TransferError(FileUploadMiscError) on the first failure (after its
+    retries), TransferError(TaskEnded) if the try is killed while an upload waits to be retried. The
+    fail-upload fault fails the first file at once, without retries."""
     for of in output_files or []:
         cond = ((of.get("uploadOptions") or {}).get("uploadCondition") or "taskcompletion").lower()
         if cond == "tasksuccess" and not succeeded:
@@ -265,17 +315,12 @@ def upload_output_files(output_files: list[dict[str, Any]] | None, wd: str, task
                 if inject_failure:
                     raise urllib.error.HTTPError(strip_sas(container_url), 500, "injected upload failure (batchemu "
                                                  "fail-upload fault)", email.message.Message(), None)
-                upload_file(local, container_url, blob, cont.get("uploadHeaders"))
+                upload_file(link, local, container_url, blob, cont.get("uploadHeaders"), should_stop)
+            except Stopped:
+                raise TransferError("TaskEnded", "usererror",
+                                    "Task was ended while uploading output files.") from None
             except Exception as exc:
-                reason = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else strip_sas(str(
-                    getattr(exc, "reason", exc)))
-                raise TransferError(
-                    "FileUploadMiscError", "usererror",
-                    f"An error occurred while uploading output file '{os.path.relpath(local, wd)}' to "
-                    f"'{strip_sas(container_url)}/{blob}': {reason}",
-                    [{"name": "FilePattern", "value": pattern},
-                     {"name": "ContainerUrl", "value": strip_sas(container_url)},
-                     {"name": "BlobName", "value": blob}]) from exc
+                raise _upload_error(exc, local, wd, pattern, container_url, blob) from exc
 
 
 def rmtree_quiet(path: str) -> None:

@@ -500,7 +500,8 @@ def job_end_reason(client: BatchClient, job_id: str) -> str | None:
 
 def finished_tasks(client: BatchClient, job_id: str) -> list[bm.BatchTask]:
     """The run's tasks (not the merge task) with their state and execution info."""
-    return [t for t in list_tasks(client, job_id, select=["id", "state", "executionInfo"]) if t.id != MERGE_TASK_ID]
+    return [t for t in list_tasks(client, job_id, select=["id", "state", "executionInfo", "nodeInfo"])
+            if t.id != MERGE_TASK_ID]
 
 
 def all_tasks_completed(client: BatchClient, job_id: str) -> bool:
@@ -586,3 +587,29 @@ def rerun_task(client: BatchClient, job_id: str, task_id: str, new_id: str) -> b
             raise
         log.warning("task not rerun run_id=%s task_id=%s code=%s", job_id, task_id, e.code)
         return False
+
+
+# ----------------------------------------------------------------------------- node time (report usage and cost)
+
+
+def pool_node_counts(client: BatchClient) -> dict[str, tuple[int, int]]:
+    """Pool id -> (dedicated, spot) nodes allocated now, for every pool of the account: one call per
+    monitor tick, whatever the number of runs. Preempted and deallocated nodes are not billed."""
+    try:
+        counts = list(client.list_pool_node_counts())
+    except HttpResponseError as e:
+        raise translate(e, "counting pool nodes") from None
+
+    def billed(c: bm.BatchNodeCounts | None) -> int:
+        if c is None:
+            return 0
+        return (c.total or 0) - (c.preempted or 0) - (getattr(c, "deallocated", 0) or 0)
+
+    return {pc.pool_id: (billed(pc.dedicated), billed(pc.low_priority)) for pc in counts if pc.pool_id}
+
+
+def job_pool_id(client: BatchClient, job_id: str) -> str | None:
+    """The pool a job runs on (its auto pool's id once Batch has made it); None when not known yet."""
+    job = get_job(client, job_id)
+    info = job.execution_info if job is not None else None
+    return info.pool_id if info is not None else None

@@ -27,6 +27,10 @@ class TaskOutcome:
     requeues: int
     duration_s: float | None
     failure: dict | None
+    start_time: str | None = None  # of the last try, ISO UTC
+    end_time: str | None = None
+    node_id: str | None = None  # where the last try ran
+    attempt: str | None = None  # the Batch task id when it is a rerun (naming.attempt_id)
 
     @property
     def stopped(self) -> bool:
@@ -36,7 +40,10 @@ class TaskOutcome:
     def as_report(self) -> dict:
         entry = {"task_id": self.task_id, "index": self.index, "outcome": "succeeded" if self.succeeded else "failed",
                  "exit_code": self.exit_code, "retries": self.retries, "requeues": self.requeues,
-                 "duration_s": self.duration_s}
+                 "duration_s": self.duration_s, "tries": self.retries + 1, "start_time": self.start_time,
+                 "end_time": self.end_time, "node_id": self.node_id}
+        if self.attempt:
+            entry["attempt"] = self.attempt
         if self.failure:
             entry["failure"] = self.failure
         return entry
@@ -58,8 +65,13 @@ def outcome_of(task: Any) -> TaskOutcome:
     if task.state != "completed" and failure is None:
         failure = {"category": "incomplete", "code": "TaskNotCompleted",
                    "message": f"the task was still {task.state} when the run ended"}
-    return TaskOutcome(naming.base_task_id(task.id), naming.task_index(task.id), succeeded, exit_code,
-                       info.retry_count if info else 0, info.requeue_count if info else 0, duration, failure)
+    node = getattr(task, "node_info", None)
+    base = naming.base_task_id(task.id)
+    return TaskOutcome(base, naming.task_index(task.id), succeeded, exit_code,
+                       info.retry_count if info else 0, info.requeue_count if info else 0, duration, failure,
+                       start_time=iso(info.start_time) if info and info.start_time else None,
+                       end_time=iso(info.end_time) if info and info.end_time else None,
+                       node_id=getattr(node, "node_id", None), attempt=task.id if task.id != base else None)
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,9 @@ class RunRecord:
     infra_retries: Mapping[str, int] = field(default_factory=dict)
     retry_waiting: Mapping[str, datetime] = field(default_factory=dict)
     reruns: Mapping[str, int] = field(default_factory=dict)
+    pool_id: str | None = None  # the pool the job runs on (an auto pool's id once Batch made it)
+    # allocated nodes as the monitor saw them, when they changed: [time, dedicated, spot] (auto pools only)
+    node_samples: tuple[tuple[str, int, int], ...] = ()
     redrives: Mapping[str, int] = field(default_factory=dict)  # per step: asked for again, nobody was at it
     last_redrive: Mapping[str, str] | None = None  # {"step", "at", "why"}
     finished_at: datetime | None = None
@@ -310,6 +313,13 @@ class RunRecord:
     def merge_task_done(self, now: datetime) -> RunRecord:
         return self._with(merge_task="done", finalize_requested_at=now)
 
+    def nodes_seen(self, now: datetime, pool_id: str, dedicated: int, spot: int) -> RunRecord:
+        """A sample of the run's pool's allocated nodes, kept only when it differs from the last."""
+        last = self.node_samples[-1] if self.node_samples else None
+        if self.pool_id == pool_id and last is not None and (last[1], last[2]) == (dedicated, spot):
+            return self
+        return self._with(pool_id=pool_id, node_samples=(*self.node_samples, (iso(now), dedicated, spot)))
+
     def retries_planned(self, used: Mapping[str, int], waiting: Mapping[str, datetime]) -> RunRecord:
         """The infrastructure retries spent and those waiting for their backoff (shared.retries)."""
         return self._with(infra_retries=dict(used), retry_waiting=dict(waiting))
@@ -386,6 +396,8 @@ def _decode(key: str, value: Any) -> Any:
         return TaskCounts.from_json(value)
     if key == "merge_command":
         return MergeCommand.from_json(value)
+    if key == "node_samples":
+        return tuple((str(t), int(d), int(s)) for t, d, s in value)
     return value
 
 
@@ -396,6 +408,8 @@ def _encode(value: Any) -> Any:
         return value.to_json()
     if isinstance(value, Mapping):
         return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_encode(v) for v in value]
     return value
 
 

@@ -59,9 +59,29 @@ def decide(counts: TaskCounts, on_task_failure: str) -> Decision:
     return Decision(done=counts.total > 0 and finished >= counts.total, failed_fast=False)
 
 
+class NodeCounts:
+    """The account's pools' allocated nodes, read at most once per tick (one call for every run)
+    and only when a running run asks; None when they could not be read (sampling is informational)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._counts: dict[str, tuple[int, int]] | None = None
+        self._failed = False
+
+    def of(self, pool_id: str) -> tuple[int, int] | None:
+        if self._counts is None and not self._failed:
+            try:
+                self._counts = batch.pool_node_counts(self._ctx.batch)
+            except Exception as e:
+                self._failed = True
+                log.warning("pool node counts not read error=%s", type(e).__name__)
+        return None if self._counts is None else self._counts.get(pool_id, (0, 0))
+
+
 def watch(ctx: Context) -> dict[str, str]:
     """One monitor tick over every active run. Returns run id -> what happened (for logs and tests)."""
-    outcome = {run_id: _tick(ctx, run_id) for run_id in ctx.runs.active_run_ids()}
+    nodes = NodeCounts(ctx)
+    outcome = {run_id: _tick(ctx, run_id, nodes) for run_id in ctx.runs.active_run_ids()}
     try:
         sweep_if_due(ctx)
     except Exception as e:  # the sweep is a safety net: whatever stopped it, the next one retries
@@ -69,9 +89,9 @@ def watch(ctx: Context) -> dict[str, str]:
     return outcome
 
 
-def _tick(ctx: Context, run_id: str) -> str:
+def _tick(ctx: Context, run_id: str, nodes: NodeCounts) -> str:
     try:
-        return watch_run(ctx, run_id)
+        return watch_run(ctx, run_id, nodes)
     except RunNotFound:
         return _watch_marker(ctx, run_id)
     except Exception as e:  # one bad run must not stop the tick for the others
@@ -107,7 +127,7 @@ def _redrive_intake(ctx: Context, run_id: str, source: JobFileVersion, marker: A
     log.warning("intake re-requested run_id=%s job_file=%s", run_id, source.path)
 
 
-def watch_run(ctx: Context, run_id: str) -> str:
+def watch_run(ctx: Context, run_id: str, nodes: NodeCounts | None = None) -> str:
     run = ctx.runs.read(run_id)
     if run.state in TERMINAL:
         ctx.runs.retire(run_id)
@@ -116,7 +136,7 @@ def watch_run(ctx: Context, run_id: str) -> str:
     if run.state == ACCEPTED:
         return _watch_accepted(ctx, run)
     if run.state == RUNNING:
-        return _watch_running(ctx, run)
+        return _watch_running(ctx, run, nodes or NodeCounts(ctx))
     return _watch_merging(ctx, run)
 
 
@@ -146,7 +166,7 @@ def _watch_accepted(ctx: Context, run: RunRecord) -> str:
     return "intake re-requested"
 
 
-def _watch_running(ctx: Context, run: RunRecord) -> str:
+def _watch_running(ctx: Context, run: RunRecord, nodes: NodeCounts) -> str:
     counts = batch.task_counts(ctx.batch, run.run_id)
     if counts is None:
         ctx.runs.give_up(run, "the Batch job was deleted before the run finished", state=CANCELLED)
@@ -155,9 +175,9 @@ def _watch_running(ctx: Context, run: RunRecord) -> str:
     tasks = TaskCounts(total=run.tasks.total, active=counts.active, running=counts.running,
                        succeeded=counts.succeeded - run.superseded, failed=counts.failed - len(run.retry_waiting),
                        waiting_retry=len(run.retry_waiting))
-    updated, reactivate = run, tuple[str, ...]()
+    updated, reactivate = _sample_nodes(ctx, run, nodes), tuple[str, ...]()
     if tasks.failed != run.tasks.failed or any(due <= ctx.clock() for due in run.retry_waiting.values()):
-        updated, tasks, reactivate = _plan_retries(ctx, run, counts.failed, tasks)
+        updated, tasks, reactivate = _plan_retries(ctx, updated, counts.failed, tasks)
     decision = decide(tasks, run.on_task_failure)
     if decision.done and not decision.failed_fast and not batch.all_tasks_completed(ctx.batch, run.run_id):
         decision = Decision(done=False, failed_fast=False)  # the counts ran ahead of the tasks
@@ -199,6 +219,16 @@ def _plan_retries(ctx: Context, run: RunRecord, failed_now: int,
                          succeeded=tasks.succeeded, failed=max(0, failed_now - now_active - len(plan.waiting)),
                          waiting_retry=len(plan.waiting))
     return run.retries_planned(plan.used, plan.waiting), counted, plan.reactivate
+
+
+def _sample_nodes(ctx: Context, run: RunRecord, nodes: NodeCounts) -> RunRecord:
+    """The run's auto pool's allocated nodes, for node time and cost in the report (a pool the job
+    file named is shared with other work: its nodes are not this run's)."""
+    if run.pool != "auto":
+        return run
+    pool_id = run.pool_id or batch.job_pool_id(ctx.batch, run.run_id)
+    counts = nodes.of(pool_id) if pool_id else None
+    return run if pool_id is None or counts is None else run.nodes_seen(ctx.clock(), pool_id, *counts)
 
 
 def _failure(task) -> dict | None:

@@ -153,3 +153,16 @@ def test_timestamps_have_one_format():
     assert iso(T0) == "2026-11-28T10:15:02Z" and parse_time("2026-11-28T10:15:02Z") == T0.replace(microsecond=0)
     assert TaskCounts.from_json({"total": 3, "stopped": 2}).to_json() == {
         "total": 3, "active": 0, "running": 0, "succeeded": 0, "failed": 0, "stopped": 2}
+
+
+def test_node_samples_are_kept_only_when_they_change():
+    run = stored(accepted().running(3, T0))
+    t1, t2 = datetime(2026, 11, 28, 10, 1, tzinfo=UTC), datetime(2026, 11, 28, 10, 2, tzinfo=UTC)
+    seen = run.nodes_seen(t1, "bd-pool", 2, 0)
+    assert seen.nodes_seen(t2, "bd-pool", 2, 0) is seen  # unchanged: nothing to write
+    both = seen.nodes_seen(t2, "bd-pool", 0, 0)
+    assert both.pool_id == "bd-pool" and both.node_samples == (("2026-11-28T10:01:00Z", 2, 0),
+                                                               ("2026-11-28T10:02:00Z", 0, 0))
+    doc = stored(both).to_json()
+    assert doc["node_samples"] == [["2026-11-28T10:01:00Z", 2, 0], ["2026-11-28T10:02:00Z", 0, 0]]
+    assert RunRecord.from_json(doc).node_samples == both.node_samples

@@ -109,7 +109,7 @@ def _accept_claimed(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVer
         return
     if existing is None:
         try:
-            ctx.runs.accept(RunRecord.accepted(run_id, spec, source, shards.input_etag))
+            ctx.runs.accept(RunRecord.accepted(run_id, spec, source, shards.input_etag, ctx.settings.pool))
         except Conflict:
             # a concurrent delivery of the same event: both continue, every step is idempotent
             if not source.made(ctx.runs.read(run_id)):

@@ -13,16 +13,18 @@ INFRA_RETRIES budget, and the run back to running. The report is assembled by `s
 """
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from shared import batch, claims, jobplan, manifest, merge, naming, report, storage
+from shared import batch, claims, jobplan, manifest, merge, naming, report, report_html, run_usage, storage
 from shared.cleanup import work_containers
 from shared.context import Context
 from shared.errors import BatchdropError, BatchError
 from shared.manifest import Manifest
+from shared.pricing import PriceTable
 from shared.report import Merged, TaskOutcome, outcome_of
 from shared.runs import MERGING, TERMINAL, RunPaths, RunRecord
 
@@ -74,6 +76,7 @@ def _finalize_claimed(ctx: Context, run_id: str) -> str:
         if isinstance(made, str):
             return made
         done = ctx.runs.keep_report(run_id, made)  # the first report written is kept
+    _write_html(ctx, run, done)  # again after a crash: the same page from the same report
     ctx.runs.finish(run_id, done)  # one event, from the finalize that ends the run
     return done["state"]
 
@@ -91,8 +94,9 @@ def _report(ctx: Context, run: RunRecord) -> dict | str:
     mode = batch.container_execution(ctx.batch, run.run_id, run.attempt(tasks[0].task_id)) if tasks else None
 
     def assemble(merged: Merged | None) -> dict:
-        return report.assemble(run, tasks, stderr_tails=tails, container_execution=mode, merged=merged,
-                               now=ctx.clock())
+        now = ctx.clock()
+        made = report.assemble(run, tasks, stderr_tails=tails, container_execution=mode, merged=merged, now=now)
+        return {**made, **run_usage.usage_and_cost(run, tasks, now, _prices(ctx))}
 
     if report.must_fail(run, tasks):
         return assemble(None)
@@ -113,6 +117,24 @@ def current_outcomes(ctx: Context, run: RunRecord) -> list[TaskOutcome]:
     listed = batch.finished_tasks(ctx.batch, run.run_id)
     return sorted((outcome_of(t) for t in listed if t.id == run.attempt(naming.base_task_id(t.id))),
                   key=lambda o: o.index)
+
+
+def _prices(ctx: Context) -> PriceTable | str:
+    try:
+        return run_usage.price_table(ctx.blobs, ctx.settings.price_table_blob)
+    except BatchdropError as e:  # a wrong table costs the report its cost, never the run
+        return str(e)
+
+
+def _write_html(ctx: Context, run: RunRecord, done: dict) -> None:
+    """report.html beside report.json, from the report that was kept (a rerun writes the same)."""
+    container, _, name = (run.job_file or "").partition("/")
+    raw = storage.read_optional(ctx.blobs, container, name) if name else None
+    job_file = raw[:ctx.settings.max_job_file_bytes].decode("utf-8", errors="replace") if raw is not None else None
+    page = io.StringIO()
+    report_html.write_html(done, job_file, page)
+    storage.put_blob(ctx.blobs, ctx.settings.results_container, RunPaths(run.run_id).report_html,
+                     page.getvalue().encode("utf-8"), content_type="text/html; charset=utf-8")
 
 
 # ----------------------------------------------------------------------------- verifying outputs

@@ -237,6 +237,10 @@ class RunPaths:
         return f"{self.run_id}/error.json"
 
     @property
+    def report_html(self) -> str:
+        return f"{self.run_id}/report.html"
+
+    @property
     def tasks(self) -> str:
         return f"{self.run_id}/tasks/"
 

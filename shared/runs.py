@@ -21,8 +21,9 @@ from typing import Any
 from shared import jobfile, naming
 from shared.errors import Conflict, JobFileError, RunNotFound
 from shared.events import EventPublisher
-from shared.jobfile import ExistingPool, JobSpec
+from shared.jobfile import ExistingPool, JobSpec, PoolSpec
 from shared.naming import RunPaths
+from shared.settings import PoolDefaults
 from shared.storage import JsonBlobs
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,8 @@ class RunRecord:
     task_output: str | None = None  # the file each task writes, e.g. output.jsonl
     pool: str | None = None  # "auto", or the id of the user's pool
     task_timeout_minutes: int = jobfile.DEFAULT_TASK_TIMEOUT_MINUTES
+    vm_size: str | None = None  # of the auto pool's nodes (for the cost); None for a pool the job file named
+    slots_per_node: int = 1
     merge_command: MergeCommand | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -255,8 +258,10 @@ class RunRecord:
     # ------------------------------------------------------------------ intake
 
     @classmethod
-    def accepted(cls, run_id: str, spec: JobSpec, source: JobFileVersion, input_etag: str | None) -> RunRecord:
-        """A new run of a valid job file, before anything is created for it."""
+    def accepted(cls, run_id: str, spec: JobSpec, source: JobFileVersion, input_etag: str | None,
+                 defaults: PoolDefaults | None = None) -> RunRecord:
+        """A new run of a valid job file, before anything is created for it (`defaults`: the
+        deployment's pool settings, for what the job file does not say)."""
         values: dict[str, Any] = dict(run_id=run_id, name=spec.name, job_file=source.path,
                                       job_file_etag=source.version)
         if input_etag:
@@ -266,6 +271,9 @@ class RunRecord:
             output_extension=spec.merge.output_extension, task_output=jobfile.task_output_name(spec),
             pool=spec.pool.id if isinstance(spec.pool, ExistingPool) else "auto",
             task_timeout_minutes=spec.task_timeout_minutes)
+        if defaults is not None and isinstance(spec.pool, PoolSpec | None):
+            values.update(vm_size=(spec.pool.vm_size if spec.pool else None) or defaults.vm_size,
+                          slots_per_node=(spec.pool.slots_per_node if spec.pool else None) or defaults.slots_per_node)
         if spec.merge.kind == "command":
             values["merge_command"] = MergeCommand(spec.merge.command or "", spec.merge.image or spec.image)
         return cls._new(values)

@@ -123,6 +123,7 @@ class Settings:
     max_tasks_per_run: int = 100_000
     # how often one task is run again after an infrastructure failure or a lost output (shared.retries)
     infra_retries: int = 3
+    price_table_blob: str | None = None  # "container/path" of a price table replacing shared/prices.json
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -173,6 +174,7 @@ class Settings:
             input_containers=None if containers is None else _container_list("INPUT_CONTAINERS", containers),
             max_tasks_per_run=read.get("MAX_TASKS_PER_RUN", int),
             infra_retries=read.get("INFRA_RETRIES", int),
+            price_table_blob=read.get("PRICE_TABLE_BLOB"),
         ))
 
 

@@ -560,9 +560,11 @@ def inspect_pinned(service: BlobServiceClient, container: str, name: str, etag: 
         raise BlobChanged(f"'{container}/{name}' changed while it was being read") from None
 
 
-def put_blob(service: BlobServiceClient, container: str, name: str, data: bytes) -> None:
+def put_blob(service: BlobServiceClient, container: str, name: str, data: bytes,
+             content_type: str | None = None) -> None:
     """Create or replace a small blob in one call."""
-    service.get_blob_client(container, name).upload_blob(data, overwrite=True)
+    settings = ContentSettings(content_type=content_type) if content_type else None
+    service.get_blob_client(container, name).upload_blob(data, overwrite=True, content_settings=settings)
 
 
 def upload_many(service: BlobServiceClient, container: str, blobs: Iterable[tuple[str, bytes]],

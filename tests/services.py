@@ -123,3 +123,25 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
         proc.wait()
+
+
+def halt_azurite(service: Azurite, grace_s: float = 10.0) -> None:
+    """Stop Azurite as a storage outage would, keeping everything it acknowledged: SIGTERM, then wait
+    for its clean exit (an on-disk Azurite saves its databases then; a SIGKILL would roll back writes it
+    had acknowledged, which real Storage never does). Raises if it had to be killed. See `resume_azurite`."""
+    if service.proc.poll() is not None:
+        return
+    stop_process(service.proc, grace_s)
+    if service.proc.returncode == -9:
+        raise RuntimeError(f"Azurite did not exit within {grace_s}s of SIGTERM and was killed: writes may be lost")
+
+
+def resume_azurite(service: Azurite) -> None:
+    """Start a halted Azurite again with the same command (ports, folder), and wait until it listens.
+    Only meaningful for an on-disk Azurite (`start_azurite(in_memory=False)`)."""
+    if service.proc.poll() is None:
+        return
+    service.proc = subprocess.Popen(service.proc.args, cwd=service.workdir, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+    for port in (service.blob_port, service.queue_port, service.table_port):
+        wait_for_port(port, service.proc)

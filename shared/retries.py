@@ -32,9 +32,11 @@ BACKOFF_FIRST = timedelta(seconds=10)
 BACKOFF_MAX = timedelta(minutes=2)
 
 
-def is_infrastructure(failure: Mapping[str, object] | None) -> bool:
-    """Whether a task's failureInfo (category, code) is an infrastructure failure."""
-    if not failure:
+def is_infrastructure(failure: Mapping[str, object] | None, exit_code: int | None = None) -> bool:
+    """Whether a task's failureInfo (category, code) is an infrastructure failure. A command that
+    exited non-zero failed by itself, whatever happened to its uploads after (its logs' upload
+    fails too when storage is down): that is the task's own retries' business."""
+    if not failure or exit_code not in (None, 0):
         return False
     category = str(failure.get("category") or "").lower()
     return category == SERVER_ERROR or failure.get("code") in INFRASTRUCTURE_CODES
@@ -49,6 +51,7 @@ def backoff(used: int) -> timedelta:
 class FailedTask:
     task_id: str  # the Batch task (a rerun has its own id, see naming.attempt_id)
     failure: Mapping[str, object] | None  # its failureInfo; None for a plain non-zero exit
+    exit_code: int | None = None  # None when the command never ran (its input could not be downloaded)
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def plan(failed: Sequence[FailedTask], used: Mapping[str, int], waiting: Mapping
                 spent[base] = spent.get(base, 0) + 1
             else:
                 still_waiting[task.task_id] = due
-        elif is_infrastructure(task.failure) and spent.get(base, 0) < budget:
+        elif is_infrastructure(task.failure, task.exit_code) and spent.get(base, 0) < budget:
             still_waiting[task.task_id] = now + backoff(spent.get(base, 0))
         else:
             final.append(task.task_id)

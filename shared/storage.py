@@ -571,13 +571,18 @@ def upload_many(service: BlobServiceClient, container: str, blobs: Iterable[tupl
                 concurrency: int) -> int:
     """Upload (name, data) pairs in parallel, in order of production; returns how many. At most
     2 x `concurrency` are in flight, so memory stays flat whatever the input's length; a
-    producer error stops the uploads not yet started and is raised."""
+    producer error stops the uploads not yet started and is raised, and so does a failed upload
+    (storage down: the trigger's retry starts over, rather than this one trying every shard)."""
     client = service.get_container_client(container)
     in_flight = threading.BoundedSemaphore(concurrency * 2)
+    failed = threading.Event()
 
     def upload(name: str, data: bytes) -> None:
         try:
             client.upload_blob(name, data, overwrite=True)
+        except BaseException:
+            failed.set()
+            raise
         finally:
             in_flight.release()
 
@@ -585,6 +590,8 @@ def upload_many(service: BlobServiceClient, container: str, blobs: Iterable[tupl
     with ThreadPoolExecutor(concurrency, thread_name_prefix="upload") as executor:
         try:
             for name, data in blobs:
+                if failed.is_set():
+                    break
                 in_flight.acquire()
                 futures.append(executor.submit(upload, name, data))
         except BaseException:

@@ -212,7 +212,8 @@ def _plan_retries(ctx: Context, run: RunRecord, failed_now: int,
                   tasks: TaskCounts) -> tuple[RunRecord, TaskCounts, tuple[str, ...]]:
     """List the failed tasks (only when their number changed or a retry is due) and plan which
     wait for an infrastructure retry, which run again now, and which failed for good."""
-    failed = [retries.FailedTask(t.id, _failure(t)) for t in batch.failed_tasks(ctx.batch, run.run_id)]
+    failed = [retries.FailedTask(t.id, _failure(t), t.execution_info.exit_code if t.execution_info else None)
+              for t in batch.failed_tasks(ctx.batch, run.run_id)]
     plan = retries.plan(failed, run.infra_retries, run.retry_waiting, ctx.clock(), ctx.settings.infra_retries)
     now_active = len(plan.reactivate)
     counted = TaskCounts(total=tasks.total, active=tasks.active + now_active, running=tasks.running,

@@ -349,13 +349,7 @@ def _running(batch, run_id: str, task_id: str) -> bool:
 
 
 @pytest.mark.parametrize("emu", [
-    pytest.param("single_try_emulator", marks=pytest.mark.xfail(strict=True, reason=(
-        "pipeline bug: a try whose command exited 3 and whose log upload then failed (storage down) completes "
-        "with exit code 3 and failureInfo FileUploadMiscError; shared/watch._failure passes only category and "
-        "code to shared/retries.is_infrastructure, which counts it as an infrastructure failure whatever the "
-        "exit code, so the monitor reactivates it (infra_retries 1) and Batch, its retry count reset, runs the "
-        "command twice more: 3 runs where 'retries': 1 allows 2")),
-        id="emulator-single-try"),
+    pytest.param("single_try_emulator", id="emulator-single-try"),
     pytest.param("retrying_emulator", id="emulator-retrying"),
 ])
 def test_a_users_own_failure_during_an_outage_is_not_retried_beyond_its_retries(outage, store, emu, request,

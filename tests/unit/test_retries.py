@@ -16,6 +16,12 @@ def test_transfer_and_server_errors_are_infrastructure_user_errors_are_not():
         assert not is_infrastructure(user), user
 
 
+def test_a_command_that_exited_non_zero_failed_by_itself_whatever_its_uploads_did():
+    assert not is_infrastructure(UPLOAD, exit_code=3)
+    assert is_infrastructure(UPLOAD, exit_code=0) and is_infrastructure(DOWNLOAD, exit_code=None)
+    assert plan([FailedTask("t000001", UPLOAD, 3)], {}, {}, T, budget=3).final == ("t000001",)
+
+
 def test_backoff_doubles_and_is_capped():
     assert [backoff(n).total_seconds() for n in range(6)] == [10, 20, 40, 80, 120, 120]
 

@@ -278,6 +278,30 @@ class Contract:
                            UNREACHABLE, hint="download again")
         os.replace(partial, target)
 
+    # ------------------------------------------------------------------ inputs, read as a job file names them
+
+    def chunks(self, container: str, name: str) -> Iterator[bytes]:
+        """A blob's bytes in chunks (bounded memory); CliError(NOT_FOUND) when it does not exist."""
+        with self.talking(container):
+            try:
+                yield from self.service.get_blob_client(container, name).download_blob(max_concurrency=2).chunks()
+            except ResourceNotFoundError as e:
+                if getattr(e, "error_code", None) == "ContainerNotFound":
+                    raise
+                raise CliError(f"blob {container}/{name} does not exist at {self.target.endpoint}", NOT_FOUND,
+                               hint="upload it first (`batchdrop upload`), or give a local file with --input") from None
+
+    def names(self, container: str, prefix: str, limit: int | None = None) -> list[str]:
+        """Names of the blobs under `prefix`, in name order (at most `limit` + 1 with a limit)."""
+        with self.talking(container):
+            listing = self.service.get_container_client(container).list_blobs(name_starts_with=prefix)
+            found = []
+            for blob in listing:
+                found.append(blob.name)
+                if limit is not None and len(found) > limit:
+                    break
+        return sorted(found)
+
     # ------------------------------------------------------------------ intake and data
 
     def drop(self, blob_name: str, data: bytes) -> str:

@@ -6,25 +6,31 @@ only through `Contract` (the user contract) and to Batch only through `LiveLogs`
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
+from batchdrop_cli import plan as planning
 from batchdrop_cli.client import Contract, RunStatus, utc_stamp
 from batchdrop_cli.config import Target, offline_settings, resolve
 from batchdrop_cli.errors import INVALID, NOT_FOUND, OK, REFUSED, UNREACHABLE, CliError
 from batchdrop_cli.live import LiveLogs
 from batchdrop_cli.view import console, duration, local_time, size, styled_state, transfer
 from batchdrop_cli.watch import EXIT_BY_STATE, error_message, follow
-from shared import jobfile
+from shared import jobfile, planner
 from shared.errors import JobFileError
+from shared.pricing import PriceTable, PriceTableError
 from shared.settings import Settings
 
 
@@ -477,3 +483,170 @@ def cancel(run_id: str, wait: bool, interval: float, timeout: float | None, sett
     if last is not None and last.terminal and last.state in ("cancelled", "succeeded"):
         return OK
     return code
+
+
+def plan(job_file: Path, input_file: Path | None, seconds_per_item: float | None, sample: int | None,
+         deadline: float | None, max_nodes: tuple[int, ...], items_per_task: tuple[int, ...], as_json: bool,
+         settings_file: str | None, account: str | None) -> int:
+    if (seconds_per_item is None) == (sample is None):
+        raise CliError("give the time one item takes: --seconds-per-item S, or --sample N to run the command on "
+                       "N items here and measure it (one of the two)", INVALID)
+    settings = offline_settings(settings_file=settings_file, account=account)
+    raw = _read_local(job_file, "job file")
+    try:
+        if input_file is not None:
+            raw = _edit(raw, job_file.name, settings, input_ref=f"{settings.data_container}/uploads/plan/"
+                                                                f"{_safe_name(input_file.name)}", name=None)
+        spec = _parse(raw, job_file.name, settings)
+    except JobFileError as e:
+        return _invalid(job_file, e)
+    if isinstance(spec, jobfile.CancelRequest):
+        return _invalid(job_file, JobFileError("this is a cancel request, not a job file", field="cancel"))
+    if input_file is not None and not input_file.is_file():
+        raise CliError(f"input file {input_file} does not exist", NOT_FOUND)
+    contracts: list[Contract] = []
+
+    def contract() -> Contract:  # storage only when the job's input or files are there
+        if not contracts:
+            contracts.append(Contract(_target(settings_file, account)))
+        return contracts[0]
+
+    if isinstance(spec.input, jobfile.PrefixInput) and items_per_task:
+        raise CliError(f"--items-per-task does not apply: the job's input is the prefix {spec.input.prefix}, already "
+                       f"split (one task per blob)", INVALID)
+    pool, nodes = _plan_pool(spec, settings, max_nodes)
+    items = planning.count_items(spec, input_file, contract, settings.max_tasks_per_run)
+    current = planning.current_items_per_task(spec, items.count)
+    measured = None
+    if sample is not None:
+        click.echo(f"running the job's command here on {min(sample, items.count):,} of {items.count:,} "
+                   f"{'blobs' if items.per_blob else 'items'}" + (f" (not in its image {spec.image})" if spec.image
+                                                                 else ""), err=True)
+        task_count = math.ceil(items.count / (current or 1))
+        measured = planning.run_sample(spec, items, sample, contract, task_count)
+        seconds_per_item = measured.seconds_per_item
+        if measured.no_output:
+            click.echo(f"warning: {measured.no_output} of {measured.runs} sample run(s) exited 0 without writing "
+                       f"OUTPUT_PATH", err=True)
+    assert seconds_per_item is not None
+    sizes = ((1,) if items.per_blob else
+             items_per_task or planner.default_items_per_task(items.count, settings.max_tasks_per_run,
+                                                             also=(current,) if current else ()))
+    workload = planner.Workload(items.count, seconds_per_item, has_image=spec.image is not None,
+                                task_timeout_s=spec.task_timeout_minutes * 60.0, max_tasks=settings.max_tasks_per_run)
+    prices: PriceTable | str
+    try:
+        prices = _price_table(settings, contract)
+    except CliError as e:
+        prices = e.message
+    result = planner.plan(workload, sizes, nodes, pool, planner.Overheads(), prices, deadline)
+    if as_json:
+        click.echo(json.dumps(planning.as_json(result, job_file=str(job_file), items=items,
+                                               seconds_per_item=seconds_per_item, sample=measured,
+                                               current=current), indent=2))
+        return OK
+    _print_plan(result, job_file, items, seconds_per_item, measured, current)
+    return OK
+
+
+def _plan_pool(spec: jobfile.JobSpec, settings: Settings,
+               max_nodes: tuple[int, ...]) -> tuple[planner.Pool, tuple[int, ...]]:
+    if isinstance(spec.pool, jobfile.ExistingPool):
+        if not max_nodes:
+            raise CliError(f"the job runs on your pool {spec.pool.id!r}, whose size batchdrop does not read: give its "
+                           f"node count with --max-nodes", INVALID)
+        return planner.Pool("?", settings.pool.slots_per_node, existing=spec.pool.id), max_nodes
+    given = spec.pool or jobfile.PoolSpec()
+    pool = planner.Pool(given.vm_size or settings.pool.vm_size, given.slots_per_node or settings.pool.slots_per_node,
+                given.spot)
+    return pool, max_nodes or (given.max_nodes or settings.pool.max_nodes,)
+
+
+def _price_table(settings: Settings, contract: Callable[[], Contract]) -> PriceTable:
+    """The prices a run's report would use: PRICE_TABLE_BLOB when set (read through the target), else
+    the shipped table. CliError saying why when the blob cannot be used."""
+    blob = settings.price_table_blob
+    if not blob:
+        return PriceTable.default()
+    container, _, name = blob.partition("/")
+    data = contract().read_bytes(container, name)
+    if data is None:
+        raise CliError(f"PRICE_TABLE_BLOB names {blob!r}, which does not exist", NOT_FOUND)
+    try:
+        return PriceTable.load(data)
+    except PriceTableError as e:
+        raise CliError(f"PRICE_TABLE_BLOB {blob!r}: {e}", INVALID) from None
+
+
+def _print_plan(result: planner.Plan, job_file: Path, items: planning.Items, seconds_per_item: float,
+                measured: planning.Sample | None, current: int | None) -> None:
+    out = console()
+    what = "blob" if items.per_blob else "item"
+    how = (f"measured on {measured.items:,} {what}s here: {measured.seconds:.2f} s in {measured.runs} run(s)"
+           if measured is not None else "given")
+    for line in (f"{job_file}: {items.count:,} {what}s ({items.source}); {seconds_per_item:.3g} s per {what} ({how})",
+                 planning.pool_line(result), planning.overheads_line(result)):
+        out.print(escape(line), soft_wrap=True)
+    if result.deadline_s is not None:
+        out.print(f"deadline: {duration(result.deadline_s)}")
+    out.print()
+    planning.print_table(out, result, current)
+    out.print()
+    omitted = {c.cost_omitted for c in result.candidates if c.cost_omitted}
+    for why in sorted(omitted):
+        out.print(escape(f"cost not estimated: {why}"), soft_wrap=True)
+    rec = result.recommendation
+    c = rec.choice
+    if c is None:
+        out.print(escape(f"no recommendation: {rec.reason}"), soft_wrap=True)
+        return
+    cost = planning.cost_text(c)
+    out.print(escape(f"recommended: items_per_task {c.items_per_task:,} with max_nodes {c.max_nodes}: "
+                     f"{_n(c.tasks, 'task')} on {_n(c.nodes, 'node')} in {_n(c.waves, 'wave')}, wall "
+                     f"{duration(c.wall_s)}, {c.node_s / 3600:,.2f} node-hours" + (f", {cost}" if cost != "-" else "")
+                     + f"; {rec.reason}"), soft_wrap=True)
+    for note in c.notes:
+        out.print(escape(f"  note: {note}"), soft_wrap=True)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def report(run_id: str, out_dir: Path | None, open_it: bool, settings_file: str | None, account: str | None) -> int:
+    contract = Contract(_target(settings_file, account))
+    found = contract.require_status(run_id)
+    data = contract.read_bytes(contract.results, f"{run_id}/report.html")
+    if data is None:
+        if not found.terminal:
+            raise CliError(f"run {run_id} is still {found.state}: its report.html is written when it ends", REFUSED,
+                           hint=f"wait for it with `batchdrop watch {run_id}`")
+        if found.state == "rejected":
+            raise CliError(f"run {run_id} was rejected, so no task ran and it has no report: "
+                           f"{error_message(contract, found)}", NOT_FOUND)
+        raise CliError(f"run {run_id} ({found.state}) has no {contract.results}/{run_id}/report.html", NOT_FOUND,
+                       hint=f"runs that ended before report.html existed have report.json only: "
+                            f"`batchdrop results {run_id}`")
+    dest = (out_dir or Path(run_id)) / "report.html"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, dest)
+    click.echo(str(dest))
+    click.echo(f"report of run {run_id} ({found.state}, {size(len(data))}) saved as {dest}", err=True)
+    if open_it:
+        if _open_in_browser(dest):
+            click.echo(f"opened {dest} in the browser", err=True)
+        else:
+            click.echo(f"no browser to open it with here; open {dest.resolve()} in one", err=True)
+    return OK
+
+
+def _open_in_browser(path: Path) -> bool:
+    """The platform's opener (webbrowser: $BROWSER, xdg-open, open, ...); False when there is none."""
+    import webbrowser
+
+    try:
+        return bool(webbrowser.open(path.resolve().as_uri()))
+    except webbrowser.Error:
+        return False

@@ -6,12 +6,12 @@ the README print this table (`EXIT_CODES`).
 from __future__ import annotations
 
 OK = 0  # the command did what was asked; for watch/submit --wait/results: the run succeeded
-RUN_FAILED = 1  # the run failed (watch, submit --wait, results)
+RUN_FAILED = 1  # the run failed (watch, submit --wait, results); plan --sample: the command failed
 INVALID = 2  # bad arguments, or an invalid job file (validate, submit)
 RUN_STOPPED = 3  # the run was cancelled or rejected (watch, submit --wait, results)
 NOT_FOUND = 4  # no such run, task, file or log
 UNREACHABLE = 5  # storage (or Batch) not configured, not reachable or not authorised; a transfer failed
-REFUSED = 6  # results: the files exist (use --force) or the run has not finished yet
+REFUSED = 6  # results: the files exist (use --force) or the run has not finished yet; report: not finished
 TIMED_OUT = 7  # watch --timeout ran out; the run goes on
 INTERRUPTED = 130  # Ctrl-C; a watched run goes on
 UNEXPECTED = 70  # a bug; run again with --debug for the traceback

@@ -28,21 +28,60 @@ EPILOG = ("Where: the local stack by default (local.settings.json, else local.se
 
 
 class Duration(click.ParamType):
-    """90s, 15m, 24h, 7d, or a number of seconds."""
+    """90s, 15m, 24h, 7d, or a plain number in `unit` (seconds by default); converted to seconds."""
 
     name = "duration"
     _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
+    def __init__(self, unit: str = "s") -> None:
+        self.unit = unit
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, (int, float)):
-            return float(value)
+            return float(value) * self._UNITS[self.unit]
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value))
         if not match:
             self.fail(f"{value!r} is not a duration such as 90s, 15m, 24h or 7d", param, ctx)
-        return float(match.group(1)) * self._UNITS[match.group(2) or "s"]
+        return float(match.group(1)) * self._UNITS[match.group(2) or self.unit]
 
 
 DURATION = Duration()
+MINUTES = Duration("m")
+
+
+class Counts(click.ParamType):
+    """Whole numbers of 1 or more, comma-separated (the option may also be repeated): 10,50,100."""
+
+    name = "n[,n...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        parts = [p.strip() for p in str(value).split(",") if p.strip()]
+        if not parts or not all(re.fullmatch(r"\d+", p) and int(p) >= 1 for p in parts):
+            self.fail(f"{value!r} is not a list of whole numbers of 1 or more, such as 10,50,100", param, ctx)
+        return tuple(int(p) for p in parts)
+
+
+COUNTS = Counts()
+
+
+def _flatten(_ctx: click.Context, _param: click.Parameter, value: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    """A repeated COUNTS option as one tuple, in the order given, without repeats."""
+    return tuple(dict.fromkeys(n for counts in value for n in counts))
+
+
+class PositiveSeconds(click.ParamType):
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not seconds >= 0 or seconds == float("inf"):
+            self.fail(f"{value!r} is not a number of seconds, 0 or more", param, ctx)
+        return seconds
 
 
 def connection_options(fn: Callable) -> Callable:
@@ -238,6 +277,52 @@ def cancel(run_id: str, wait: bool, interval: float, timeout: float | None, sett
 
     Exit 0 once the request is dropped (with --wait: once the run ended cancelled, or had succeeded
     first; 1 if it failed first); 0 too for a run that had already ended (nothing is dropped)."""
+
+
+@cli.command()
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option("--input", "input_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Count the items of this local file (as `submit --input` would run the job on it).")
+@click.option("--seconds-per-item", type=PositiveSeconds(), metavar="S", help="How long one item takes.")
+@click.option("--sample", type=click.IntRange(min=1), metavar="N",
+              help="Run the job's command here on the first N items (no container) and measure it instead.")
+@click.option("--deadline", type=MINUTES, metavar="MINUTES",
+              help="Recommend the cheapest choice finishing within this (minutes, or 90s, 2h, 1d).")
+@click.option("--max-nodes", "max_nodes", type=COUNTS, multiple=True, metavar="N[,N...]", callback=_flatten,
+              help="Pool sizes to compare (default: the job file's or the settings' max_nodes).")
+@click.option("--items-per-task", "items_per_task", type=COUNTS, multiple=True, metavar="N[,N...]", callback=_flatten,
+              help="Split sizes to compare (default: 1, 2, 5, 10, 20, 50, ... and the job file's own).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON document.")
+@connection_options
+@handled
+def plan(job_file: Path, input_file: Path | None, seconds_per_item: float | None, sample: int | None,
+         deadline: float | None, max_nodes: tuple[int, ...], items_per_task: tuple[int, ...], as_json: bool,
+         settings_file: str | None, account: str | None, debug: bool) -> None:
+    """Predict a job's wall time, node time and cost for several splits, and recommend one.
+
+    Counts the job's items (inline, --input FILE, or the blob or prefix the job file names, read
+    through the configured storage), then for each items_per_task and max_nodes prints the task
+    count, waves, wall time, node-hours and cost (list prices), with stated constants for node
+    allocation, image pull and per-task overhead (docs/planner.md). Give --seconds-per-item, or
+    --sample N to time the command here. Exit 0; 2 for an invalid job file or arguments; 4 for a
+    missing file or input; 5 when storage the input is in cannot be reached; 1 when the sample's
+    command fails."""
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder to save report.html in (default: ./RUN).")
+@click.option("--open", "open_it", is_flag=True, help="Then open it in a browser (says so when there is none).")
+@connection_options
+@handled
+def report(run_id: str, out_dir: Path | None, open_it: bool, settings_file: str | None, account: str | None,
+           debug: bool) -> None:
+    """Download a finished run's report.html (timeline, durations, failures, usage and cost) and
+    print where it is.
+
+    Exit 0 (also when --open finds no browser); 4 for an unknown run or one with no report (a
+    rejected run); 6 while the run has not finished."""
 
 
 def main() -> None:

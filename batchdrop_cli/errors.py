@@ -18,13 +18,13 @@ UNEXPECTED = 70  # a bug; run again with --debug for the traceback
 
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (OK, "success; for watch, submit --wait and results: the run succeeded"),
-    (RUN_FAILED, "the run failed (watch, submit --wait, results)"),
+    (RUN_FAILED, "the run failed (watch, submit --wait, results); plan --sample: the command failed on the sample"),
     (INVALID, "bad arguments, or the job file is invalid (the message is the one error.json would carry)"),
     (RUN_STOPPED, "the run was cancelled or rejected (watch, submit --wait, results); error.json's message is printed"),
     (NOT_FOUND, "unknown run id (the closest runs are listed), task, file or log"),
     (UNREACHABLE, "storage or Batch not configured, not reachable or not authorised; or a download failed its "
                   "size check"),
-    (REFUSED, "results: a file would be overwritten (use --force), or the run has not finished"),
+    (REFUSED, "results: a file would be overwritten (use --force), or the run has not finished (results, report)"),
     (TIMED_OUT, "watch/submit --wait/cancel --wait --timeout ran out (the run goes on)"),
     (UNEXPECTED, "an unexpected error (run again with --debug for the traceback)"),
     (INTERRUPTED, "interrupted with Ctrl-C (a watched run goes on)"),

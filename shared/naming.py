@@ -253,6 +253,7 @@ class RunPaths:
 
 ACTIVE_PREFIX = "active/"  # control container: one marker per run the monitor watches
 SWEEP_MARKER = "sweep/last.json"  # control container: when the orphan sweep last ran
+MONITOR_CURSOR = "monitor/cursor.json"  # control container: where a monitor tick that ran out of time stopped
 
 
 CLAIMS_PREFIX = "claims/"  # control container: one leased blob per run and step (shared.claims)

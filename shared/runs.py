@@ -663,6 +663,19 @@ class RunStore:
         self._cleanup(run_id)
         self.forget_active(run_id)
 
+    # ------------------------------------------------------------------ the monitor's place in line
+
+    def tick_cursor(self) -> str | None:
+        """The last run a tick that ran out of time covered (the next tick starts after it)."""
+        found = self._control.read(naming.MONITOR_CURSOR)
+        return None if found is None else found.data.get("after")
+
+    def set_tick_cursor(self, after: str | None) -> None:
+        if after is None:
+            self._control.delete(naming.MONITOR_CURSOR)
+            return
+        self._control.put(naming.MONITOR_CURSOR, {"after": after})
+
     # ------------------------------------------------------------------ the orphan sweep's marker
 
     def last_sweep(self) -> datetime | None:

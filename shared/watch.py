@@ -12,6 +12,9 @@ so a killed host delays a run by a minute or two, not by a queue's ten-minute le
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -42,6 +45,8 @@ STALL_CHECK = timedelta(minutes=5)  # how often a run without progress gets its 
 REDRIVE_AFTER = timedelta(seconds=claims.LEASE_SECONDS + 15)
 MAX_INTAKE_REDRIVES = 5  # then the intake is given up on: it keeps dying
 MAX_FINALIZE_ATTEMPTS = 6  # finalizes that claimed the run and did not finish it
+TICK_BUDGET = timedelta(seconds=20)  # below MONITOR_SCHEDULE's 30 s in Azure
+TICK_PARALLELISM = 8  # runs looked at at once: Batch and Storage calls wait on the network, not the CPU
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,15 @@ def decide(counts: TaskCounts, on_task_failure: str) -> Decision:
     return Decision(done=counts.total > 0 and finished >= counts.total, failed_fast=False)
 
 
+def in_turn(run_ids: list[str], cursor: str | None) -> list[str]:
+    """The run ids in name order, starting after `cursor` (where the last tick ran out of time)."""
+    ordered = sorted(run_ids)
+    if cursor is None:
+        return ordered
+    after = [r for r in ordered if r > cursor]
+    return after + [r for r in ordered if r <= cursor]
+
+
 class NodeCounts:
     """The account's pools' allocated nodes, read at most once per tick (one call for every run)
     and only when a running run asks; None when they could not be read (sampling is informational)."""
@@ -67,8 +81,13 @@ class NodeCounts:
         self._ctx = ctx
         self._counts: dict[str, tuple[int, int]] | None = None
         self._failed = False
+        self._lock = threading.Lock()  # the tick's threads share one read
 
     def of(self, pool_id: str) -> tuple[int, int] | None:
+        with self._lock:
+            return self._of(pool_id)
+
+    def _of(self, pool_id: str) -> tuple[int, int] | None:
         if self._counts is None and not self._failed:
             try:
                 self._counts = batch.pool_node_counts(self._ctx.batch)
@@ -78,10 +97,28 @@ class NodeCounts:
         return None if self._counts is None else self._counts.get(pool_id, (0, 0))
 
 
-def watch(ctx: Context) -> dict[str, str]:
-    """One monitor tick over every active run. Returns run id -> what happened (for logs and tests)."""
+def watch(ctx: Context, budget: timedelta = TICK_BUDGET, parallel: int = TICK_PARALLELISM) -> dict[str, str]:
+    """One monitor tick over the active runs, `parallel` at a time, for at most `budget` (below the
+    schedule's interval, so ticks never pile up). Runs it had no time for come first next tick (the
+    tick starts after the last run it covered), so no run starves however many there are. Returns
+    run id -> what happened (for logs and tests)."""
     nodes = NodeCounts(ctx)
-    outcome = {run_id: _tick(ctx, run_id, nodes) for run_id in ctx.runs.active_run_ids()}
+    cursor = ctx.runs.tick_cursor()
+    run_ids = in_turn(ctx.runs.active_run_ids(), cursor)
+    deadline = time.monotonic() + budget.total_seconds()
+    outcome: dict[str, str] = {}
+    with ThreadPoolExecutor(parallel, thread_name_prefix="monitor") as pool:
+        for start in range(0, len(run_ids), parallel):
+            if outcome and time.monotonic() >= deadline:
+                break  # but always one chunk: every tick moves the line on
+            chunk = run_ids[start:start + parallel]
+            outcome.update(zip(chunk, pool.map(lambda run_id: _tick(ctx, run_id, nodes), chunk), strict=True))
+    left = len(run_ids) - len(outcome)
+    if left:
+        log.warning("monitor tick out of time runs=%d left=%d", len(run_ids), left)
+    stopped_after = run_ids[len(outcome) - 1] if left and outcome else None
+    if stopped_after != cursor:
+        ctx.runs.set_tick_cursor(stopped_after)
     try:
         sweep_if_due(ctx)
     except Exception as e:  # the sweep is a safety net: whatever stopped it, the next one retries

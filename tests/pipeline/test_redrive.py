@@ -200,3 +200,19 @@ def test_an_intake_at_work_is_not_redriven(ctx, env):
         assert accept(ctx, d.container, d.name) == d.run_id  # a second delivery leaves it to the first
         assert ctx.runs.try_read(d.run_id) is None
     assert messages(ctx.intake_queue) == []
+
+
+def test_a_tick_out_of_time_resumes_where_it_stopped_so_no_run_starves(ctx):
+    from datetime import timedelta as td
+
+    runs = [drop(ctx, f"turn-{i}.json", {"command": COPY, "input": {"items": [i]}}) for i in range(5)]
+    for d in runs:
+        ctx.runs.mark_active(d.run_id, accept_module.JobFileVersion(d.container, d.name, d.etag))
+    ids = sorted(d.run_id for d in runs)
+    first = watch(ctx, budget=td(0), parallel=2)  # out of time after its first chunk
+    assert sorted(first) == ids[:2] and ctx.runs.tick_cursor() == ids[1]
+    second = watch(ctx, budget=td(0), parallel=2)
+    assert sorted(second) == ids[2:4] and ctx.runs.tick_cursor() == ids[3]
+    third = watch(ctx, budget=td(0), parallel=2)
+    assert sorted(third) == sorted([ids[4], ids[0]])  # wraps around
+    assert len(watch(ctx)) == 5 and ctx.runs.tick_cursor() is None  # time for all: no cursor left

@@ -100,11 +100,16 @@ class Claims:
         return props.lease.state == "leased"
 
     def forget(self, run_id: str) -> None:
-        """Remove a finished run's claim blobs (best effort: a leased one stays until its next cleanup)."""
+        """Remove a finished run's claim blobs. A claimant that died keeps its lease for up to a
+        minute and the run is final: its lease is broken rather than left to outlive the run."""
         for step in (INTAKE, FINALIZE):
+            blob = self._container.get_blob_client(naming.claim_blob(run_id, step))
             try:
-                self._container.delete_blob(naming.claim_blob(run_id, step))
+                blob.delete_blob()
             except ResourceNotFoundError:
                 pass
             except HttpResponseError as e:
-                log.info("claim blob kept run_id=%s step=%s code=%s", run_id, step, e.status_code)
+                if e.status_code != 412:  # 412: leased
+                    raise
+                BlobLeaseClient(blob).break_lease(lease_break_period=0)
+                blob.delete_blob()

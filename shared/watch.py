@@ -167,8 +167,8 @@ def _redrive_intake(ctx: Context, run_id: str, source: JobFileVersion, marker: A
 def watch_run(ctx: Context, run_id: str, nodes: NodeCounts | None = None) -> str:
     run = ctx.runs.read(run_id)
     if run.state in TERMINAL:
+        ctx.claims.forget(run_id)  # first: should it fail, the index entry stays and the next tick retries
         ctx.runs.retire(run_id)
-        ctx.claims.forget(run_id)
         return "forgotten"
     if run.state == ACCEPTED:
         return _watch_accepted(ctx, run)

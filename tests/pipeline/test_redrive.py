@@ -216,3 +216,12 @@ def test_a_tick_out_of_time_resumes_where_it_stopped_so_no_run_starves(ctx):
     third = watch(ctx, budget=td(0), parallel=2)
     assert sorted(third) == sorted([ids[4], ids[0]])  # wraps around
     assert len(watch(ctx)) == 5 and ctx.runs.tick_cursor() is None  # time for all: no cursor left
+
+
+def test_a_finished_runs_claims_are_removed_even_while_a_dead_claimants_lease_runs(ctx):
+    blob = ctx.blobs.get_blob_client(ctx.settings.control_container,
+                                     naming.claim_blob("gone-0000000000000003", claims.FINALIZE))
+    blob.upload_blob(b"")
+    BlobLeaseClient(blob).acquire(lease_duration=60)  # its holder was killed a moment ago
+    ctx.claims.forget("gone-0000000000000003")
+    assert not blob.exists()

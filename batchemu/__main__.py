@@ -10,11 +10,25 @@ import sys
 import threading
 
 from . import DEFAULT_ACCOUNT, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_KEY, DEFAULT_PORT, __version__
+from .quotas import Quotas, parse_quota
 from .transfer_retry import DEFAULT_FIRST_DELAY, DEFAULT_RETRIES, MAX_DELAY, RetryPolicy
+
+# flag, environment variable (after BATCHEMU_) and `Quotas` attribute of each account quota
+QUOTA_FLAGS = (("--quota-active-jobs", "QUOTA_ACTIVE_JOBS", "active_jobs", "active jobs (and job schedules)"),
+               ("--quota-pools", "QUOTA_POOLS", "pools", "pools"),
+               ("--quota-dedicated-cores", "QUOTA_DEDICATED_CORES", "dedicated_cores", "dedicated vCPUs"),
+               ("--quota-spot-cores", "QUOTA_SPOT_CORES", "spot_cores", "spot/low-priority vCPUs"))
 
 
 def _env(name, default=None):
     return os.environ.get(f"BATCHEMU_{name}", default)
+
+
+def _quota(text: str) -> int | None:
+    try:
+        return parse_quota(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer or 'unlimited', not {text!r}") from None
 
 
 def parse_args(argv=None):
@@ -38,6 +52,9 @@ def parse_args(argv=None):
                    default=float(_env("TRANSFER_RETRY_DELAY", DEFAULT_FIRST_DELAY)),
                    help=f"seconds before the first transfer retry, doubling up to {MAX_DELAY:g} s "
                         f"(default {DEFAULT_FIRST_DELAY})")
+    for flag, env, attr, what in QUOTA_FLAGS:
+        p.add_argument(flag, dest=f"quota_{attr}", type=_quota, default=_env(env), metavar="N",
+                       help=f"account quota of {what} (default: unlimited; 'unlimited' or empty: no limit)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     p.add_argument("--version", action="version", version=f"batchemu {__version__}")
     return p.parse_args(argv)
@@ -62,8 +79,9 @@ def main(argv=None) -> int:
     from .server import make_server
 
     public_url = args.public_url or f"http://{args.host}:{args.port}"
+    quotas = Quotas(**{attr: getattr(args, f"quota_{attr}") for _, _, attr, _ in QUOTA_FLAGS})
     engine = Engine(args.data_dir, args.account, args.max_concurrency, args.container_mode, public_url,
-                    transfer_policy)
+                    transfer_policy, quotas)
     engine.load()
     try:
         server = make_server(engine, args.host, args.port, args.account, args.key)
@@ -88,6 +106,7 @@ def main(argv=None) -> int:
              "transfer retries %d from %gs)", __version__, args.host, server.server_address[1], args.account,
              os.path.abspath(args.data_dir), engine.max_concurrency, engine.container_mode,
              transfer_policy.retries, transfer_policy.first_delay)
+    log.info("account quotas: %s", quotas.to_json())
     stop.wait()
     log.info("stopping")
     server.shutdown()

@@ -1,9 +1,11 @@
 """The emulator's own control plane under ``/_emulator/`` (no authentication): health, request and transfer
-stats, faults.
+stats, faults, account quotas.
 
 Guarantees: control requests are never counted in the stats; fault bodies are optional JSON objects whose
 ``count`` must be an integer (a count of 0 clears a fail-next, slow or fail-upload fault); a storage
-outage needs ``seconds``, a number from 0 (ends it) to ``MAX_OUTAGE_SECONDS``.
+outage needs ``seconds``, a number from 0 (ends it) to ``MAX_OUTAGE_SECONDS``; a quota body is a JSON object
+of ``QUOTA_NAMES``, each a non-negative integer or null (unlimited): PUT replaces all quotas (the ones not
+given become unlimited), POST changes only the ones given; an invalid body changes nothing.
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from . import __version__
 from .api_core import AppCore
 from .errors import bad_property, invalid_body
 from .model import Json
+from .quotas import Quotas
 from .request import Request
 from .responses import Response, _json
 
 FAULT_KINDS = ("fail_next", "slow", "fail_upload", "preempt")
 MAX_OUTAGE_SECONDS = 3600  # an outage is a blip for tests, not a way to wedge the emulator
+QUOTA_NAMES = tuple(name for _, name in Quotas.NAMES)
 
 
 class ControlApiMixin(AppCore):
@@ -106,3 +110,21 @@ class ControlApiMixin(AppCore):
         for kind in FAULT_KINDS:
             self.engine.set_fault(job_id, task_id, kind, None)
         return self._faults_answer(job_id, task_id, {})
+
+    def get_quotas(self, req: Request) -> Response:
+        return _json(200, self.engine.quota_status())
+
+    def _quota_body(self, req: Request) -> Json:
+        body = self._control_body(req)
+        for name, v in body.items():
+            if name not in QUOTA_NAMES:
+                raise invalid_body(f"Could not find member '{name}' on object of type 'Quotas'")
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise bad_property(name, v, "a non-negative integer, or null for no limit")
+        return body
+
+    def replace_quotas(self, req: Request) -> Response:
+        return _json(200, self.engine.set_quotas(self._quota_body(req), replace_all=True))
+
+    def update_quotas(self, req: Request) -> Response:
+        return _json(200, self.engine.set_quotas(self._quota_body(req)))

@@ -18,6 +18,7 @@ the small helpers every part uses are in `core`. The behaviour lives in one mixi
 - `node_setup`: start, job preparation and job release tasks
 - `runner`: launching and killing one command (environment, directories, Docker)
 - `faults`: fault injection for the control plane (the storage outage lives in `transfer_retry`)
+- `quotas`: the account's quotas (active jobs, pools, cores) and quota-limited allocation (`vmsizes`)
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from .node_setup import NodeSetupMixin
 from .outcomes import OutcomesMixin
 from .pool_scaling import PoolScalingMixin
 from .pools import POOL_SPEC_KEYS, PoolsMixin  # noqa: F401  (re-exported)
+from .quotas import Quotas, QuotasMixin
 from .runner import RunnerMixin, _docker_available
 from .scheduler import SchedulerMixin
 from .store import Store
@@ -48,10 +50,11 @@ log = logging.getLogger("batchemu.engine")
 
 
 class Engine(PoolsMixin, PoolScalingMixin, JobsMixin, JobLifecycleMixin, TasksMixin, DependenciesMixin,
-             SchedulerMixin, ExecutionMixin, OutcomesMixin, NodeSetupMixin, RunnerMixin, FaultsMixin, EngineCore):
+             SchedulerMixin, ExecutionMixin, OutcomesMixin, NodeSetupMixin, RunnerMixin, FaultsMixin, QuotasMixin,
+             EngineCore):
     def __init__(self, data_dir: str, account: str, max_concurrency: int | None = None,
                  container_mode: str = "auto", public_url: str = "http://127.0.0.1:10100",
-                 transfer_policy: RetryPolicy | None = None):
+                 transfer_policy: RetryPolicy | None = None, quotas: Quotas | None = None):
         self.data_dir = os.path.abspath(data_dir)
         self.account = account
         self.max_concurrency = max(1, int(max_concurrency or os.cpu_count() or 1))
@@ -74,6 +77,7 @@ class Engine(PoolsMixin, PoolScalingMixin, JobsMixin, JobLifecycleMixin, TasksMi
         self.job_order = 0
         self.store = Store(self.data_dir)
         self.storage = StorageLink(transfer_policy)
+        self.quotas = quotas or Quotas()
         # tasks never see the emulator's own environment (app settings, keys): only a few base variables
         self.base_env = task_base_environment(os.environ)
         self.docker_env = docker_cli_environment(os.environ)

@@ -68,6 +68,10 @@ ERRORS: dict[str, ErrorCode] = {
                                                       "the resource."),
     "InvalidAutoScalingSettings": ErrorCode(409, "The specified auto-scaling settings are not valid."),
     "DirectoryNotEmpty": ErrorCode(409, "The specified directory is not empty."),
+    # account quotas (status and message: "Batch Status and Error Codes", Batch service error codes)
+    "ActiveJobAndScheduleQuotaReached": ErrorCode(409, "Active job and schedule quota for the account has been "
+                                                       "reached."),
+    "PoolQuotaReached": ErrorCode(409, "Pool quota for the account has been reached."),
     # 412 Precondition Failed
     "ConditionNotMet": ErrorCode(412, "The condition specified using HTTP conditional header(s) is not met."),
     # 413 Request Entity Too Large

@@ -2,8 +2,10 @@
 
 Guarantees: a job is validated completely before anything is created; conditional headers are checked
 under the lock against the version being read or changed; create and update calls return only once the
-change is persisted, with the ETag and Last-Modified of the version they wrote; jobs list in creation
-order. Termination and deletion live in `job_lifecycle`.
+change is persisted, with the ETag and Last-Modified of the version they wrote; a create beyond the
+account's active job quota answers ``ActiveJobAndScheduleQuotaReached``, and one whose auto pool is beyond
+the pool quota completes at once with a scheduling error (`quotas`); jobs list in creation order.
+Termination and deletion live in `job_lifecycle`.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from .conditions import NO_CONDITIONS, Conditions
 from .core import EngineCore
 from .errors import bad_property, err, missing_property
 from .model import Job, Json, Stamp
+from .quotas import AUTO_POOL_QUOTA_ERROR
 from .util import MAX_DURATION, check_id, parse_duration
 from .validation import check_env, check_resource_files, check_task_constraints
 
@@ -102,6 +105,7 @@ class JobsMixin(EngineCore):
             existing = self.jobs.get(body["id"].lower())
             if existing is not None:
                 raise err("JobBeingDeleted" if existing.state == "deleting" else "JobExists")
+            self._check_job_quota()
             spec = dict(body)
             spec["onAllTasksComplete"] = (spec.get("onAllTasksComplete") or "noaction").lower()
             spec["onTaskFailure"] = (spec.get("onTaskFailure") or "noaction").lower()
@@ -111,21 +115,30 @@ class JobsMixin(EngineCore):
             gens = self._attach_pool(j)
             self.jobs[j.key] = j
             gens.append(self._persist_job(j))
-            jm = spec.get("jobManagerTask")
-            if jm:
-                t = self._new_task(j, {k: v for k, v in jm.items() if k in JOB_MANAGER_TASK_KEYS})
-                gens.append(self._persist_task(t))
-            self._check_all_complete(j)
+            if "schedulingError" in j.exec:  # the service completes a job it could not start
+                self._complete_job(j)
+                gens.append(self._persist_job(j))
+            else:
+                jm = spec.get("jobManagerTask")
+                if jm:
+                    t = self._new_task(j, {k: v for k, v in jm.items() if k in JOB_MANAGER_TASK_KEYS})
+                    gens.append(self._persist_task(t))
+                self._check_all_complete(j)
             stamp = self._stamp(f"jobs/{j.id}", j)
         self.store.wait(max(gens))
         return stamp
 
     def _attach_pool(self, j: Job) -> list[int]:
-        """Lock held: point a new job at its pool, creating its auto pool. Store generations to wait for."""
+        """Lock held: point a new job at its pool, creating its auto pool. Store generations to wait for.
+
+        An auto pool beyond the pool quota is not created: the job gets the service's scheduling error."""
         pi = j.spec["poolInfo"]
         if pi.get("poolId"):
             j.pool_key = pi["poolId"].lower()
             j.exec = {"startTime": j.creation_time, "poolId": pi["poolId"]}
+            return []
+        if not self._pool_quota_allows():
+            j.exec = {"startTime": j.creation_time, "schedulingError": dict(AUTO_POOL_QUOTA_ERROR)}
             return []
         aps = pi["autoPoolSpecification"]
         prefix = aps.get("autoPoolIdPrefix")

@@ -158,8 +158,8 @@ class Node:
 
 class Pool(Versioned):
     __slots__ = ("key", "id", "spec", "state", "state_time", "alloc_state", "alloc_time", "creation_time",
-                 "target_dedicated", "target_low", "autoscale_run", "resize_errors", "nodes",
-                 "used", "owner_job", "node_setup", "deallocation")
+                 "target_dedicated", "target_low", "alloc_dedicated", "alloc_low", "fallback", "autoscale_run",
+                 "resize_errors", "nodes", "used", "owner_job", "node_setup", "deallocation")
 
     def __init__(self, pool_id: str, spec: Json):
         self.key = pool_id.lower()
@@ -169,6 +169,10 @@ class Pool(Versioned):
         self.alloc_state = "steady"
         self.target_dedicated = 0
         self.target_low = 0
+        # nodes allocated (the pool's current nodes): its targets as far as the account's core quotas allowed
+        self.alloc_dedicated = 0
+        self.alloc_low = 0
+        self.fallback = (0, 0)  # the emulator's pending-tasks node of an autoscale pool at zero (not persisted)
         self.autoscale_run: Json | None = None
         self.resize_errors: list[Json] | None = None
         self.nodes: list[Node] = []
@@ -188,7 +192,8 @@ class Pool(Versioned):
         return {"id": self.id, "spec": self.spec, "state": self.state, "stateTime": self.state_time,
                 "allocState": self.alloc_state, "allocTime": self.alloc_time, "creationTime": self.creation_time,
                 "etag": self.etag, "lastModified": self.last_modified, "targetDedicated": self.target_dedicated,
-                "targetLow": self.target_low, "autoscaleRun": self.autoscale_run, "ownerJob": self.owner_job,
+                "targetLow": self.target_low, "allocDedicated": self.alloc_dedicated, "allocLow": self.alloc_low,
+                "resizeErrors": self.resize_errors, "autoscaleRun": self.autoscale_run, "ownerJob": self.owner_job,
                 "nodeSetup": {k: v.doc() for k, v in self.node_setup.items()}}
 
     @classmethod
@@ -198,6 +203,9 @@ class Pool(Versioned):
         p.alloc_state, p.alloc_time = "steady", d.get("allocTime") or d["stateTime"]
         p.creation_time, p.etag, p.last_modified = d["creationTime"], d["etag"], d["lastModified"]
         p.target_dedicated, p.target_low = d["targetDedicated"], d["targetLow"]
+        p.alloc_dedicated = d.get("allocDedicated", p.target_dedicated)  # stored before quotas: all allocated
+        p.alloc_low = d.get("allocLow", p.target_low)
+        p.resize_errors = d.get("resizeErrors")
         p.autoscale_run, p.owner_job = d.get("autoscaleRun"), d.get("ownerJob")
         p.node_setup = _completed(d.get("nodeSetup"))
         return p

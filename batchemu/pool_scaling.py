@@ -1,10 +1,11 @@
 """How many nodes a pool has: fixed targets, autoscale formulas, and the host's concurrency cap.
 
-Guarantees: only an active pool has nodes, and never more than the host can keep busy
+Guarantees: only an active pool has nodes; a pool's current nodes are its targets as far as the account's
+core quotas allow (`quotas`), and of those the emulator materialises no more than the host can keep busy
 (``max_concurrency``); an autoscale pool that evaluates to zero nodes still gets one node while it has
-pending tasks; shrinking a pool kills the tries on leaving nodes according to the node deallocation
-option. Allocation is instantaneous (``allocationState`` is always ``steady``). Everything but the
-formula/interval checks runs under ``Engine.lock``.
+pending tasks, if the core quotas leave room for it; shrinking a pool kills the tries on leaving nodes
+according to the node deallocation option. Allocation is instantaneous (``allocationState`` is always
+``steady``). Everything but the formula/interval checks runs under ``Engine.lock``.
 """
 from __future__ import annotations
 
@@ -36,11 +37,14 @@ class PoolScalingMixin(EngineCore):
         return removed
 
     def _effective_nodes(self, p: Pool) -> tuple[int, int]:
+        p.fallback = (0, 0)
         if p.state != "active":
             return 0, 0
-        ded, low = p.target_dedicated, p.target_low
+        ded, low = p.alloc_dedicated, p.alloc_low
         if p.spec.get("enableAutoScale") and ded + low == 0 and self._pool_pending(p) > 0:
-            ded = 1  # documented: an autoscale pool evaluating to 0 nodes still gets 1 node while tasks are pending
+            # documented: an autoscale pool at 0 nodes still gets 1 node while tasks are pending (quota permitting)
+            p.fallback = self._fallback_node(p)
+            ded, low = p.fallback
         # materialise at most as many nodes as the host can keep busy
         cap_nodes = max(1, math.ceil(self.max_concurrency / p.slots))
         if ded + low > cap_nodes:
@@ -61,7 +65,9 @@ class PoolScalingMixin(EngineCore):
         return min(len(p.nodes) * p.slots, self.max_concurrency)
 
     def _apply_pool_targets(self, p: Pool, dedicated: int, low: int, deallocation: str = "requeue") -> None:
+        """Lock held: resize the pool to these targets (allocating what the core quotas allow)."""
         p.target_dedicated, p.target_low = dedicated, low
+        self._allocate(p)
         ts = now_iso()
         p.alloc_state, p.alloc_time = "steady", ts  # allocation is instantaneous in the emulator
         removed = self._reconcile_nodes(p)
@@ -93,7 +99,7 @@ class PoolScalingMixin(EngineCore):
                 failed += j.counts["failed"]
         return {"$pendingtasks": float(active + running), "$activetasks": float(active),
                 "$runningtasks": float(running), "$succeededtasks": float(succeeded), "$failedtasks": float(failed),
-                "$currentdedicatednodes": float(p.target_dedicated), "$currentlowprioritynodes": float(p.target_low),
+                "$currentdedicatednodes": float(p.alloc_dedicated), "$currentlowprioritynodes": float(p.alloc_low),
                 "$targetdedicatednodes": float(p.target_dedicated), "$targetlowprioritynodes": float(p.target_low),
                 "$tasksslotspernode": float(p.slots), "$taskslotspernode": float(p.slots),
                 "$usablenodecount": float(len(p.nodes)), "$preemptednodecount": 0.0, "$cpupercent": 0.0,
@@ -119,6 +125,12 @@ class PoolScalingMixin(EngineCore):
             if (values["dedicated"], values["lowPriority"]) != (p.target_dedicated, p.target_low):
                 self._apply_pool_targets(p, values["dedicated"], values["lowPriority"], values["deallocation"])
                 p.touch()
+            elif self._short_of_targets(p):  # short of its targets for quota: each evaluation tries again
+                before = (p.alloc_dedicated, p.alloc_low, p.resize_errors)
+                self._allocate(p)
+                if before != (p.alloc_dedicated, p.alloc_low, p.resize_errors):
+                    self._apply_pool_targets(p, p.target_dedicated, p.target_low, values["deallocation"])
+                    p.touch()
         return run
 
     @staticmethod

@@ -3,8 +3,9 @@
 Guarantees: conditional headers are checked under the lock against the version being read or changed;
 create, update, resize and autoscale calls return only once the change is persisted, with the ETag and
 Last-Modified of the version they wrote; a pool in state ``deleting`` rejects changes with
-``PoolBeingDeleted``; deleting a pool requeues the tries running on it and removes its node directories in
-the background (the call waits up to ``wait`` seconds). Nodes are the emulator's virtual nodes: a node is
+``PoolBeingDeleted``; a create beyond the account's pool quota answers ``PoolQuotaReached`` (`quotas`);
+deleting a pool requeues the tries running on it and removes its node directories in the background (the
+call waits up to ``wait`` seconds). Nodes are the emulator's virtual nodes: a node is
 ``running`` while a try runs on it, ``idle`` otherwise.
 """
 from __future__ import annotations
@@ -79,6 +80,7 @@ class PoolsMixin(EngineCore):
             existing = self.pools.get(body["id"].lower())
             if existing is not None:
                 raise err("PoolBeingDeleted" if existing.state == "deleting" else "PoolExists")
+            self._check_pool_quota()
             p = self._new_pool(body["id"], body)
             stamp, gen = self._stamp(f"pools/{p.id}", p), self._persist_pool(p)
         self.store.wait(gen)
@@ -96,8 +98,8 @@ class PoolsMixin(EngineCore):
         d["resizeTimeout"] = s.get("resizeTimeout") or "PT15M"
         if p.resize_errors:
             d["resizeErrors"] = p.resize_errors
-        d["currentDedicatedNodes"] = d["targetDedicatedNodes"] = p.target_dedicated
-        d["currentLowPriorityNodes"] = d["targetLowPriorityNodes"] = p.target_low
+        d["currentDedicatedNodes"], d["targetDedicatedNodes"] = p.alloc_dedicated, p.target_dedicated
+        d["currentLowPriorityNodes"], d["targetLowPriorityNodes"] = p.alloc_low, p.target_low
         d["enableAutoScale"] = bool(s.get("enableAutoScale"))
         if s.get("enableAutoScale"):
             d["autoScaleFormula"] = s.get("autoScaleFormula")

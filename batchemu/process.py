@@ -38,11 +38,15 @@ class EmulatorProcess:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_dir=None, account: str = DEFAULT_ACCOUNT,
                  key: str = DEFAULT_KEY, max_concurrency: int | None = None, container_mode: str | None = None,
                  extra_args=(), env: Mapping[str, str] | None = None, transfer_retries: int | None = None,
-                 transfer_retry_delay: float | None = None):
+                 transfer_retry_delay: float | None = None, quota_active_jobs: int | None = None,
+                 quota_pools: int | None = None, quota_dedicated_cores: int | None = None,
+                 quota_spot_cores: int | None = None):
         """`env`: extra variables for the emulator process, on top of the clean environment it always
         gets (`batchemu.environment.emulator_environment`: never the caller's whole environment).
         `transfer_retries` / `transfer_retry_delay`: ``--transfer-retries`` / ``--transfer-retry-delay``
-        (None: the flag is not passed, so ``BATCHEMU_TRANSFER_RETRIES`` or the default applies)."""
+        (None: the flag is not passed, so ``BATCHEMU_TRANSFER_RETRIES`` or the default applies).
+        `quota_*`: the account quotas ``--quota-active-jobs``, ``--quota-pools``, ``--quota-dedicated-cores``,
+        ``--quota-spot-cores`` (None: the flag is not passed, so ``BATCHEMU_QUOTA_*`` or unlimited applies)."""
         self.host = host
         self.port = port or _free_port(host)
         self._tmp = None
@@ -56,6 +60,8 @@ class EmulatorProcess:
         self.container_mode = container_mode
         self.transfer_retries = transfer_retries
         self.transfer_retry_delay = transfer_retry_delay
+        self.quotas = {"--quota-active-jobs": quota_active_jobs, "--quota-pools": quota_pools,
+                       "--quota-dedicated-cores": quota_dedicated_cores, "--quota-spot-cores": quota_spot_cores}
         self.extra_args = tuple(extra_args)
         self.env = dict(env or {})
         self.proc: subprocess.Popen | None = None
@@ -82,6 +88,9 @@ class EmulatorProcess:
             cmd += ["--transfer-retries", str(self.transfer_retries)]
         if self.transfer_retry_delay is not None:
             cmd += ["--transfer-retry-delay", repr(float(self.transfer_retry_delay))]
+        for flag, value in self.quotas.items():
+            if value is not None:
+                cmd += [flag, str(value)]
         return cmd + list(self.extra_args)
 
     def _drain(self):

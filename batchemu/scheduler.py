@@ -51,10 +51,10 @@ class SchedulerMixin(EngineCore):
     def _housekeeping(self) -> None:
         for p in list(self.pools.values()):
             if p.state == "active" and p.spec.get("enableAutoScale"):  # fixed pools keep their nodes
-                before = len(p.nodes)
+                before, etag = len(p.nodes), p.etag
                 self._run_autoscale(p)
                 removed = self._reconcile_nodes(p)
-                if len(p.nodes) != before or removed:
+                if len(p.nodes) != before or removed or p.etag != etag:
                     self._persist_pool(p)
         now = time.time()
         for j in list(self.jobs.values()):

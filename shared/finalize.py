@@ -17,7 +17,7 @@ import io
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared import batch, claims, jobplan, manifest, merge, naming, report, report_html, run_usage, storage
 from shared.cleanup import work_containers
@@ -115,8 +115,19 @@ def _report(ctx: Context, run: RunRecord) -> dict | str:
 def current_outcomes(ctx: Context, run: RunRecord) -> list[TaskOutcome]:
     """The outcome of each task's current Batch task (its latest rerun, if it had any), in task order."""
     listed = batch.finished_tasks(ctx.batch, run.run_id)
-    return sorted((outcome_of(t) for t in listed if t.id == run.attempt(naming.base_task_id(t.id))),
-                  key=lambda o: o.index)
+    current = [outcome_of(t) for t in listed if t.id == run.attempt(naming.base_task_id(t.id))]
+    return sorted((_stopped_if_waiting(run, o) for o in current), key=lambda o: o.index)
+
+
+def _stopped_if_waiting(run: RunRecord, outcome: TaskOutcome) -> TaskOutcome:
+    """A task the infrastructure failed, still waiting for its retry when the run stopped (another
+    task failed by itself), did not fail: it never got to finish, like a task still running."""
+    if outcome.succeeded or (outcome.attempt or outcome.task_id) not in run.retry_waiting:
+        return outcome
+    code = (outcome.failure or {}).get("code")
+    return replace(outcome, failure={"category": "incomplete", "code": "WaitingForRetry",
+                                     "message": f"failed by the infrastructure ({code}) and waiting for its retry "
+                                                f"when the run stopped"})
 
 
 def _prices(ctx: Context) -> PriceTable | str:

@@ -114,9 +114,12 @@ class KillStack(ChaosStack):
 
     def finalize_messages(self, run_id: str) -> tuple[int, int]:
         """(visible finalize messages naming the run, invisible finalize messages: taken by a host)."""
+        from shared.storage import queue_client
+
+        queue = queue_client(self.settings, self.settings.finalize_queue)
         try:
-            total = self.finalize_queue.get_queue_properties().approximate_message_count
-            visible = list(self.finalize_queue.peek_messages(max_messages=32))
+            total = queue.get_queue_properties().approximate_message_count
+            visible = list(queue.peek_messages(max_messages=32))
         except ResourceNotFoundError:
             return 0, 0
         return sum(1 for m in visible if run_id in str(m.content)), (total or 0) - len(visible)

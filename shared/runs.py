@@ -326,7 +326,8 @@ class RunRecord:
         last = self.node_samples[-1] if self.node_samples else None
         if self.pool_id == pool_id and last is not None and (last[1], last[2]) == (dedicated, spot):
             return self
-        return self._with(pool_id=pool_id, node_samples=(*self.node_samples, (iso(now), dedicated, spot)))
+        at = now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # short runs: < 1 s
+        return self._with(pool_id=pool_id, node_samples=(*self.node_samples, (at, dedicated, spot)))
 
     def retries_planned(self, used: Mapping[str, int], waiting: Mapping[str, datetime]) -> RunRecord:
         """The infrastructure retries spent and those waiting for their backoff (shared.retries)."""

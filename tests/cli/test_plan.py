@@ -96,7 +96,7 @@ def test_sample_runs_the_command_as_a_task_and_measures_it(tmp_path):
     sample = doc["sample"]
     assert (sample["items"], sample["runs"], sample["no_output"]) == (4, 1, 0)
     assert 0.4 <= sample["seconds"] < 10
-    assert doc["seconds_per_item"] == pytest.approx(sample["seconds"] / 4, rel=1e-3)
+    assert doc["seconds_per_item"] == pytest.approx(sample["seconds"] / 4, rel=1e-2)  # "seconds" is rounded
 
 
 def test_a_failing_sample_exits_1_with_its_stderr(tmp_path):

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from html.parser import HTMLParser
 
+import pytest
+
 from shared.accept import accept
 from tests.pipeline.helpers import drop, results_blob, run_to_end, wait_for
 from tests.pipeline.test_reliability import inject
 
 COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
-# task 1 fails its first try (a marker file in the shared job directory says it was tried)
-FLAKY = ('m="$AZ_BATCH_NODE_SHARED_DIR/flaky-$TASK_INDEX"; '
+# task 1 fails its first try (a marker file says it was tried: in TMPDIR, not on the node, since the
+# retry may run on another node of the pool)
+FLAKY = ('m="${TMPDIR:-/tmp}/flaky-$AZ_BATCH_JOB_ID-$TASK_INDEX"; '
          'if [ "$TASK_INDEX" = 1 ] && [ ! -e "$m" ]; then touch "$m"; exit 5; fi; ' + COPY)
 
 
@@ -49,7 +52,9 @@ def test_report_has_times_nodes_tries_usage_and_cost_and_a_page(ctx, batch, batc
     assert usage["node_s_dedicated"] > 0 and usage["node_s_spot"] == 0
     assert 0 < usage["efficiency"]
     # the emulator's auto pool is standard_d2s_v3 by default: a price the shipped table has
-    assert report["cost"]["amount"] > 0 and report["cost"]["currency"] == "USD"
+    # seconds of a small VM: the amount (to 1/100 of a cent) is the node time at the table's price
+    assert report["cost"]["amount"] == pytest.approx(usage["node_s_dedicated"] / 3600 * 0.096, abs=1e-4)
+    assert report["cost"]["currency"] == "USD"
     assert report["cost"]["vm_size"].lower() == "standard_d2s_v3"
     page = results_blob(ctx, f"{d.run_id}/report.html")
     drawn = elements(page)

@@ -161,8 +161,8 @@ def test_node_samples_are_kept_only_when_they_change():
     seen = run.nodes_seen(t1, "bd-pool", 2, 0)
     assert seen.nodes_seen(t2, "bd-pool", 2, 0) is seen  # unchanged: nothing to write
     both = seen.nodes_seen(t2, "bd-pool", 0, 0)
-    assert both.pool_id == "bd-pool" and both.node_samples == (("2026-11-28T10:01:00Z", 2, 0),
-                                                               ("2026-11-28T10:02:00Z", 0, 0))
+    assert both.pool_id == "bd-pool" and both.node_samples == (("2026-11-28T10:01:00.000Z", 2, 0),
+                                                               ("2026-11-28T10:02:00.000Z", 0, 0))
     doc = stored(both).to_json()
-    assert doc["node_samples"] == [["2026-11-28T10:01:00Z", 2, 0], ["2026-11-28T10:02:00Z", 0, 0]]
+    assert doc["node_samples"] == [["2026-11-28T10:01:00.000Z", 2, 0], ["2026-11-28T10:02:00.000Z", 0, 0]]
     assert RunRecord.from_json(doc).node_samples == both.node_samples

@@ -25,8 +25,8 @@ from rich.table import Column
 from batchdrop_cli.client import RunStatus
 
 BAR_WIDTH, MIN_BAR_WIDTH = 30, 10
-STATE_STYLE = {"accepted": "cyan", "running": "blue", "merging": "magenta", "succeeded": "green",
-               "failed": "red", "cancelled": "yellow", "rejected": "red", "submitted": "dim"}
+STATE_STYLE = {"accepted": "cyan", "queued": "bright_black", "running": "blue", "merging": "magenta",
+               "succeeded": "green", "failed": "red", "cancelled": "yellow", "rejected": "red", "submitted": "dim"}
 
 
 def console(stderr: bool = False) -> Console:

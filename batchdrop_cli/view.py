@@ -25,8 +25,8 @@ from rich.table import Column
 from batchdrop_cli.client import RunStatus
 
 BAR_WIDTH, MIN_BAR_WIDTH = 30, 10
-STATE_STYLE = {"accepted": "cyan", "running": "blue", "merging": "magenta", "succeeded": "green",
-               "failed": "red", "cancelled": "yellow", "rejected": "red", "submitted": "dim"}
+STATE_STYLE = {"accepted": "cyan", "queued": "bright_black", "running": "blue", "merging": "magenta",
+               "succeeded": "green", "failed": "red", "cancelled": "yellow", "rejected": "red", "submitted": "dim"}
 
 
 def console(stderr: bool = False) -> Console:
@@ -160,6 +160,8 @@ class RunView:
             total = facts.total or None
             if facts.state == "submitted":
                 details = "waiting for intake to pick up the job file"
+            elif status is not None and status.state == "queued":
+                details = queued_text(status)
             else:
                 details = (f"{facts.running} running · {facts.failed} failed · eta {facts.eta_text} · "
                            f"elapsed {duration(facts.elapsed)} · {facts.rate_text}")
@@ -173,10 +175,20 @@ class RunView:
                                   details=details)
             return
         line = facts.line()
+        if status is not None and status.state == "queued":
+            line = f"queued    {queued_text(status)}"
         if line != self._last_line:  # only changes; elapsed time alone is not a change
             self._last_line = line
             stamp = datetime.now(UTC).strftime("%H:%M:%S")
             self.out.print(f"{stamp} {line}{facts.timing()}", markup=False)
+
+
+def queued_text(status: RunStatus) -> str:
+    """A queued run: its place in line and why it waits (status.json's queue_position, queued_reason)."""
+    position = status.doc.get("queue_position")
+    place = f"#{position} in line" if isinstance(position, int) else "in line"
+    reason = status.doc.get("queued_reason")
+    return f"{place}: {reason}" if reason else place
 
 
 class Facts:

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import chain, islice
 
-from shared import batch, claims, jobfile, jobplan, naming, split, storage, zipcheck
+from shared import admission, batch, claims, jobfile, jobplan, naming, split, storage, zipcheck
 from shared.cleanup import clean_up, work_containers
 from shared.context import Context
-from shared.errors import BatchdropError, BatchError, Conflict, JobFileError
+from shared.errors import BatchdropError, BatchError, BatchQuotaError, Conflict, JobFileError
 from shared.jobfile import BlobInput, ExistingPool, ItemsInput, JobSpec, PrefixInput
 from shared.runs import ACCEPTED, TERMINAL, JobFileVersion, RunRecord
 
@@ -45,6 +45,11 @@ class RunIdTaken(BatchdropError):
 
 class RunEnded(Exception):
     """The run reached a final state while intake was still working on it."""
+
+
+class MustWait(Exception):
+    """Batch refused the job or its auto pool for quota, or the cap of admitted runs is reached:
+    the run waits in line (state queued) instead of failing."""
 
 
 def accept(ctx: Context, container: str, blob_name: str, etag: str | None = None) -> str | None:
@@ -115,6 +120,10 @@ def _accept_claimed(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVer
             if not source.made(ctx.runs.read(run_id)):
                 raise RunIdTaken(run_id) from None  # another job file took this id at the same moment
     log.info("accepted run_id=%s job_file=%s", run_id, source.path)
+    why = admission.must_wait(ctx, run_id)
+    if why is not None:
+        ctx.runs.queue(run_id, why)  # before the upload: the admitted intake does it
+        return
     total = _submit_or_end(ctx, run_id, spec, source, shards)
     if total is not None and not ctx.runs.start_running(run_id, total) and ctx.runs.read(run_id).state in TERMINAL:
         clean_up(ctx, run_id)  # ended by the monitor while we submitted
@@ -310,6 +319,17 @@ def _submit_or_end(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVers
                                      "file again")
     except RunEnded:
         clean_up(ctx, run_id)  # ended meanwhile (cancel, monitor): leave nothing behind
+    except MustWait as e:
+        ctx.runs.queue(run_id, str(e))  # the work containers and shards stay: the admitted intake re-uses them
+    except BatchQuotaError as e:
+        ctx.runs.queue(run_id, str(e))
+    except BatchError as e:
+        if e.transient:
+            raise
+        if e.code == "JobBeingDeleted":  # its quota-refused job is still going away: wait in line
+            ctx.runs.queue(run_id, f"waiting for the job refused before to be deleted ({e.code})")
+        else:
+            ctx.runs.fail_intake(run_id, str(e))  # permanent: Batch refused (invalid request)
     except BatchdropError as e:
         if isinstance(e, storage.StorageError) or (isinstance(e, BatchError) and e.transient):
             raise  # storage or Batch unreachable for a moment: never a reason to fail the run
@@ -353,13 +373,29 @@ def _send(ctx: Context, run_id: str, submission: jobplan.Submission) -> int | No
     if state != ACCEPTED:
         return None  # a concurrent delivery of the same event submitted the job already
     plan, count = submission.job, submission.job.task_count
-    batch.create_job(ctx.batch, batch.job_model(plan, ctx.settings.pool))
+    batch.create_job(ctx.batch, batch.job_model(plan, ctx.settings.pool))  # a quota refusal raises BatchQuotaError
+    if plan.pool_id is None:
+        _refused_auto_pool(ctx, run_id)
     groups = _chunks(list(submission.tasks), batch.MAX_TASKS_PER_CALL)
-    with ThreadPoolExecutor(ctx.settings.submit_concurrency, thread_name_prefix="submit") as executor:
-        for _ in executor.map(lambda g: batch.add_tasks(ctx.batch, run_id, [batch.task_model(plan, t) for t in g]),
-                              groups):
-            pass
+    try:
+        with ThreadPoolExecutor(ctx.settings.submit_concurrency, thread_name_prefix="submit") as executor:
+            for _ in executor.map(lambda g: batch.add_tasks(ctx.batch, run_id,
+                                                            [batch.task_model(plan, t) for t in g]), groups):
+                pass
+    except BatchError as e:
+        if e.code == "JobCompleted" and plan.pool_id is None:
+            _refused_auto_pool(ctx, run_id)
+        raise
     return count
+
+
+def _refused_auto_pool(ctx: Context, run_id: str) -> None:
+    """Batch accepts a job whose auto pool is beyond the pool quota and completes it at once: delete
+    that job (so it holds no quota and its id is free for the next try) and wait in line."""
+    why = batch.auto_pool_quota_refusal(ctx.batch, run_id)
+    if why is not None:
+        batch.delete_job(ctx.batch, run_id)
+        raise MustWait(why)
 
 
 def _upload_shards(ctx: Context, in_container: str, input_file: str, shards: Iterator[bytes]) -> int:

@@ -483,6 +483,22 @@ def registry_reference(server: str, username: str, password: str) -> bm.Containe
     return bm.ContainerRegistryReference(registry_server=server, username=username, password=password)
 
 
+AUTO_POOL_QUOTA_CODES = frozenset({"AutoPoolCreationFailedWithQuotaReached"})
+
+
+def auto_pool_quota_refusal(client: BatchClient, job_id: str) -> str | None:
+    """Why Batch completed the job at once for lack of quota for its auto pool (the job is accepted,
+    then ends with a scheduling error, and adding tasks answers JobCompleted); None otherwise."""
+    job = get_job(client, job_id)
+    if job is None or job.state not in ("completed", "terminating"):
+        return None
+    error = getattr(job.execution_info, "scheduling_error", None) if job.execution_info else None
+    code = getattr(error, "code", None)
+    if code not in AUTO_POOL_QUOTA_CODES and code not in QUOTA_CODES:
+        return None
+    return f"the job's auto pool: Azure Batch quota reached ({code}); the run waits for other jobs to finish"
+
+
 def job_end_reason(client: BatchClient, job_id: str) -> str | None:
     """Why the job ended (its time limit, a terminate by hand, a scheduling error), when it has
     ended or is ending; None while it is active, and when it is gone."""

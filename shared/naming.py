@@ -252,6 +252,7 @@ class RunPaths:
 
 
 ACTIVE_PREFIX = "active/"  # control container: one marker per run the monitor watches
+QUEUED_PREFIX = "queued/"  # control container: one marker per run waiting for admission (its place in line)
 SWEEP_MARKER = "sweep/last.json"  # control container: when the orphan sweep last ran
 MONITOR_CURSOR = "monitor/cursor.json"  # control container: where a monitor tick that ran out of time stopped
 
@@ -261,6 +262,10 @@ CLAIMS_PREFIX = "claims/"  # control container: one leased blob per run and step
 
 def active_marker(run_id: str) -> str:
     return f"{ACTIVE_PREFIX}{run_id}"
+
+
+def queued_marker(run_id: str) -> str:
+    return f"{QUEUED_PREFIX}{run_id}"
 
 
 def claim_blob(run_id: str, step: str) -> str:

@@ -30,13 +30,16 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RunPaths", "RunRecord", "RunStore", "TaskCounts", "JobFileVersion", "MergeCommand"]
 
-ACCEPTED, RUNNING, MERGING = "accepted", "running", "merging"
+ACCEPTED, QUEUED, RUNNING, MERGING = "accepted", "queued", "running", "merging"
 SUCCEEDED, FAILED, CANCELLED, REJECTED = "succeeded", "failed", "cancelled", "rejected"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, REJECTED})
-ACTIVE = frozenset({ACCEPTED, RUNNING, MERGING})
+ACTIVE = frozenset({ACCEPTED, QUEUED, RUNNING, MERGING})  # the monitor watches them
+ADMITTED = frozenset({ACCEPTED, RUNNING, MERGING})  # what MAX_ACTIVE_RUNS counts
 
 _ALLOWED = {
-    ACCEPTED: {RUNNING, REJECTED, FAILED, CANCELLED},
+    ACCEPTED: {QUEUED, RUNNING, REJECTED, FAILED, CANCELLED},
+    # accepted again: admitted (the monitor re-requests its intake); it keeps its place should Batch refuse again
+    QUEUED: {ACCEPTED, CANCELLED, FAILED},
     RUNNING: {MERGING, FAILED, CANCELLED},
     # not cancelled: once merging, finalize owns the run's end (a cancel then would race its
     # output, report and error.json), and all its tasks have already run
@@ -204,6 +207,9 @@ class RunRecord:
     node_samples: tuple[tuple[str, int, int], ...] = ()
     redrives: Mapping[str, int] = field(default_factory=dict)  # per step: asked for again, nobody was at it
     last_redrive: Mapping[str, str] | None = None  # {"step", "at", "why"}
+    queued_reason: str | None = None  # why the run waits (or last waited) for admission
+    queue_position: int | None = None  # 1 = next to be admitted (the monitor keeps it current); None once admitted
+    admissions: int = 0  # how often the monitor admitted it from the line
     finished_at: datetime | None = None
     output: str | None = None
     error: str | None = None
@@ -302,6 +308,24 @@ class RunRecord:
         if self.state != ACCEPTED or not source.made(self):
             return None
         return self._with(state=REJECTED, error=error)
+
+    # ------------------------------------------------------------------ admission
+
+    def queued(self, reason: str) -> RunRecord | None:
+        """accepted -> queued: Batch refused for quota, or MAX_ACTIVE_RUNS runs are admitted already.
+        Its place in line is its arrival (created_at), kept however often it is refused."""
+        if self.state != ACCEPTED:
+            return None
+        return self._with(state=QUEUED, queued_reason=reason)
+
+    def admitted(self) -> RunRecord | None:
+        """queued -> accepted: the monitor lets it in; its intake is asked for again."""
+        if self.state != QUEUED:
+            return None
+        return self._with(state=ACCEPTED, queue_position=None, admissions=self.admissions + 1)
+
+    def in_line_at(self, position: int) -> RunRecord:
+        return self._with(queue_position=position)
 
     # ------------------------------------------------------------------ monitor
 
@@ -510,6 +534,7 @@ class RunStore:
         or another delivery got it running)."""
         if self.commit_retrying(run_id, lambda run: run.running(total, self.now())) is None:
             return False
+        self.forget_queued(run_id)  # admitted for good: out of the line
         self._events.publish("running", run_id, {"tasks": total})
         log.info("submitted run_id=%s tasks=%d", run_id, total)
         return True
@@ -590,11 +615,11 @@ class RunStore:
         run = self.try_read(run_id)
         if run is None:
             return False
-        if run.state not in (ACCEPTED, RUNNING):
+        if run.state not in (ACCEPTED, QUEUED, RUNNING):
             log.info("cancel ignored run_id=%s state=%s", run_id, run.state)
             return True
-        self.end(run_id, CANCELLED, f"cancelled by {requested_by}", only_from=frozenset({ACCEPTED, RUNNING}),
-                 event={"requested_by": requested_by})
+        self.end(run_id, CANCELLED, f"cancelled by {requested_by}",
+                 only_from=frozenset({ACCEPTED, QUEUED, RUNNING}), event={"requested_by": requested_by})
         return True
 
     def finish(self, run_id: str, report: Mapping[str, Any]) -> bool:
@@ -662,7 +687,41 @@ class RunStore:
         """A finished run: make sure nothing of it is left (whoever ended it cleaned up, unless it
         crashed in between; idempotent), then stop watching it."""
         self._cleanup(run_id)
+        self.forget_queued(run_id)
         self.forget_active(run_id)
+
+    # ------------------------------------------------------------------ the line of queued runs
+
+    def queue(self, run_id: str, reason: str) -> bool:
+        """accepted -> queued, its place in line kept in the control container (`queued/<run>`,
+        written once: a run refused again keeps its place). False when the run was not accepted
+        (ended, or got going, meanwhile)."""
+        run = self.read(run_id)
+        arrived = run.created_at or self.now()
+        try:  # the marker first: the monitor never sees a queued run that is not in line
+            self._control.create(naming.queued_marker(run_id),
+                                 {"run_id": run_id, "arrived": iso(arrived), "at": self._clock().isoformat()})
+        except Conflict:
+            pass  # in line already (refused again): it keeps its place
+        if self.commit_retrying(run_id, lambda r: r.queued(reason)) is None:
+            return False
+        self._events.publish("queued", run_id, {"reason": reason})
+        log.info("queued run_id=%s reason=%s", run_id, reason)
+        return True
+
+    def queued_run_ids(self) -> list[str]:
+        """The runs in line, in arrival order (the record's created_at, then when first queued)."""
+        line = []
+        for name in self._control.names(naming.QUEUED_PREFIX):
+            found = self._control.read(name)
+            if found is None:
+                continue
+            doc = found.data
+            line.append((str(doc.get("arrived", "")), str(doc.get("at", "")), name[len(naming.QUEUED_PREFIX):]))
+        return [run_id for _, _, run_id in sorted(line)]
+
+    def forget_queued(self, run_id: str) -> None:
+        self._control.delete(naming.queued_marker(run_id))
 
     # ------------------------------------------------------------------ the monitor's place in line
 

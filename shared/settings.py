@@ -124,6 +124,10 @@ class Settings:
     # how often one task is run again after an infrastructure failure or a lost output (shared.retries)
     infra_retries: int = 3
     price_table_blob: str | None = None  # "container/path" of a price table replacing shared/prices.json
+    # admission (shared.admission): at most this many runs admitted at once (None: no cap), and how long a
+    # run may wait in the line before it fails
+    max_active_runs: int | None = None
+    max_queued_hours: float = 24.0
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -175,6 +179,8 @@ class Settings:
             max_tasks_per_run=read.get("MAX_TASKS_PER_RUN", int),
             infra_retries=read.get("INFRA_RETRIES", int),
             price_table_blob=read.get("PRICE_TABLE_BLOB"),
+            max_active_runs=read.get("MAX_ACTIVE_RUNS", int),
+            max_queued_hours=read.get("MAX_QUEUED_HOURS", float),
         ))
 
 
@@ -201,6 +207,10 @@ LIMITS: dict[str, Limit] = {
     "POOL_MAX_NODES": Limit("pool.max_nodes", 1, 10_000, "nodes"),
     "POOL_SLOTS_PER_NODE": Limit("pool.slots_per_node", 1, 256, "task slots per node",
                                  "Azure Batch allows at most 256"),
+    "MAX_ACTIVE_RUNS": Limit("max_active_runs", 1, 100_000, "runs",
+                             "runs beyond it wait in the line (state queued) until one ends"),
+    "MAX_QUEUED_HOURS": Limit("max_queued_hours", 0.1, 24 * 30, "hours",
+                              "a run that waited longer in the line fails"),
     # the sweep must never take the work of an intake still within its re-drives (shared.watch: about an hour
     # at most) for an orphan: at least 2 hours
     "ORPHAN_MAX_AGE_HOURS": Limit("orphan_max_age_hours", 2, 24 * 30, "hours",

@@ -18,13 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared import batch, claims, naming, retries, storage
+from shared import admission, batch, claims, naming, retries, storage
 from shared.context import Context
 from shared.errors import Conflict, RunNotFound
 from shared.runs import (
     ACCEPTED,
     CANCELLED,
     MERGING,
+    QUEUED,
     RUNNING,
     TERMINAL,
     ActiveMarker,
@@ -120,6 +121,10 @@ def watch(ctx: Context, budget: timedelta = TICK_BUDGET, parallel: int = TICK_PA
     if stopped_after != cursor:
         ctx.runs.set_tick_cursor(stopped_after)
     try:
+        outcome.update(admission.admit(ctx))  # after the runs were looked at: ended runs free their room
+    except Exception as e:  # the next tick tries again
+        log.warning("admission failed error=%s", type(e).__name__)
+    try:
         sweep_if_due(ctx)
     except Exception as e:  # the sweep is a safety net: whatever stopped it, the next one retries
         log.warning("orphan sweep failed error=%s", type(e).__name__)
@@ -170,6 +175,8 @@ def watch_run(ctx: Context, run_id: str, nodes: NodeCounts | None = None) -> str
         ctx.claims.forget(run_id)  # first: should it fail, the index entry stays and the next tick retries
         ctx.runs.retire(run_id)
         return "forgotten"
+    if run.state == QUEUED:
+        return "queued"  # admitted (or expired) by shared.admission, in arrival order
     if run.state == ACCEPTED:
         return _watch_accepted(ctx, run)
     if run.state == RUNNING:

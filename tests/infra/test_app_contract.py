@@ -38,6 +38,8 @@ NOT_SET_IN_AZURE = {
     "MANAGED_IDENTITY_CLIENT_ID": "AzureWebJobsStorage__clientId names the app's one identity",
     "EVENTGRID_TOPIC_KEY": "the topic has local auth disabled; the app publishes with its identity",
     "PRICE_TABLE_BLOB": "optional: a price table of the user's own; without it the shipped shared/prices.json",
+    "MAX_ACTIVE_RUNS": "optional: no cap unless the operator sets one (Batch's own quotas queue runs anyway)",
+    "MAX_QUEUED_HOURS": "optional: the documented default (24) applies",
 }
 # Set in Azure, read by the Functions host and the Python worker rather than by Settings.from_mapping
 # (shared/telemetry.py reads the first and the last to know whether the worker configured telemetry).

@@ -166,3 +166,38 @@ def test_node_samples_are_kept_only_when_they_change():
     doc = stored(both).to_json()
     assert doc["node_samples"] == [["2026-11-28T10:01:00.000Z", 2, 0], ["2026-11-28T10:02:00.000Z", 0, 0]]
     assert RunRecord.from_json(doc).node_samples == both.node_samples
+
+
+# ----------------------------------------------------------------------------- admission (issue 12)
+
+
+@pytest.mark.parametrize("a, b, ok", [
+    ("accepted", "queued", True), ("queued", "accepted", True), ("queued", "cancelled", True),
+    ("queued", "failed", True), ("queued", "running", False), ("queued", "succeeded", False),
+    ("running", "queued", False), ("merging", "queued", False), ("cancelled", "queued", False),
+])
+def test_queued_transitions(a, b, ok):
+    assert can_transition(a, b) is ok
+
+
+def test_a_queued_run_keeps_its_arrival_and_says_why_and_where():
+    run = stored(accepted())
+    queued = run.queued("Azure Batch quota reached (ActiveJobAndScheduleQuotaReached)")
+    assert queued is not None and queued.state == "queued" and "queued" in ACTIVE
+    assert queued.created_at == run.created_at  # its place in line: its arrival
+    numbered = stored(queued.in_line_at(3))
+    assert numbered.to_json()["queued_reason"].startswith("Azure Batch quota")
+    assert numbered.to_json()["queue_position"] == 3
+    admitted = numbered.admitted()
+    assert admitted is not None and admitted.state == "accepted" and admitted.queue_position is None
+    assert admitted.admissions == 1 and admitted.queued_reason == numbered.queued_reason
+    again = stored(admitted).queued("refused again")
+    assert again is not None and again.created_at == run.created_at and again.admissions == 1
+
+
+def test_only_an_accepted_run_is_queued_and_only_a_queued_one_admitted():
+    run = stored(accepted())
+    assert run.admitted() is None
+    running = run.running(2, T0)
+    assert running is not None and running.queued("quota") is None
+    assert running.ended("cancelled", "x", frozenset({"accepted", "queued", "running"})) is not None

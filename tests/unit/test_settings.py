@@ -113,7 +113,8 @@ def _field_value(settings, dotted):
 
 
 def _numeric_fields():
-    out = [f.name for f in dataclasses.fields(Settings) if f.type in ("int", "float")]
+    numeric = ("int", "float", "int | None", "float | None")  # None: unset means "no limit" (MAX_ACTIVE_RUNS)
+    out = [f.name for f in dataclasses.fields(Settings) if f.type in numeric]
     return out + [f"pool.{f.name}" for f in dataclasses.fields(PoolDefaults) if f.type in ("int", "float")]
 
 
@@ -121,7 +122,8 @@ def test_every_numeric_setting_has_a_range_that_holds_its_default():
     assert sorted(limit.field for limit in LIMITS.values()) == sorted(_numeric_fields())
     defaults = Settings.from_mapping(BASE)
     for name, limit in LIMITS.items():
-        assert limit.minimum <= _field_value(defaults, limit.field) <= limit.maximum, name
+        value = _field_value(defaults, limit.field)
+        assert value is None or limit.minimum <= value <= limit.maximum, name
 
 
 @pytest.mark.parametrize("name", sorted(LIMITS))
@@ -218,3 +220,10 @@ def test_a_service_principal_connection_keeps_its_secret_hidden():
 def test_settings_that_would_split_the_identity_are_refused(env, words):
     with pytest.raises(ConfigurationError, match=words):
         Settings.from_mapping({**NO_STORAGE, **env})
+
+
+def test_admission_settings_default_to_no_cap_and_a_day_in_line():
+    defaults = Settings.from_mapping(BASE)
+    assert defaults.max_active_runs is None and defaults.max_queued_hours == 24.0
+    capped = Settings.from_mapping({**BASE, "MAX_ACTIVE_RUNS": "5", "MAX_QUEUED_HOURS": "2.5"})
+    assert capped.max_active_runs == 5 and capped.max_queued_hours == 2.5

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shared import naming
-from shared.runs import FAILED, SUCCEEDED, RunRecord, TaskCounts, fails_run, iso
+from shared.runs import FAILED, SUCCEEDED, RunRecord, TaskCounts, fails_run, iso, iso_ms
 from shared.storage import scrub
 
 MERGE_FAILED = "the merge task failed; see report.json (merge_task) for its stderr"
@@ -69,14 +69,9 @@ def outcome_of(task: Any) -> TaskOutcome:
     base = naming.base_task_id(task.id)
     return TaskOutcome(base, naming.task_index(task.id), succeeded, exit_code,
                        info.retry_count if info else 0, info.requeue_count if info else 0, duration, failure,
-                       start_time=_iso_ms(info.start_time) if info and info.start_time else None,
-                       end_time=_iso_ms(info.end_time) if info and info.end_time else None,
+                       start_time=iso_ms(info.start_time) if info and info.start_time else None,
+                       end_time=iso_ms(info.end_time) if info and info.end_time else None,
                        node_id=getattr(node, "node_id", None), attempt=task.id if task.id != base else None)
-
-
-def _iso_ms(t: datetime) -> str:
-    """Task times to the millisecond: short tasks would be points on a timeline in whole seconds."""
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,11 @@ def iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def iso_ms(t: datetime) -> str:
+    """`iso` to the millisecond, for what can come and go within a second (task times, node samples)."""
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def parse_time(text: str) -> datetime:
     """The inverse of `iso` (any ISO 8601 form with a zone is accepted)."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -350,8 +355,7 @@ class RunRecord:
         last = self.node_samples[-1] if self.node_samples else None
         if self.pool_id == pool_id and last is not None and (last[1], last[2]) == (dedicated, spot):
             return self
-        at = now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # short runs: < 1 s
-        return self._with(pool_id=pool_id, node_samples=(*self.node_samples, (at, dedicated, spot)))
+        return self._with(pool_id=pool_id, node_samples=(*self.node_samples, (iso_ms(now), dedicated, spot)))
 
     def retries_planned(self, used: Mapping[str, int], waiting: Mapping[str, datetime]) -> RunRecord:
         """The infrastructure retries spent and those waiting for their backoff (shared.retries)."""

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared import admission, batch, claims, naming, retries, storage
+from shared import admission, batch, claims, naming, report, retries, storage
 from shared.context import Context
 from shared.errors import Conflict, RunNotFound
 from shared.runs import (
@@ -256,8 +256,8 @@ def _plan_retries(ctx: Context, run: RunRecord, failed_now: int,
                   tasks: TaskCounts) -> tuple[RunRecord, TaskCounts, tuple[str, ...]]:
     """List the failed tasks (only when their number changed or a retry is due) and plan which
     wait for an infrastructure retry, which run again now, and which failed for good."""
-    failed = [retries.FailedTask(t.id, _failure(t), t.execution_info.exit_code if t.execution_info else None)
-              for t in batch.failed_tasks(ctx.batch, run.run_id)]
+    outcomes = ((t.id, report.outcome_of(t)) for t in batch.failed_tasks(ctx.batch, run.run_id))
+    failed = [retries.FailedTask(task_id, o.failure, o.exit_code) for task_id, o in outcomes]
     plan = retries.plan(failed, run.infra_retries, run.retry_waiting, ctx.clock(), ctx.settings.infra_retries)
     now_active = len(plan.reactivate)
     counted = TaskCounts(total=tasks.total, active=tasks.active + now_active, running=tasks.running,
@@ -274,11 +274,6 @@ def _sample_nodes(ctx: Context, run: RunRecord, nodes: NodeCounts) -> RunRecord:
     pool_id = run.pool_id or batch.job_pool_id(ctx.batch, run.run_id)
     counts = nodes.of(pool_id) if pool_id else None
     return run if pool_id is None or counts is None else run.nodes_seen(ctx.clock(), pool_id, *counts)
-
-
-def _failure(task) -> dict | None:
-    info = task.execution_info.failure_info if task.execution_info else None
-    return None if info is None else {"category": info.category, "code": info.code}
 
 
 def _watch_merging(ctx: Context, run: RunRecord) -> str:

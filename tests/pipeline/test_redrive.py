@@ -139,16 +139,21 @@ class Killed(BaseException):
     """Stands for the host process dying: nothing after it runs (not even `except Exception`)."""
 
 
-def test_an_intake_that_died_before_creating_the_run_is_redriven_from_its_marker(ctx, env, monkeypatch):
-    d = drop(ctx, "early.json", {"command": COPY, "input": {"items": [1, 2]}})
+def accept_killed_in(ctx, monkeypatch, step: str, d) -> None:
+    """Intake's host dies when it reaches `step` (a function of shared.accept)."""
 
     def die(*_):
         raise Killed()
 
-    monkeypatch.setattr(accept_module, "_prepare", die)
+    monkeypatch.setattr(accept_module, step, die)
     with pytest.raises(Killed):
         accept(ctx, d.container, d.name)
     monkeypatch.undo()
+
+
+def test_an_intake_that_died_before_creating_the_run_is_redriven_from_its_marker(ctx, env, monkeypatch):
+    d = drop(ctx, "early.json", {"command": COPY, "input": {"items": [1, 2]}})
+    accept_killed_in(ctx, monkeypatch, "_prepare", d)
     assert ctx.runs.try_read(d.run_id) is None and d.run_id in ctx.runs.active_run_ids()
     assert watch(ctx)[d.run_id] == "not created yet"
     assert watch(later(env))[d.run_id] == "intake re-requested"
@@ -161,14 +166,7 @@ def test_an_intake_that_died_before_creating_the_run_is_redriven_from_its_marker
 
 def test_an_intake_that_died_after_accepting_is_redriven_and_submits_once(ctx, env, batch, monkeypatch):
     d = drop(ctx, "mid.json", {"command": COPY, "input": {"items": [1, 2, 3]}})
-
-    def die(*_):
-        raise Killed()
-
-    monkeypatch.setattr(accept_module, "_send", die)
-    with pytest.raises(Killed):
-        accept(ctx, d.container, d.name)
-    monkeypatch.undo()
+    accept_killed_in(ctx, monkeypatch, "_send", d)
     assert ctx.runs.read(d.run_id).state == "accepted"
     assert watch(ctx)[d.run_id] == "intake in progress"
     assert watch(later(env))[d.run_id] == "intake re-requested"

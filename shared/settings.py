@@ -107,10 +107,15 @@ class Settings:
     control_container: str = "batchdrop-runs"
     finalize_queue: str = "batchdrop-finalize"
     intake_queue: str = "batchdrop-intake"  # intake requests the monitor re-drives (shared.redrive)
+    submit_queue: str = "batchdrop-submit"  # continuations of a submission in chunks (shared.submit)
     work_prefix: str = "bd"
     max_job_file_bytes: int = 1_048_576
     upload_concurrency: int = 16
     submit_concurrency: int = 4
+    # submission in chunks (shared.submit): an intake hands the rest of a run to a continuation once it has
+    # worked this long; a chunk holds at most this many tasks
+    intake_budget_seconds: float = 240.0
+    submit_chunk_tasks: int = 1000
     pool: PoolDefaults = field(default_factory=PoolDefaults)
     registry: Registry | None = None
     key_vault_url: str | None = None
@@ -167,10 +172,13 @@ class Settings:
             control_container=read.get("CONTROL_CONTAINER"),
             finalize_queue=read.get("FINALIZE_QUEUE"),
             intake_queue=read.get("INTAKE_QUEUE"),
+            submit_queue=read.get("SUBMIT_QUEUE"),
             work_prefix=read.get("WORK_CONTAINER_PREFIX"),
             max_job_file_bytes=read.get("MAX_JOB_FILE_BYTES", int),
             upload_concurrency=read.get("UPLOAD_CONCURRENCY", int),
             submit_concurrency=read.get("SUBMIT_CONCURRENCY", int),
+            intake_budget_seconds=read.get("INTAKE_BUDGET_SECONDS", float),
+            submit_chunk_tasks=read.get("SUBMIT_CHUNK_TASKS", int),
             key_vault_url=read.get("KEY_VAULT_URL"),
             eventgrid_endpoint=read.get("EVENTGRID_TOPIC_ENDPOINT"),
             eventgrid_key=Secret(eg_key) if eg_key else None,
@@ -204,6 +212,11 @@ LIMITS: dict[str, Limit] = {
                            "each one waits a backoff of up to two minutes; more only hides a real outage"),
     "UPLOAD_CONCURRENCY": Limit("upload_concurrency", 1, 128, "parallel shard uploads"),
     "SUBMIT_CONCURRENCY": Limit("submit_concurrency", 1, 64, "parallel add-task calls"),
+    "INTAKE_BUDGET_SECONDS": Limit("intake_budget_seconds", 0, 540, "seconds",
+                                   "an invocation must end well within the Consumption plan's 10 minutes; "
+                                   "0 submits one chunk per invocation"),
+    "SUBMIT_CHUNK_TASKS": Limit("submit_chunk_tasks", 1, 10_000, "tasks",
+                                "status.json's submitted count moves once per chunk"),
     "POOL_MAX_NODES": Limit("pool.max_nodes", 1, 10_000, "nodes"),
     "POOL_SLOTS_PER_NODE": Limit("pool.slots_per_node", 1, 256, "task slots per node",
                                  "Azure Batch allows at most 256"),

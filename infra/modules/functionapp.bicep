@@ -31,6 +31,8 @@ param resultsContainer string
 param controlContainer string
 param finalizeQueue string
 param intakeQueue string
+@description('Continuations of a submission in chunks (shared.submit)')
+param submitQueue string
 param workContainerPrefix string
 param monitorSchedule string
 param inputContainers string
@@ -127,6 +129,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-11-01' = {
     CONTROL_CONTAINER: controlContainer
     FINALIZE_QUEUE: finalizeQueue
     INTAKE_QUEUE: intakeQueue
+    SUBMIT_QUEUE: submitQueue
+    INTAKE_BUDGET_SECONDS: '240' // an intake hands the rest of a large run to a continuation after this
     MONITOR_SCHEDULE: monitorSchedule
     WORK_CONTAINER_PREFIX: workContainerPrefix
     MAX_JOB_FILE_BYTES: '1048576'

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared import batch
 from shared.jobfile import parse_job_file
-from shared.jobplan import SAS_GRACE, plan_job, plan_merge_task, prefix_inputs, shard_inputs
+from shared.jobplan import SAS_GRACE, TaskInput, plan_job, plan_merge_task, prefix_inputs, shard_inputs, task_spec
 from shared.runs import JobFileVersion, RunRecord
 from shared.settings import PoolDefaults
 from shared.storage import BlobInfo
@@ -36,9 +36,19 @@ def spec(**fields):
     return parse_job_file(json.dumps(doc).encode(), blob_name="jobs/j.json")
 
 
-def plan(job, inputs, signer=None, defaults=None):
-    return plan_job("r-0123456789abcdef", job, defaults or PoolDefaults(), inputs, work_containers=WORK,
-                    signer=signer or RecordingSigner(), now=NOW, owner="http://acct/results")
+@dataclass(frozen=True)
+class Planned:
+    job: batch.JobPlan
+    tasks: tuple[batch.TaskSpec, ...]
+    config: bytes | None
+
+
+def plan(job, inputs: list[TaskInput], signer=None, defaults=None) -> Planned:
+    """The job, and each of its tasks as intake plans them chunk by chunk."""
+    signer = signer or RecordingSigner()
+    made = plan_job("r-0123456789abcdef", job, defaults or PoolDefaults(), task_count=len(inputs),
+                    work_containers=WORK, signer=signer, now=NOW, owner="http://acct/results")
+    return Planned(made.job, tuple(task_spec(i, t, signer, made.expiry) for i, t in enumerate(inputs)), made.config)
 
 
 def test_one_task_per_input_each_reading_only_its_own_blob_until_the_run_must_be_over():

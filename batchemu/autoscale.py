@@ -33,8 +33,8 @@ _SAMPLED = {"$pendingtasks", "$activetasks", "$runningtasks", "$succeededtasks",
             "$diskreadops", "$diskwriteops", "$networkinbytes", "$networkoutbytes", "$sampletotalnodecount",
             "$samplenodecount", "$samplependingtasks", "$sampleactivetasks", "$samplerunningtasks",
             "$preemptednodecount"}
-_TOK = re.compile(r"\s*(?:(?P<str>\"[^\"\n]*\")|(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(?P<name>\$?[A-Za-z_][A-Za-z0-9_]*)"
-                  r"|(?P<op>==|!=|<=|>=|&&|\|\||[-+*/<>!?:=;(),.]))")
+_TOK = re.compile(r"\s*(?:(?P<str>\"[^\"\n]*\")|(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+                  r"|(?P<name>\$?[A-Za-z_][A-Za-z0-9_]*)|(?P<op>==|!=|<=|>=|&&|\|\||[-+*/<>!?:=;(),.]))")
 
 
 def _tokens(text):

@@ -99,6 +99,9 @@ class SchedulerMixin(EngineCore):
             if p is None or p.state != "active":
                 continue
             if p.spec.get("enableAutoScale") and not p.nodes:
+                # tasks arrived at a pool without nodes: evaluate its formula now (not at the next second), so
+                # that the one-node stand-in is for formulas that really ask for no nodes
+                self._run_autoscale(p)
                 self._reconcile_nodes(p)
             self._dispatch_job(j, p, out)
             if not j.ready:

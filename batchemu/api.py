@@ -78,6 +78,8 @@ CONTROL_ROUTES = (
     ("GET", "/_emulator/quotas", "get_quotas"),
     ("PUT", "/_emulator/quotas", "replace_quotas"),
     ("POST", "/_emulator/quotas", "update_quotas"),
+    ("GET", "/_emulator/spot-capacity", "get_spot_capacity"),
+    ("POST", "/_emulator/spot-capacity", "set_spot_capacity"),
     ("POST", "/_emulator/jobs/{jobId}/tasks/{taskId}/preempt", "fault_preempt"),
     ("POST", "/_emulator/jobs/{jobId}/tasks/{taskId}/fail-next", "fault_fail_next"),
     ("POST", "/_emulator/jobs/{jobId}/tasks/{taskId}/slow", "fault_slow"),

@@ -143,7 +143,7 @@ class ExecutionMixin(EngineCore):
             with open(os.path.join(plan.task_dir, "stderr.txt"), "ab") as fe:
                 fe.write(b"batchemu: injected failure (fail-next fault): the command was not run\n")
             if plan.preempt:
-                self._kill(r, "preempt")
+                self._preempt_after_start(r)
             return 1, None
         env = self._env(r.job, r.node, plan.spec.get("environmentSettings"), r.task.id, plan.task_dir, wd)
         return self._exec(r, plan.spec["commandLine"], wd, env, os.path.join(plan.task_dir, "stdout.txt"),

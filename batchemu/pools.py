@@ -137,8 +137,9 @@ class PoolsMixin(EngineCore):
 
     def _node_json(self, p: Pool, n: Node, base: str) -> Json:
         running = [r for j in self.jobs.values() for r in j.runs if r.node.id == n.id]
+        state = "preempted" if self._is_preempted(n) else "running" if running else "idle"
         return {"id": n.id, "url": f"{base}/pools/{p.id}/nodes/{n.id}",
-                "state": "running" if running else "idle", "schedulingState": "enabled",
+                "state": state, "schedulingState": "enabled",
                 "stateTransitionTime": p.alloc_time, "lastBootTime": p.creation_time, "allocationTime": p.alloc_time,
                 "ipAddress": "127.0.0.1", "affinityId": f"TVM:{n.id}", "vmSize": p.spec.get("vmSize"),
                 "runningTasksCount": len(running), "runningTaskSlotsCount": sum(r.slots for r in running),
@@ -162,8 +163,10 @@ class PoolsMixin(EngineCore):
     def node_counts(self) -> list[Json]:
         def counts(p: Pool, dedicated: bool) -> Json:
             nodes = [n for n in p.nodes if n.dedicated == dedicated]
-            busy = sum(1 for n in nodes if n.used)
-            return {**_IDLE_COUNTS, "idle": len(nodes) - busy, "running": busy, "total": len(nodes)}
+            preempted = sum(1 for n in nodes if self._is_preempted(n))
+            busy = sum(1 for n in nodes if n.used and not self._is_preempted(n))
+            return {**_IDLE_COUNTS, "idle": len(nodes) - busy - preempted, "running": busy, "preempted": preempted,
+                    "total": len(nodes)}
 
         with self.lock:
             return [{"poolId": p.id, "dedicated": counts(p, True), "lowPriority": counts(p, False)}

@@ -15,7 +15,7 @@ from typing import Protocol
 from azure.batch import models as bm
 from azure.storage.blob import ContainerSasPermissions
 
-from shared import batch, jobfile, naming
+from shared import batch, gpus, jobfile, naming
 from shared.batch import JobPlan, MergeTaskPlan, TaskSpec
 from shared.jobfile import ExistingPool, JobSpec, PoolSpec
 from shared.runs import RunRecord
@@ -72,6 +72,8 @@ def plan_job(run_id: str, spec: JobSpec, defaults: PoolDefaults, *, task_count: 
     pool = spec.pool if isinstance(spec.pool, PoolSpec) else None
     max_nodes = (pool.max_nodes if pool else None) or defaults.max_nodes
     slots = (pool.slots_per_node if pool else None) or defaults.slots_per_node
+    vm_size = (pool.vm_size if pool else None) or defaults.vm_size
+    spot = bool(pool and pool.spot)
     task_timeout = timedelta(minutes=spec.task_timeout_minutes)
     job_timeout = batch.job_timeout(task_count, max_nodes * slots, spec.retries, task_timeout)
     expiry = now + job_timeout + SAS_GRACE
@@ -86,9 +88,13 @@ def plan_job(run_id: str, spec: JobSpec, defaults: PoolDefaults, *, task_count: 
         resource_urls=tuple((signer.blob_read_url(r.blob.container, r.blob.path, expiry), r.file_name, r.unzip)
                             for r in spec.resources),
         pool_id=spec.pool.id if isinstance(spec.pool, ExistingPool) else None,
-        vm_size=(pool.vm_size if pool else None) or defaults.vm_size,
-        max_nodes=max_nodes, spot=bool(pool and pool.spot), slots_per_node=slots,
+        vm_size=vm_size, max_nodes=max_nodes, spot=spot, slots_per_node=slots,
         registry=registry, owner=owner,
+        fallback=batch.SpotFallback(since=now, wait=timedelta(minutes=defaults.spot_wait_minutes),
+                                    preempted=defaults.spot_preemption_threshold)
+        if spot and pool and pool.spot_fallback else None,
+        # a pool the job file names is the user's: its size is not known here, and its nodes are as they are
+        gpus=0 if isinstance(spec.pool, ExistingPool) else gpus.gpu_count(vm_size),
     )
     return Submission(job, config, expiry)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from conventions import connection
+from shared import gpus
 from shared.errors import ConfigurationError
 from shared.jobfile import valid_container_name
 
@@ -87,6 +88,15 @@ class PoolDefaults:
     image_offer: str = "ubuntu-hpc"
     image_sku: str = "2204"
     node_agent_sku_id: str = "batch.node.ubuntu 22.04"
+    # the image of GPU (N-series) pools: NVIDIA drivers and container toolkit installed (docs/jobfile.md)
+    gpu_image_publisher: str = "microsoft-dsvm"
+    gpu_image_offer: str = "ubuntu-hpc"
+    gpu_image_sku: str = "2204"
+    gpu_node_agent_sku_id: str = "batch.node.ubuntu 22.04"
+    # spot pools with fallback (shared.batch.autoscale_formula): how long spot nodes may take to come before
+    # dedicated nodes stand in, and how many spot nodes preempted at once make the pool give up on them
+    spot_wait_minutes: float = 15.0
+    spot_preemption_threshold: int = 1
 
 
 @dataclass(frozen=True)
@@ -159,7 +169,17 @@ class Settings:
             image_offer=read.get("POOL_IMAGE_OFFER"),
             image_sku=read.get("POOL_IMAGE_SKU"),
             node_agent_sku_id=read.get("POOL_NODE_AGENT_SKU"),
+            gpu_image_publisher=read.get("POOL_GPU_IMAGE_PUBLISHER"),
+            gpu_image_offer=read.get("POOL_GPU_IMAGE_OFFER"),
+            gpu_image_sku=read.get("POOL_GPU_IMAGE_SKU"),
+            gpu_node_agent_sku_id=read.get("POOL_GPU_NODE_AGENT_SKU"),
+            spot_wait_minutes=read.get("SPOT_WAIT_MINUTES", float),
+            spot_preemption_threshold=read.get("SPOT_PREEMPTION_THRESHOLD", int),
         ))
+        try:
+            gpus.gpu_count(pool.vm_size)
+        except gpus.UnknownGpuSize as e:
+            raise ConfigurationError(f"setting POOL_VM_SIZE: {e}") from None
         server = read.get("REGISTRY_SERVER")
         registry = None if server is None else Registry(server, **_present(
             username=read.get("REGISTRY_USERNAME"), password_setting=read.get("REGISTRY_PASSWORD_SECRET")))
@@ -224,6 +244,10 @@ LIMITS: dict[str, Limit] = {
                              "runs beyond it wait in the line (state queued) until one ends"),
     "MAX_QUEUED_HOURS": Limit("max_queued_hours", 0.1, 24 * 30, "hours",
                               "a run that waited longer in the line fails"),
+    "SPOT_WAIT_MINUTES": Limit("pool.spot_wait_minutes", 0.01, 24 * 60, "minutes",
+                               "a spot pool with fallback adds dedicated nodes when spot nodes take longer"),
+    "SPOT_PREEMPTION_THRESHOLD": Limit("pool.spot_preemption_threshold", 1, 10_000, "nodes",
+                                       "this many spot nodes preempted at once make the pool fall back at once"),
     # the sweep must never take the work of an intake still within its re-drives (shared.watch: about an hour
     # at most) for an orphan: at least 2 hours
     "ORPHAN_MAX_AGE_HOURS": Limit("orphan_max_age_hours", 2, 24 * 30, "hours",

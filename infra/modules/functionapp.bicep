@@ -146,6 +146,12 @@ resource appSettings 'Microsoft.Web/sites/config@2024-11-01' = {
     POOL_IMAGE_OFFER: 'ubuntu-hpc'
     POOL_IMAGE_SKU: '2204'
     POOL_NODE_AGENT_SKU: 'batch.node.ubuntu 22.04'
+    POOL_GPU_IMAGE_PUBLISHER: 'microsoft-dsvm' // GPU (N-series) pools: NVIDIA drivers and container toolkit
+    POOL_GPU_IMAGE_OFFER: 'ubuntu-hpc'
+    POOL_GPU_IMAGE_SKU: '2204'
+    POOL_GPU_NODE_AGENT_SKU: 'batch.node.ubuntu 22.04'
+    SPOT_WAIT_MINUTES: '15'
+    SPOT_PREEMPTION_THRESHOLD: '1'
     REGISTRY_SERVER: registryServer
     REGISTRY_USERNAME: registryUsername
     REGISTRY_PASSWORD_SECRET: registryPasswordSecret

@@ -99,3 +99,20 @@ def test_merge_task_plan():
     assert (merge.command, merge.image, merge.output_file, merge.timeout) == (
         "sort", "python:3.11-slim", "output.csv", timedelta(minutes=5))
     assert {expiry for _, _, expiry in signer.signed} == {NOW + timedelta(minutes=5) + SAS_GRACE}
+
+
+def test_a_spot_pool_falls_back_after_the_settings_wait_from_the_moment_it_is_planned():
+    defaults = PoolDefaults(spot_wait_minutes=2.5, spot_preemption_threshold=3)
+    job = plan(spec(pool={"spot": True}), shard_inputs("bd-r-in", "input.jsonl", 1), defaults=defaults).job
+    assert job.spot and job.fallback == batch.SpotFallback(since=NOW, wait=timedelta(minutes=2.5), preempted=3)
+    strict = plan(spec(pool={"spot": True, "spot_fallback": False}), shard_inputs("bd-r-in", "input.jsonl", 1)).job
+    assert strict.spot and strict.fallback is None
+    assert plan(spec(), shard_inputs("bd-r-in", "input.jsonl", 1)).job.fallback is None
+
+
+def test_gpus_come_from_the_vm_size_of_the_job_file_or_the_defaults():
+    inputs = shard_inputs("bd-r-in", "input.jsonl", 1)
+    assert plan(spec(pool={"vm_size": "Standard_NC24s_v3"}), inputs).job.gpus == 4
+    assert plan(spec(), inputs, defaults=PoolDefaults(vm_size="Standard_NC4as_T4_v3")).job.gpus == 1
+    assert plan(spec(), inputs).job.gpus == 0
+    assert plan(spec(pool={"id": "mine"}), inputs).job.gpus == 0  # the user's own pool: its size is not known here

@@ -23,6 +23,8 @@ class PoolScalingMixin(EngineCore):
     def _reconcile_nodes(self, p: Pool) -> list[Node]:
         """Lock held: materialise the pool's nodes (existing ones kept); the nodes that left."""
         ded, low = self._effective_nodes(p)
+        if sum(n.dedicated for n in p.nodes) == ded and len(p.nodes) == ded + low:
+            return []  # unchanged (nodes are built dedicated first, by index): no need to rebuild the list
         existing = {n.id: n for n in p.nodes}
         nodes = []
         for i in range(ded):

@@ -1,16 +1,15 @@
 """How many nodes a pool has: fixed targets, autoscale formulas, and the host's concurrency cap.
 
 Guarantees: only an active pool has nodes; a pool's current nodes are its targets as far as the account's
-core quotas allow (`quotas`), and of those the emulator materialises no more than the host can keep busy
-(``max_concurrency``); an autoscale pool that evaluates to zero nodes still gets one node while it has
-pending tasks, if the core quotas leave room for it (and, while spot capacity is withheld, never for a pool that
-asks for low-priority nodes only: `spot`); shrinking a pool kills the tries on leaving nodes
+core quotas allow (`quotas`), and every one of them is a node (listed, counted, with its own directory):
+the host-wide ``max_concurrency`` caps how many tasks run at once, never how many nodes a pool has, so
+nodes take turns; an autoscale pool that evaluates to zero nodes still gets one node while it has
+pending tasks, if the core quotas leave room for it (and, while spot capacity is withheld, never for a pool
+that asks for low-priority nodes only: `spot`); shrinking a pool kills the tries on leaving nodes
 according to the node deallocation option. Allocation is instantaneous (``allocationState`` is always
 ``steady``). Everything but the formula/interval checks runs under ``Engine.lock``.
 """
 from __future__ import annotations
-
-import math
 
 from . import autoscale
 from .core import EngineCore
@@ -25,6 +24,8 @@ class PoolScalingMixin(EngineCore):
     def _reconcile_nodes(self, p: Pool) -> list[Node]:
         """Lock held: materialise the pool's nodes (existing ones kept); the nodes that left."""
         ded, low = self._effective_nodes(p)
+        if sum(n.dedicated for n in p.nodes) == ded and len(p.nodes) == ded + low:
+            return []  # unchanged (nodes are built dedicated first, by index): no need to rebuild the list
         existing = {n.id: n for n in p.nodes}
         nodes = []
         for i in range(ded):
@@ -48,13 +49,6 @@ class PoolScalingMixin(EngineCore):
             # documented: an autoscale pool at 0 nodes still gets 1 node while tasks are pending (quota permitting)
             p.fallback = self._fallback_node(p)
             ded, low = p.fallback
-        # materialise at most as many nodes as the host can keep busy
-        cap_nodes = max(1, math.ceil(self.max_concurrency / p.slots))
-        if ded + low > cap_nodes:
-            if ded >= cap_nodes:
-                ded, low = cap_nodes, 0
-            else:
-                low = cap_nodes - ded
         return ded, low
 
     def _pool_pending(self, p: Pool) -> int:

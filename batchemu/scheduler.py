@@ -15,7 +15,7 @@ import time
 from .core import EngineCore
 from .errors import BatchError
 from .model import Job, Node, NodeTaskStatus, Pool, Run, Task
-from .util import parse_duration
+from .util import now_iso, parse_duration
 
 log = logging.getLogger("batchemu.engine")  # one logger for the whole engine
 
@@ -147,7 +147,10 @@ class SchedulerMixin(EngineCore):
         r.slots = slots
         t.run = r
         j.runs.add(r)
+        if not node.used:
+            node.state_time = now_iso()  # idle -> running
         node.used += slots
+        node.remember(t)
         p.used += slots
         self.running_total += slots
         prep_due = j.spec.get("jobPreparationTask") and not self._setup_done(j.prep, node)

@@ -143,7 +143,8 @@ def main() -> int:
     print(json.dumps({"benchmark": "scale_runs", "runs": args.runs, "tasks": args.tasks, "pool": args.pool,
                       "ticks": len(busy), "tick_p50_s": round(percentile(ticks, 50), 3),
                       "tick_p95_s": round(percentile(ticks, 95), 3), "tick_max_s": round(max(ticks, default=0), 3),
-                      "intake_p50_s": round(percentile(intakes, 50), 3), "intake_max_s": round(max(intakes, default=0), 3),
+                      "intake_p50_s": round(percentile(intakes, 50), 3),
+                      "intake_max_s": round(max(intakes, default=0), 3),
                       "finalize_p50_s": round(percentile(finals, 50), 3),
                       "finalize_max_s": round(max(finals, default=0), 3), "wall_s": round(wall_s, 1),
                       "errors": len(host.errors()), "problems": len(wrong)}))

@@ -14,6 +14,7 @@ from azure.storage.blob import BlobClient, ContainerClient
 
 from shared import accept as accept_module
 from shared import finalize as finalize_module
+from shared import merge as merge_module
 from shared import storage
 from shared.accept import accept
 from shared.finalize import finalize
@@ -145,20 +146,20 @@ def test_finalize_killed_half_way_then_retried_leaves_one_complete_output(ctx, m
     accept(ctx, d.container, d.name)
     wait_for(lambda: watch(ctx).get(d.run_id) == "finalize requested", timeout=60, interval=0.2,
              what="finalize requested")
-    real_merge = finalize_module.merge.merge_stream
+    real_merge = merge_module.merge_stream
 
-    def merge_then_die(kind, sources):
-        for n, chunk in enumerate(real_merge(kind, sources)):
+    def merge_then_die(kind, sources, carry=None):
+        for n, chunk in enumerate(real_merge(kind, sources, carry)):
             if n == 3:
                 raise RuntimeError("host killed during merge")
             yield chunk
 
-    monkeypatch.setattr(finalize_module.merge, "merge_stream", merge_then_die)
+    monkeypatch.setattr(merge_module, "merge_stream", merge_then_die)
     with pytest.raises(RuntimeError):
         finalize(ctx, d.run_id)
     assert results_blob(ctx, f"{d.run_id}/output.jsonl") is None  # never a partial file
     assert status(ctx, d.run_id)["state"] == "merging"
-    monkeypatch.setattr(finalize_module.merge, "merge_stream", real_merge)
+    monkeypatch.setattr(merge_module, "merge_stream", real_merge)
     assert finalize(ctx, d.run_id) == "succeeded"
     assert finalize(ctx, d.run_id) == "succeeded"  # a duplicate message changes nothing
     merged = [json.loads(x) for x in results_blob(ctx, f"{d.run_id}/output.jsonl").splitlines()]

@@ -291,7 +291,7 @@ def _check_size(axes: list[Axis], field: str) -> None:
         size *= len(axis)
         if size > MAX_ITEMS:
             named = " x ".join(a.label for a in axes[:k + 1])
-            rest = f" x {len(axes) - k - 1} more" if k + 1 < len(axes) else ""
+            rest = f" x {len(axes) - k - 1:,} more" if k + 1 < len(axes) else ""
             raise JobFileError(f"has more than {MAX_ITEMS:,} combinations ({named}{rest}), the most a sweep may "
                                f"have; sweep fewer values, move parameters that change together into a \"zip\" "
                                f"group, or split the sweep into several job files", field=field)

@@ -404,3 +404,26 @@ def test_parse_refuses_a_non_object_directly():
     with pytest.raises(JobFileError) as info:
         paramsweep.parse([1], "input.sweep")
     assert info.value.field == "input.sweep"
+
+
+# ---------------------------------------------------------------- the documentation's examples
+
+
+def test_the_examples_in_docs_jobfile_md_give_what_the_docs_say():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "jobfile.md").read_text()
+    section = text[text.index("### Parameter sweeps"):]
+    blocks = [part.split("```", 1)[0].strip() for part in section.split("```json\n")[1:3]]
+    first = parse_job_file(('{"command": "x", ' + blocks[0] + "}").encode(), blob_name="j.json")
+    assert isinstance(first.input, ItemsInput) and first.items_per_task == 20
+    items = first.input.items
+    assert len(items) == 600 and items[-1] == {"alpha": 0.5, "seed": 99, "model": "b"}
+    assert list(items[:3]) == [{"alpha": 0.1, "seed": 0, "model": "a"}, {"alpha": 0.1, "seed": 0, "model": "b"},
+                               {"alpha": 0.1, "seed": 1, "model": "a"}]
+    second = parse_job_file(('{"command": "x", "input": {' + blocks[1] + "}}").encode(), blob_name="j.json")
+    assert isinstance(second.input, ItemsInput)
+    items = second.input.items
+    assert len(items) == 18
+    assert items[0] == {"lr": 0.1, "depth": 2, "width": 16, "seed": 10}
+    assert items[-1] == {"lr": 0.01, "depth": 8, "width": 64, "seed": 2}

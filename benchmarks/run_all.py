@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 SCRIPTS = ["benchmarks.emulator_bench", "benchmarks.intake_bench", "benchmarks.monitor_bench",
-           "benchmarks.split_merge_bench", "benchmarks.report_html_20k"]
+           "benchmarks.split_merge_bench", "benchmarks.report_html_20k", "benchmarks.sweep_bench"]
 
 if __name__ == "__main__":
     failed = []

@@ -3,7 +3,7 @@
 `parse` validates the form into a `Sweep`, or raises JobFileError naming the parameter. A `Sweep`
 is a lazy sequence of items: its length is counted arithmetically and an item is computed from its
 index, so a sweep is never materialised. Intake hands it to the inline-items splitter as it would a
-list (`jobfile.ItemsInput`), and each shard generates only its own items.
+list (`jobfile.ItemsInput`), which generates the items in order as it writes the shards.
 
 Order (docs/jobfile.md): parameters in the order the job file writes them, the last varying fastest
 (nested loops, or itertools.product); a zip group stands where its "zip" key is written, its
@@ -22,14 +22,15 @@ from typing import Any, overload
 
 from shared.errors import JobFileError
 
-# Bounds intake's work whatever the split: generating a million small items takes seconds. The task
-# count is checked apart (MAX_TASKS_PER_RUN, like any items input).
+# Bounds intake's work whatever the split: writing a million small items as shards takes seconds
+# (benchmarks/sweep_bench.py). The task count is checked apart (MAX_TASKS_PER_RUN, as for any items).
 MAX_ITEMS = 1_000_000
 ZIP = "zip"  # the key of parameter groups that move together; so no parameter is named "zip"
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 Scalar = str | int | float | bool | None
 
+_TAIL = 4096  # combinations of the last axes listed once, to generate items a block at a time
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _EXAMPLE = '{"alpha": [0.1, 0.2], "seed": {"range": [0, 100]}}'
 _VALUES_EXAMPLE = '[0.1, 0.2, 0.5] or {"range": [0, 100]}'
@@ -57,7 +58,8 @@ class Sweep(Sequence[dict[str, Scalar]]):
     """The items of a sweep, in order: the cartesian product of its axes, the last varying fastest.
 
     Guarantee: `len` and indexing cost O(number of axes), whatever the length; iterating or slicing
-    computes only the items asked for."""
+    computes only the items asked for, in memory bounded by a block of _TAIL items. Every item is a
+    new dict."""
 
     axes: tuple[Axis, ...]
 
@@ -105,33 +107,67 @@ class Sweep(Sequence[dict[str, Scalar]]):
         return digits
 
     def _item(self, digits: list[int]) -> dict[str, Scalar]:
-        return dict(zip(self._names, [values[digits[k]] for k, values in self._columns], strict=True))
+        item: dict[str, Scalar] = {}
+        for axis, digit in zip(self.axes, digits, strict=True):
+            for name, values in zip(axis.names, axis.values, strict=True):
+                item[name] = values[digit]
+        return item
+
+    # Generating in order, fast: item i is head[i // T] followed by tail[i % T], where the tail is the
+    # last axes, T = len(tail) combinations of them listed once (at most _TAIL; or the last axis alone,
+    # sliced as needed), and the head the axes before; so each item costs one merge of two dicts.
 
     @cached_property
-    def _names(self) -> tuple[str, ...]:
-        """Every parameter's name, in item order."""
-        return tuple(name for axis in self.axes for name in axis.names)
+    def _head(self) -> Sweep:
+        return Sweep(self.axes[:self._split])
 
     @cached_property
-    def _columns(self) -> tuple[tuple[int, Sequence[Scalar]], ...]:
-        """Every parameter's (axis number, values), in item order."""
-        return tuple((k, values) for k, axis in enumerate(self.axes) for values in axis.values)
+    def _tail(self) -> Sweep:
+        return Sweep(self.axes[self._split:])
+
+    @cached_property
+    def _split(self) -> int:
+        """Where the tail starts: as many last axes as have at most _TAIL combinations, at least one,
+        never all (a sweep of several axes has a head)."""
+        split, size = len(self.axes) - 1, len(self.axes[-1])
+        while split > 1 and size * len(self.axes[split - 1]) <= _TAIL:
+            split -= 1
+            size *= len(self.axes[split])
+        return split
+
+    @cached_property
+    def _tail_items(self) -> list[dict[str, Scalar]] | None:
+        return list(self._tail) if len(self._tail) <= _TAIL else None
 
     def _run(self, start: int, stop: int) -> Iterator[dict[str, Scalar]]:
-        """Items start..stop-1, counting like an odometer (no division per item)."""
+        """Items start..stop-1, in order, generated a block at a time (bounded memory)."""
         if start >= stop:
             return
-        digits = self._digits(start)
-        sizes = [len(a) for a in self.axes]
-        last = len(digits) - 1
-        for _ in range(stop - start):
-            yield self._item(digits)
-            digits[last] += 1
-            k = last
-            while digits[k] == sizes[k] and k > 0:
-                digits[k] = 0
-                k -= 1
-                digits[k] += 1
+        if len(self.axes) == 1:
+            yield from self._run_axis(start, stop)
+            return
+        size = len(self._tail)
+        first, begin = divmod(start, size)
+        last, end = divmod(stop - 1, size)
+        for head, prefix in enumerate(self._head._run(first, last + 1), first):
+            low = begin if head == first else 0
+            high = end + 1 if head == last else size
+            for block in range(low, high, _TAIL):
+                block_end = min(high, block + _TAIL)
+                tails = (self._tail_items[block:block_end] if self._tail_items is not None
+                         else self._tail[block:block_end])
+                yield from [{**prefix, **tail} for tail in tails]
+
+    def _run_axis(self, start: int, stop: int) -> Iterator[dict[str, Scalar]]:
+        (axis,) = self.axes
+        for low in range(start, stop, _TAIL):
+            high = min(stop, low + _TAIL)
+            if len(axis.names) == 1:
+                name = axis.names[0]
+                yield from [{name: value} for value in axis.values[0][low:high]]
+            else:
+                rows = zip(*(values[low:high] for values in axis.values), strict=True)
+                yield from [dict(zip(axis.names, row, strict=True)) for row in rows]
 
 
 # ---------------------------------------------------------------- parsing

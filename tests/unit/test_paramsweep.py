@@ -75,6 +75,44 @@ def test_indexing_and_slicing_agree_with_iteration():
         sweep[-len(sweep) - 1]
 
 
+# Generation goes a block at a time: shapes on both sides of its choices (paramsweep._TAIL), each with
+# its items written out independently.
+SHAPES: dict[str, tuple[dict, Any]] = {
+    "small last axes": ({"a": [1, 2], "b": {"range": [0, 100]}, "c": {"range": [0, 50]}, "d": [0, 1, 2]},
+                        lambda: product(a=[1, 2], b=list(range(100)), c=list(range(50)), d=[0, 1, 2])),
+    "long last axis": ({"a": [1, 2, 3], "b": {"range": [0, 10_000]}},
+                       lambda: product(a=[1, 2, 3], b=list(range(10_000)))),
+    "tiny tail, long head": ({"a": {"range": [0, 30_000]}, "b": [1, 2], "c": [None]},
+                             lambda: product(a=list(range(30_000)), b=[1, 2], c=[None])),
+    "zip last, long": ({"a": ["p", "q"], "zip": {"x": {"range": [0, 5000]}, "y": {"range": [5000, 0, -1]}}},
+                       lambda: [{"a": a, "x": x, "y": 5000 - x} for a in "pq" for x in range(5000)]),
+    "many axes": ({f"p{i}": [i, -i] for i in range(14)}, lambda: product(**{f"p{i}": [i, -i] for i in range(14)})),
+    "ones": ({"a": [1], "b": ["x"], "c": [True]}, lambda: [{"a": 1, "b": "x", "c": True}]),
+    "one long axis": ({"n": {"range": [0, 9000]}}, lambda: [{"n": n} for n in range(9000)]),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_generation_in_blocks_agrees_with_the_product_for_every_shape(shape):
+    value, written_out = SHAPES[shape]
+    sweep, expected = sweep_of(value), written_out()
+    assert len(sweep) == len(expected)
+    assert list(sweep) == expected
+    n = len(expected)
+    for start, stop in [(0, n), (1, n - 1), (n // 3, n // 2), (n - 1, n), (4095, 4097), (4096, 8193), (3, 3)]:
+        assert sweep[start:stop] == expected[start:stop], (start, stop)
+    assert sweep[::997] == expected[::997]
+
+
+def test_items_are_fresh_objects():
+    sweep = sweep_of({"a": [1, 2], "b": [3, 4]})
+    sweep[0]["a"] = "changed"
+    for item in sweep:
+        item["b"] = "changed"
+    sweep[1:3][0]["a"] = "changed"
+    assert list(sweep) == product(a=[1, 2], b=[3, 4])
+
+
 def test_a_sweep_at_the_limit_is_counted_and_indexed_without_being_generated():
     sweep = sweep_of({"a": {"range": [0, 1000]}, "b": {"range": [0, 1000]}})
     started = time.perf_counter()

@@ -52,10 +52,24 @@ bench: setup
 	$(PY) -m benchmarks.run_all
 
 clean: down
-	rm -rf $(VENV) node_modules .devstack .pytest_cache
+	rm -rf $(VENV) $(CLIENTS_VENV) node_modules .devstack .pytest_cache
 
 # Opt-in, never part of `make test`: end-to-end against the deployment of the current azd environment
 # (docs/deploy.md); skipped, saying why, when there is none.
 .PHONY: test-azure
 test-azure: setup
 	BATCHDROP_AZURE_TESTS=1 $(PY) -m pytest tests/infra/live -rs -s $(PYTEST_ARGS)
+
+# Opt-in, never part of `make test`: real clients (azure-cli's `az batch`, pinned in tests/clients/requirements.txt)
+# against the emulator. azure-cli is large, so it gets its own venv, installed on first use.
+CLIENTS_VENV := .venv-clients
+STAMP_CLIENTS := $(CLIENTS_VENV)/.installed
+
+$(STAMP_CLIENTS): tests/clients/requirements.txt
+	@test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+	@touch $@
+
+.PHONY: test-clients
+test-clients: setup $(STAMP_CLIENTS)
+	BATCHDROP_CLIENT_TESTS=1 BATCHDROP_AZ=$(CLIENTS_VENV)/bin/az $(PY) -m pytest tests/clients -rs $(PYTEST_ARGS)

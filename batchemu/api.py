@@ -31,6 +31,10 @@ ROUTES = (
     ("POST", "/pools/{poolId}/evaluateautoscale", "evaluate_autoscale"),
     ("GET", "/pools/{poolId}/nodes", "list_nodes"),
     ("GET", "/pools/{poolId}/nodes/{nodeId}", "get_node"),
+    ("GET", "/pools/{poolId}/nodes/{nodeId}/files", "list_node_files"),
+    ("GET", "/pools/{poolId}/nodes/{nodeId}/files/{path}", "get_node_file"),
+    ("HEAD", "/pools/{poolId}/nodes/{nodeId}/files/{path}", "node_file_props"),
+    ("DELETE", "/pools/{poolId}/nodes/{nodeId}/files/{path}", "delete_node_file"),
     ("GET", "/nodecounts", "node_counts"),
     # jobs
     ("POST", "/jobs", "create_job"),
@@ -44,9 +48,8 @@ ROUTES = (
     ("POST", "/jobs/{jobId}/terminate", "terminate_job"),
     ("GET", "/jobs/{jobId}/taskcounts", "task_counts"),
     ("GET", "/jobs/{jobId}/jobpreparationandreleasetaskstatus", "prep_status"),
-    # job schedules: not emulated
+    # job schedules cannot be created (see NOT_EMULATED), so none exists: the reads say so
     ("GET", "/jobschedules", "list_empty"),
-    ("POST", "/jobschedules", "not_supported"),
     ("GET", "/jobschedules/{id}", "schedule_not_found"),
     ("HEAD", "/jobschedules/{id}", "schedule_not_found"),
     ("GET", "/jobschedules/{id}/jobs", "schedule_not_found"),
@@ -66,6 +69,37 @@ ROUTES = (
     ("DELETE", "/jobs/{jobId}/tasks/{taskId}/files/{path}", "delete_file"),
 )
 
+# The rest of the Batch REST API (api-version 2025-06-01: every operation of the data-plane spec has a route
+# here or above): each answers 400 NotSupportedByEmulator naming its operation id, rather than a 404
+# InvalidUri that would read as a wrong URL.
+NOT_EMULATED = (
+    ("GET", "/applications", "Applications_ListApplications"),
+    ("GET", "/applications/{applicationId}", "Applications_GetApplication"),
+    ("GET", "/poolusagemetrics", "Pools_ListPoolUsageMetrics"),
+    ("GET", "/supportedimages", "Pools_ListSupportedImages"),
+    ("POST", "/pools/{poolId}/removenodes", "Pools_RemoveNodes"),
+    ("POST", "/jobschedules", "JobSchedules_CreateJobSchedule"),
+    ("PATCH", "/jobschedules/{jobScheduleId}", "JobSchedules_UpdateJobSchedule"),
+    ("PUT", "/jobschedules/{jobScheduleId}", "JobSchedules_ReplaceJobSchedule"),
+    ("DELETE", "/jobschedules/{jobScheduleId}", "JobSchedules_DeleteJobSchedule"),
+    ("POST", "/jobschedules/{jobScheduleId}/disable", "JobSchedules_DisableJobSchedule"),
+    ("POST", "/jobschedules/{jobScheduleId}/enable", "JobSchedules_EnableJobSchedule"),
+    ("POST", "/jobschedules/{jobScheduleId}/terminate", "JobSchedules_TerminateJobSchedule"),
+    ("POST", "/pools/{poolId}/nodes/{nodeId}/users", "Nodes_CreateNodeUser"),
+    ("PUT", "/pools/{poolId}/nodes/{nodeId}/users/{userName}", "Nodes_ReplaceNodeUser"),
+    ("DELETE", "/pools/{poolId}/nodes/{nodeId}/users/{userName}", "Nodes_DeleteNodeUser"),
+    ("POST", "/pools/{poolId}/nodes/{nodeId}/reboot", "Nodes_RebootNode"),
+    ("POST", "/pools/{poolId}/nodes/{nodeId}/start", "Nodes_StartNode"),
+    ("POST", "/pools/{poolId}/nodes/{nodeId}/reimage", "Nodes_ReimageNode"),
+    ("POST", "/pools/{poolId}/nodes/{nodeId}/deallocate", "Nodes_DeallocateNode"),
+    ("POST", "/pools/{poolId}/nodes/{nodeId}/disablescheduling", "Nodes_DisableNodeScheduling"),
+    ("POST", "/pools/{poolId}/nodes/{nodeId}/enablescheduling", "Nodes_EnableNodeScheduling"),
+    ("GET", "/pools/{poolId}/nodes/{nodeId}/remoteloginsettings", "Nodes_GetNodeRemoteLoginSettings"),
+    ("POST", "/pools/{poolId}/nodes/{nodeId}/uploadbatchservicelogs", "Nodes_UploadNodeLogs"),
+    ("GET", "/pools/{poolId}/nodes/{nodeId}/extensions", "Nodes_ListNodeExtensions"),
+    ("GET", "/pools/{poolId}/nodes/{nodeId}/extensions/{extensionName}", "Nodes_GetNodeExtension"),
+)
+
 # the emulator's own control plane (no authentication)
 CONTROL_ROUTES = (
     ("GET", "/_emulator/health", "health"),
@@ -78,6 +112,8 @@ CONTROL_ROUTES = (
     ("GET", "/_emulator/quotas", "get_quotas"),
     ("PUT", "/_emulator/quotas", "replace_quotas"),
     ("POST", "/_emulator/quotas", "update_quotas"),
+    ("GET", "/_emulator/spot-capacity", "get_spot_capacity"),
+    ("POST", "/_emulator/spot-capacity", "set_spot_capacity"),
     ("POST", "/_emulator/jobs/{jobId}/tasks/{taskId}/preempt", "fault_preempt"),
     ("POST", "/_emulator/jobs/{jobId}/tasks/{taskId}/fail-next", "fault_fail_next"),
     ("POST", "/_emulator/jobs/{jobId}/tasks/{taskId}/slow", "fault_slow"),
@@ -92,6 +128,8 @@ class App(PoolsApiMixin, JobsApiMixin, TasksApiMixin, FilesApiMixin, ControlApiM
         self.router = Router()
         for method, template, name in ROUTES:
             self.router.add(method, template, getattr(self, name))
+        for method, template, operation in NOT_EMULATED:
+            self.router.add(method, template, self.not_emulated(operation, f"{method} {template}"))
         self.control = Router()
         for method, template, name in CONTROL_ROUTES:
             self.control.add(method, template, getattr(self, name))

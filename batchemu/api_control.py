@@ -1,5 +1,5 @@
 """The emulator's own control plane under ``/_emulator/`` (no authentication): health, request and transfer
-stats, faults, account quotas.
+stats, faults, account quotas, spot capacity.
 
 Guarantees: control requests are never counted in the stats; fault bodies are optional JSON objects whose
 ``count`` must be an integer (a count of 0 clears a fail-next, slow or fail-upload fault); a storage
@@ -21,6 +21,7 @@ from .model import Json
 from .quotas import Quotas
 from .request import Request
 from .responses import Response, _json
+from .spot import MAX_RECOVERY_SECONDS
 
 FAULT_KINDS = ("fail_next", "slow", "fail_upload", "preempt")
 MAX_OUTAGE_SECONDS = 3600  # an outage is a blip for tests, not a way to wedge the emulator
@@ -110,6 +111,20 @@ class ControlApiMixin(AppCore):
         for kind in FAULT_KINDS:
             self.engine.set_fault(job_id, task_id, kind, None)
         return self._faults_answer(job_id, task_id, {})
+
+    def get_spot_capacity(self, req: Request) -> Response:
+        return _json(200, self.engine.spot_status())
+
+    def set_spot_capacity(self, req: Request) -> Response:
+        body = self._control_body(req)
+        available = body.get("available")
+        if not isinstance(available, bool):
+            raise bad_property("available", available, "true (spot nodes are allocated) or false (they never come)")
+        secs = body.get("recoverySeconds")
+        if secs is not None and (not isinstance(secs, (int, float)) or isinstance(secs, bool)
+                                 or not 0 <= secs <= MAX_RECOVERY_SECONDS):
+            raise bad_property("recoverySeconds", secs, f"a number of seconds from 0 to {MAX_RECOVERY_SECONDS:g}")
+        return _json(200, self.engine.set_spot_capacity(available, None if secs is None else float(secs)))
 
     def get_quotas(self, req: Request) -> Response:
         return _json(200, self.engine.quota_status())

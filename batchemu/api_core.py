@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from . import validation as V
 from .auth import SharedKeyVerifier
 from .conditions import Conditions
 from .engine import Engine
-from .errors import bad_query, invalid_body
+from .errors import BatchError, bad_query, invalid_body
 from .model import Json, Stamp
 from .odata import apply_select, compile_filter, dict_getter, parse_select
 from .request import Request
@@ -48,6 +49,17 @@ class AppCore:
         except (ValueError, UnicodeDecodeError) as exc:
             raise invalid_body(f"Malformed JSON: {exc}") from exc
         return V.validate(body, schema)
+
+    @staticmethod
+    def not_emulated(operation: str, route: str) -> Callable[..., Response]:
+        """The handler of a Batch operation the emulator does not implement: 400 NotSupportedByEmulator,
+        naming the operation (its id in the REST spec) and its route."""
+        def handler(req: Request, *args: str) -> Response:
+            raise BatchError("NotSupportedByEmulator",
+                             f"The operation {operation} ({route}) is not supported by the local Batch emulator "
+                             "(batchemu).", [{"key": "Operation", "value": operation},
+                                             {"key": "Route", "value": route}])
+        return handler
 
     @staticmethod
     def conditions(req: Request) -> Conditions:
@@ -99,12 +111,12 @@ class AppCore:
             raise bad_query("$skiptoken", tok) from exc
 
     @staticmethod
-    def next_link(req: Request, token: int) -> str:
+    def next_link(req: Request, token: int | str) -> str:
         params = {k: v for k, v in req.query.items() if k != "$skiptoken"}
         params["$skiptoken"] = str(token)
         return f"{req.base}{req.path}?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
 
-    def page(self, req: Request, value: list[Json], odata: str, more: int | None) -> Response:
+    def page(self, req: Request, value: list[Json], odata: str, more: int | str | None) -> Response:
         body: dict[str, Any] = {"odata.metadata": f"{req.base}/$metadata#{odata}", "value": value}
         if more is not None:
             body["odata.nextLink"] = self.next_link(req, more)

@@ -1,7 +1,7 @@
-"""REST handlers for the files of a task (list, properties, download with ranges, delete).
+"""REST handlers for the files of a task and of a node (list, properties, download with ranges, delete).
 
-Guarantees: a path can never resolve outside the task's directory (``FileNotFound``); downloads honour
-``ocp-range``/``range`` and are handed to the transport as a (path, offset, length) stream rather than
+Guarantees: a path can never resolve outside the task's directory or the node's root (``FileNotFound``);
+downloads honour ``ocp-range``/``range`` and are handed to the transport as a (path, offset, length) stream rather than
 read into memory; a directory is deleted only if empty unless ``recursive=true``.
 """
 from __future__ import annotations
@@ -45,12 +45,12 @@ class FilesApiMixin(AppCore):
         return {"creationTime": now_iso(st.st_ctime), "lastModified": now_iso(st.st_mtime),
                 "contentLength": st.st_size, "contentType": _content_type(path), "fileMode": _file_mode(st)}
 
-    def list_files(self, req: Request, job_id: str, task_id: str) -> Response:
-        task_path, root = self.engine.task_files(job_id, task_id)
+    # ---- one directory tree under a URL: a task's directory or a node's root -----------------------------
+    def _list(self, req: Request, url_path: str, root: str | None) -> Response:
         recursive = (req.query.get("recursive") or "").lower() == "true"
         items: list[Json] = []
         if root and os.path.isdir(root):
-            base_url = f"{req.base}/{task_path}/files/"
+            base_url = f"{req.base}/{url_path}/files/"
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames.sort()
                 rel_dir = os.path.relpath(dirpath, root)
@@ -70,33 +70,31 @@ class FilesApiMixin(AppCore):
                     break
         return self.dict_page(req, items, "files")
 
-    def _file(self, job_id: str, task_id: str, rel: str) -> tuple[str, str, os.stat_result]:
-        """The task's path under the account URL, and the file's path and status."""
-        task_path, root = self.engine.task_files(job_id, task_id)
+    def _stat(self, root: str | None, rel: str) -> tuple[str, os.stat_result]:
         if not root or not os.path.isdir(root):
             raise err("FileNotFound")
         path = self._resolve(root, rel)
         try:
-            return task_path, path, os.stat(path)
+            return path, os.stat(path)
         except OSError as exc:
             raise err("FileNotFound") from exc
 
     @staticmethod
-    def _file_headers(req: Request, task_path: str, rel: str, path: str, st: os.stat_result) -> dict[str, str]:
+    def _file_headers(req: Request, url_path: str, rel: str, path: str, st: os.stat_result) -> dict[str, str]:
         isdir = stat.S_ISDIR(st.st_mode)
         return {"ocp-creation-time": http_date(st.st_ctime), "Last-Modified": http_date(st.st_mtime),
                 "ocp-batch-file-isdirectory": "true" if isdir else "false",
-                "ocp-batch-file-url": f"{req.base}/{task_path}/files/{urllib.parse.quote(rel, safe='')}",
+                "ocp-batch-file-url": f"{req.base}/{url_path}/files/{urllib.parse.quote(rel, safe='')}",
                 "ocp-batch-file-mode": _file_mode(st),
                 "Content-Type": "application/octet-stream" if isdir else _content_type(path),
                 "ETag": f"0x{st.st_mtime_ns // 100:X}"}
 
-    def file_props(self, req: Request, job_id: str, task_id: str, rel: str) -> Response:
+    def _props_response(self, req: Request, url_path: str, root: str | None, rel: str) -> Response:
         try:
-            task_path, path, st = self._file(job_id, task_id, rel)
+            path, st = self._stat(root, rel)
         except BatchError as e:
             return _empty(e.status)
-        h = self._file_headers(req, task_path, rel, path, st)
+        h = self._file_headers(req, url_path, rel, path, st)
         h["Content-Length"] = "0" if stat.S_ISDIR(st.st_mode) else str(st.st_size)
         return Response(200, None, h)
 
@@ -119,17 +117,19 @@ class FilesApiMixin(AppCore):
                 raise BatchError("InvalidRange")
         return start, max(0, end - start + 1)
 
-    def get_file(self, req: Request, job_id: str, task_id: str, rel: str) -> Response:
-        task_path, path, st = self._file(job_id, task_id, rel)
+    def _get_response(self, req: Request, url_path: str, root: str | None, rel: str) -> Response:
+        path, st = self._stat(root, rel)
         if stat.S_ISDIR(st.st_mode):
             raise err("FileNotFound", "The specified path is a directory.")
-        h = self._file_headers(req, task_path, rel, path, st)
+        h = self._file_headers(req, url_path, rel, path, st)
         start, length = self._range(req, st.st_size)
         h["Content-Length"] = str(length)
         return Response(200, None, h, stream=(path, start, length))
 
-    def delete_file(self, req: Request, job_id: str, task_id: str, rel: str) -> Response:
-        _, path, st = self._file(job_id, task_id, rel)
+    def _delete_response(self, req: Request, root: str | None, rel: str) -> Response:
+        path, st = self._stat(root, rel)
+        if path == root:
+            raise err("FileNotFound", "The root directory cannot be deleted.")
         if not stat.S_ISDIR(st.st_mode):
             os.unlink(path)
         elif (req.query.get("recursive") or "").lower() == "true":
@@ -139,3 +139,37 @@ class FilesApiMixin(AppCore):
         else:
             os.rmdir(path)
         return _empty(200)
+
+    # ---- a task's files ---------------------------------------------------------------------------------
+    def list_files(self, req: Request, job_id: str, task_id: str) -> Response:
+        return self._list(req, *self.engine.task_files(job_id, task_id))
+
+    def get_file(self, req: Request, job_id: str, task_id: str, rel: str) -> Response:
+        return self._get_response(req, *self.engine.task_files(job_id, task_id), rel)
+
+    def file_props(self, req: Request, job_id: str, task_id: str, rel: str) -> Response:
+        try:
+            url_path, root = self.engine.task_files(job_id, task_id)
+        except BatchError as e:
+            return _empty(e.status)
+        return self._props_response(req, url_path, root, rel)
+
+    def delete_file(self, req: Request, job_id: str, task_id: str, rel: str) -> Response:
+        return self._delete_response(req, self.engine.task_files(job_id, task_id)[1], rel)
+
+    # ---- a node's files (its whole root: startup/, shared/, workitems/<job>/job-1/<task>/...) ------------
+    def list_node_files(self, req: Request, pool_id: str, node_id: str) -> Response:
+        return self._list(req, *self.engine.node_files(pool_id, node_id))
+
+    def get_node_file(self, req: Request, pool_id: str, node_id: str, rel: str) -> Response:
+        return self._get_response(req, *self.engine.node_files(pool_id, node_id), rel)
+
+    def node_file_props(self, req: Request, pool_id: str, node_id: str, rel: str) -> Response:
+        try:
+            url_path, root = self.engine.node_files(pool_id, node_id)
+        except BatchError as e:
+            return _empty(e.status)
+        return self._props_response(req, url_path, root, rel)
+
+    def delete_node_file(self, req: Request, pool_id: str, node_id: str, rel: str) -> Response:
+        return self._delete_response(req, self.engine.node_files(pool_id, node_id)[1], rel)

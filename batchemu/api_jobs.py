@@ -2,8 +2,8 @@
 
 Guarantees: conditional headers are handed to the engine, which checks them under its lock against the
 version it changes; responses carry the ETag/Last-Modified of the version written. Job schedules are not
-emulated: listing returns nothing, creating answers ``NotSupportedByEmulator``, reading answers
-``JobScheduleNotFound``.
+emulated: listing returns nothing, reading answers ``JobScheduleNotFound`` (the changes answer
+``NotSupportedByEmulator``, see `api.NOT_EMULATED`).
 """
 from __future__ import annotations
 
@@ -60,8 +60,6 @@ class JobsApiMixin(AppCore):
     def list_empty(self, req: Request, *args: str) -> Response:
         return _json(200, {"value": []})
 
-    def not_supported(self, req: Request, *args: str) -> Response:
-        raise err("NotSupportedByEmulator")
 
     def schedule_not_found(self, req: Request, *args: str) -> Response:
         if req.method == "HEAD":

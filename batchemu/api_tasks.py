@@ -1,8 +1,8 @@
 """REST handlers for tasks: add (one or a collection of at most 100), list, read, update, terminate,
 reactivate, delete.
 
-Guarantees: task lists page by task sequence number, so a page boundary stays stable while tasks are
-added; conditional headers are handed to the engine, which checks them under its lock against the
+Guarantees: tasks are listed in id order, paged by the last id (a page boundary stays put while tasks are
+added); conditional headers are handed to the engine, which checks them under its lock against the
 version it changes.
 """
 from __future__ import annotations
@@ -38,8 +38,8 @@ class TasksApiMixin(AppCore):
     def list_tasks(self, req: Request, job_id: str) -> Response:
         pred = compile_filter(req.query.get("$filter"))
         select = parse_select(req.query.get("$select"))
-        after = self.skip_token(req, -1)
-        items, more = self.engine.task_page(job_id, after, pred, self.max_results(req), req.base)
+        items, more = self.engine.task_page(job_id, req.query.get("$skiptoken"), pred, self.max_results(req),
+                                            req.base)
         return self.page(req, [apply_select(d, select) for d in items], "tasks", more)
 
     def get_task(self, req: Request, job_id: str, task_id: str) -> Response:

@@ -5,14 +5,19 @@ Supported: statements ``name = expr;`` (service variables ``$Name`` and user var
 floor round abs lg ln log std val``, ``TimeInterval_*`` constants and the sample methods
 ``$PendingTasks.GetSample(...)`` / ``.GetSamplePercent(...)`` / ``.Count()`` on ``$PendingTasks``,
 ``$ActiveTasks``, ``$RunningTasks``, ``$SucceededTasks``, ``$FailedTasks``, ``$CPUPercent`` (0),
-``$MemoryBytes`` (0)... Sample methods return the *current* value as a one-sample vector (the emulator keeps
-no history; GetSamplePercent answers 100). A formula the evaluator cannot parse raises FormulaError
-(the API answers 400 AutoScalingFormulaSyntaxError on enable/evaluate).
+``$MemoryBytes`` (0), ``$PreemptedNodeCount``... Sample methods return the *current* value as a one-sample vector
+(the emulator keeps no history; GetSamplePercent answers 100). Strings in double quotes, and ``time()`` /
+``time("<W3C-DTF or RFC 1123 date>")``: a timestamp, held as seconds since the epoch, so that timestamp -
+timestamp is a time interval in seconds like ``TimeInterval_*``. A formula the evaluator cannot parse raises
+FormulaError (the API answers 400 AutoScalingFormulaSyntaxError on enable/evaluate).
 """
 from __future__ import annotations
 
 import math
 import re
+import time
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 
 
 class FormulaError(Exception):
@@ -26,9 +31,10 @@ _TIME = {"timeinterval_zero": 0, "timeinterval_100ns": 1e-7, "timeinterval_micro
 _SAMPLED = {"$pendingtasks", "$activetasks", "$runningtasks", "$succeededtasks", "$failedtasks", "$cpupercent",
             "$wallclockseconds", "$memorybytes", "$diskbytes", "$diskreadbytes", "$diskwritebytes",
             "$diskreadops", "$diskwriteops", "$networkinbytes", "$networkoutbytes", "$sampletotalnodecount",
-            "$samplenodecount", "$samplependingtasks", "$sampleactivetasks", "$samplerunningtasks"}
-_TOK = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(?P<name>\$?[A-Za-z_][A-Za-z0-9_]*)"
-                  r"|(?P<op>==|!=|<=|>=|&&|\|\||[-+*/<>!?:=;(),.]))")
+            "$samplenodecount", "$samplependingtasks", "$sampleactivetasks", "$samplerunningtasks",
+            "$preemptednodecount"}
+_TOK = re.compile(r"\s*(?:(?P<str>\"[^\"\n]*\")|(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+                  r"|(?P<name>\$?[A-Za-z_][A-Za-z0-9_]*)|(?P<op>==|!=|<=|>=|&&|\|\||[-+*/<>!?:=;(),.]))")
 
 
 def _tokens(text):
@@ -89,6 +95,23 @@ def _arith(op, a, b):
     raise FormulaError(op)
 
 
+def _time(args) -> float:
+    """time(): now; time("date"): that date (W3C-DTF, e.g. 2026-12-05T10:00:00Z, or RFC 1123); epoch seconds."""
+    if not args:
+        return time.time()
+    text = args[0]
+    if not isinstance(text, str):
+        raise FormulaError("time() takes a date string")
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00")) if "T" in text or "-" in text[:5] \
+            else parsedate_to_datetime(text)
+    except (ValueError, TypeError) as exc:
+        raise FormulaError(f"time(): {text!r} is not a W3C-DTF or RFC 1123 date") from exc
+    if stamp.tzinfo is None:
+        raise FormulaError(f"time(): {text!r} has no time zone")
+    return stamp.timestamp()
+
+
 def _std(v: list[float]) -> float:
     if not v:
         return 0.0
@@ -106,6 +129,7 @@ _FUNCS = {
     "log": lambda args: math.log(_scalar(args[0]), _scalar(args[1])) if len(args) > 1 else math.log10(_scalar(args[0])),
     "std": lambda args: _std(_flatten(args)),
     "val": lambda args: float(_flatten([args[0]])[int(_scalar(args[1]))]),
+    "time": _time,
 }
 
 
@@ -191,6 +215,9 @@ class _P:
         if kind == "num":
             num = float(val)
             return lambda env: num
+        if kind == "str":
+            text = val[1:-1]
+            return lambda env: text
         if val == "(":
             e = self.expr()
             self.take(")")

@@ -42,6 +42,7 @@ from .pools import POOL_SPEC_KEYS, PoolsMixin  # noqa: F401  (re-exported)
 from .quotas import Quotas, QuotasMixin
 from .runner import RunnerMixin, _docker_available
 from .scheduler import SchedulerMixin
+from .spot import SpotMixin
 from .store import Store
 from .tasks import TasksMixin
 from .transfer_retry import RetryPolicy, StorageLink
@@ -51,7 +52,7 @@ log = logging.getLogger("batchemu.engine")
 
 class Engine(PoolsMixin, PoolScalingMixin, JobsMixin, JobLifecycleMixin, TasksMixin, DependenciesMixin,
              SchedulerMixin, ExecutionMixin, OutcomesMixin, NodeSetupMixin, RunnerMixin, FaultsMixin, QuotasMixin,
-             EngineCore):
+             SpotMixin, EngineCore):
     def __init__(self, data_dir: str, account: str, max_concurrency: int | None = None,
                  container_mode: str = "auto", public_url: str = "http://127.0.0.1:10100",
                  transfer_policy: RetryPolicy | None = None, quotas: Quotas | None = None):
@@ -78,6 +79,7 @@ class Engine(PoolsMixin, PoolScalingMixin, JobsMixin, JobLifecycleMixin, TasksMi
         self.store = Store(self.data_dir)
         self.storage = StorageLink(transfer_policy)
         self.quotas = quotas or Quotas()
+        self._init_spot()
         # tasks never see the emulator's own environment (app settings, keys): only a few base variables
         self.base_env = task_base_environment(os.environ)
         self.docker_env = docker_cli_environment(os.environ)

@@ -2,8 +2,10 @@
 
 Guarantees: a try always releases its slots and records an outcome, even if the runner crashes
 (``InternalError``); order within a try is node setup, resource file download, command, output file
-upload; injected faults are consumed when the try starts; stdout.txt/stderr.txt exist after any try that
-did not exit normally. The lock is never held while a process runs or a file transfers.
+upload; a task that names application packages (its own or its pool's) fails before anything runs,
+with failureInfo ``ApplicationPackagesNotSupportedByEmulator``; injected faults are consumed when the try
+starts; stdout.txt/stderr.txt exist after any try that did not exit normally. The lock is never held
+while a process runs or a file transfers.
 """
 from __future__ import annotations
 
@@ -35,6 +37,21 @@ class _Try:
     preempt: Any
 
 
+def _package_failure(r: Run) -> Json | None:
+    """The failureInfo of a try whose task or pool names application packages: the emulator installs none,
+    and running the command without them would only fail later and less clearly."""
+    refs = [("task", ref) for ref in r.task.spec.get("applicationPackageReferences") or []]
+    refs += [("pool", ref) for ref in r.pool.spec.get("applicationPackageReferences") or []]
+    if not refs:
+        return None
+    names = ", ".join(f"{ref.get('applicationId')}:{ref.get('version') or 'default'} ({where})"
+                      if isinstance(ref, dict) else str(ref) for where, ref in refs)
+    return {"category": "usererror", "code": "ApplicationPackagesNotSupportedByEmulator",
+            "message": "The local Batch emulator does not install application packages, and this task needs "
+                       f"{names}. Remove applicationPackageReferences, or ship the files as resourceFiles.",
+            "details": [{"name": "ApplicationPackageReferences", "value": names}]}
+
+
 class ExecutionMixin(EngineCore):
     """Task tries for `Engine`."""
 
@@ -48,7 +65,10 @@ class ExecutionMixin(EngineCore):
                                                 "message": f"The emulator failed to run the task: {exc}"})
         finally:
             with self.lock:
+                self._count_on_node(r, outcome)
                 r.node.used -= r.slots
+                if not r.node.used:
+                    r.node.state_time = now_iso()  # running -> idle
                 r.pool.used -= r.slots
                 self.running_total -= r.slots
                 r.job.runs.discard(r)
@@ -62,6 +82,16 @@ class ExecutionMixin(EngineCore):
                 self.state_cv.notify_all()
             r.done.set()
 
+    @staticmethod
+    def _count_on_node(r: Run, outcome: Outcome) -> None:
+        """Lock held: the node's totalTasksRun / totalTasksSucceeded (a try cut short by a requeue, a
+        delete or a shutdown did not complete there)."""
+        if r.reason in ("preempt", "requeue", "delete", "shutdown"):
+            return
+        r.node.total_run += 1
+        if outcome.kind == "exited" and outcome.exit_code == 0:
+            r.node.total_succeeded += 1
+
     def _attempt(self, r: Run) -> Outcome:
         outcome = self._attempt_inner(r)
         if outcome.kind != "exited" or r.reason is not None:
@@ -72,6 +102,9 @@ class ExecutionMixin(EngineCore):
 
     def _attempt_inner(self, r: Run) -> Outcome:
         r.node.ensure_dirs()
+        packages = _package_failure(r)
+        if packages is not None:
+            return Outcome("preproc", failure=packages)
         fi = self._ensure_node_setup(r)
         if r.reason is not None:
             return KILLED
@@ -143,7 +176,7 @@ class ExecutionMixin(EngineCore):
             with open(os.path.join(plan.task_dir, "stderr.txt"), "ab") as fe:
                 fe.write(b"batchemu: injected failure (fail-next fault): the command was not run\n")
             if plan.preempt:
-                self._kill(r, "preempt")
+                self._preempt_after_start(r)
             return 1, None
         env = self._env(r.job, r.node, plan.spec.get("environmentSettings"), r.task.id, plan.task_dir, wd)
         return self._exec(r, plan.spec["commandLine"], wd, env, os.path.join(plan.task_dir, "stdout.txt"),

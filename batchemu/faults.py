@@ -4,8 +4,9 @@ the storage outage.
 Guarantees: task faults are per task, persisted (they survive a restart), and consumed by count: a fault
 with ``count`` n >= 1 fires on the next n tries and is then removed; a negative or null count fires on
 every try. ``preempt`` kills a running try at once, otherwise it arms a fault that preempts the next try
-right after its command starts. The storage outage is emulator-wide, ends by itself and is not persisted
-(a restart ends it): while it lasts every transfer attempt fails as a refused connection would.
+right after its command starts; on a low-priority node the node itself is preempted (`spot`). The storage
+outage is emulator-wide, ends by itself and is not persisted (a restart ends it): while it lasts every
+transfer attempt fails as a refused connection would.
 """
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ class FaultsMixin(EngineCore):
             j = self.jobs.get(job_id.lower())
             t = j.tasks.get(task_id.lower()) if j else None
             if t is not None and t.run is not None and t.run.reason is None:
-                self._kill(t.run, "preempt")
-                return {"preempted": True}
+                node = self._preempt_run(t.run)
+                return {"preempted": True, "nodePreempted": node}
             self.set_fault(job_id, task_id, "preempt", {"count": count})
             return {"preempted": False, "scheduled": True,
                     "message": "the task is not running: it will be preempted right after its next start"}

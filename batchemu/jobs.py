@@ -14,7 +14,7 @@ import uuid
 from .conditions import NO_CONDITIONS, Conditions
 from .core import EngineCore
 from .errors import bad_property, err, missing_property
-from .model import Job, Json, Stamp
+from .model import Job, Json, NodeTaskStatus, Stamp, task_rel_dir
 from .quotas import AUTO_POOL_QUOTA_ERROR
 from .util import MAX_DURATION, check_id, parse_duration
 from .validation import check_env, check_resource_files, check_task_constraints
@@ -26,6 +26,12 @@ JOB_PATCHABLE = ("priority", "constraints", "metadata", "maxParallelTasks", "all
                  "networkConfiguration")
 JOB_JSON_OPTIONAL = ("jobManagerTask", "jobPreparationTask", "jobReleaseTask", "commonEnvironmentSettings",
                      "networkConfiguration", "metadata")
+
+
+def _on_node(st: NodeTaskStatus, node_url: str, rel: str) -> Json:
+    """A preparation/release task's executionInfo with its directory relative to the node's root and the
+    URL of that directory in the node files API (never a host path)."""
+    return {**st.to_json(), "taskRootDirectory": rel, "taskRootDirectoryUrl": f"{node_url}/files/{rel}"}
 
 
 def _check_priority(body: Json) -> None:
@@ -198,11 +204,12 @@ class JobsMixin(EngineCore):
             out = []
             for node_id, st in j.prep.items():
                 pool_id = st.pool_id or j.exec.get("poolId")
-                item = {"poolId": pool_id, "nodeId": node_id, "nodeUrl": f"{base}/pools/{pool_id}/nodes/{node_id}",
-                        "jobPreparationTaskExecutionInfo": st.to_json()}
+                node_url = f"{base}/pools/{pool_id}/nodes/{node_id}"
+                item = {"poolId": pool_id, "nodeId": node_id, "nodeUrl": node_url,
+                        "jobPreparationTaskExecutionInfo": _on_node(st, node_url, task_rel_dir(j.id, "jobpreparation"))}
                 rel = j.release.get(node_id)
                 if rel:
-                    item["jobReleaseTaskExecutionInfo"] = rel.to_json()
+                    item["jobReleaseTaskExecutionInfo"] = _on_node(rel, node_url, task_rel_dir(j.id, "jobrelease"))
                 out.append(item)
             return out
 

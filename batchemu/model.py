@@ -125,8 +125,15 @@ def _completed(statuses: Json | None) -> dict[str, NodeTaskStatus]:
     return out
 
 
+RECENT_TASKS = 10  # how many recent tasks a node reports (the service does not document its number)
+
+
 class Node:
-    __slots__ = ("id", "pool", "dedicated", "used", "root", "dirs_ready")
+    """One of a pool's nodes: as many as the pool has (current dedicated + spot); the host-wide slot cap
+    decides how many tasks run at once, not how many nodes exist. Its counters and recent tasks live in
+    memory only (a restart starts them from zero, like a reimaged node)."""
+    __slots__ = ("id", "pool", "dedicated", "used", "root", "dirs_ready", "state_time", "total_run",
+                 "total_succeeded", "recent")
 
     def __init__(self, pool: Pool, dedicated: bool, index: int, nodes_root: str):
         kind = "d" if dedicated else "p"
@@ -137,6 +144,19 @@ class Node:
         self.used = 0
         self.root = node_root(nodes_root, pool.id, self.id)
         self.dirs_ready = False
+        self.state_time = now_iso()
+        self.total_run = 0
+        self.total_succeeded = 0
+        # task key (job key, task key) -> the task, most recent last: tasks that ran here lately
+        self.recent: collections.OrderedDict[tuple[str, str], Task] = collections.OrderedDict()
+
+    def remember(self, task: Task) -> None:
+        """Lock held: the task ran (or runs) here; the oldest beyond `RECENT_TASKS` are forgotten."""
+        key = (task.job.key, task.key)
+        self.recent.pop(key, None)
+        self.recent[key] = task
+        while len(self.recent) > RECENT_TASKS:
+            self.recent.popitem(last=False)
 
     def ensure_dirs(self) -> None:
         if not self.dirs_ready:
@@ -215,7 +235,7 @@ class Job(Versioned):
     __slots__ = ("key", "id", "spec", "state", "state_time", "prev_state", "prev_state_time", "creation_time",
                  "exec", "pool_key", "auto_pool", "tasks", "next_seq", "counts",
                  "slot_counts", "ready", "runs", "prep", "release", "dependents", "deleted", "release_done",
-                 "order", "created_ts")
+                 "order", "created_ts", "id_order")
 
     def __init__(self, job_id: str, spec: Json):
         self.key = job_id.lower()
@@ -228,6 +248,7 @@ class Job(Versioned):
         self.pool_key: str | None = None
         self.auto_pool = False
         self.tasks: dict[str, Task] = {}
+        self.id_order: list[str] | None = None  # task keys in id order (the list order), built when first asked
         self.next_seq = 1
         self.counts = {"active": 0, "running": 0, "completed": 0, "succeeded": 0, "failed": 0}
         self.slot_counts = {"active": 0, "running": 0, "completed": 0, "succeeded": 0, "failed": 0}

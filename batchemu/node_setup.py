@@ -13,9 +13,11 @@ import time
 from dataclasses import dataclass
 
 from .core import EngineCore
-from .model import Job, Json, Node, NodeTaskStatus, Pool, Run, Task
+from .model import Job, Json, Node, NodeTaskStatus, Pool, Run, Task, task_rel_dir
 from .transfer import TransferError, download_resource_files
 from .util import now_iso, parse_duration
+
+FORMER_NODE_SEARCH = 4096  # node indexes tried when rebuilding a node that has left its pool
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class _Setup:
     spec: Json
     holder: dict[str, NodeTaskStatus]  # node id -> status (the pool's or the job's)
     directory: str
+    rel_dir: str  # the directory relative to the node's root: what the API reports, never a host path
     retries: int
     max_wall: float | None
 
@@ -38,14 +41,15 @@ def _setup_for(kind: str, r: Run) -> _Setup | None:
         spec = r.pool.spec.get("startTask")
         if not spec:
             return None
-        return _Setup(kind, spec, r.pool.node_setup, r.node.startup_dir, spec.get("maxTaskRetryCount") or 0, None)
+        return _Setup(kind, spec, r.pool.node_setup, r.node.startup_dir, "startup", spec.get("maxTaskRetryCount") or 0,
+                      None)
     spec = r.job.spec.get("jobPreparationTask")
     if not spec:
         return None
     c = spec.get("constraints") or {}
     max_wall = parse_duration(c["maxWallClockTime"]) if c.get("maxWallClockTime") else None
     return _Setup(kind, spec, r.job.prep, r.node.task_dir(r.job.id, "jobpreparation"),
-                  c.get("maxTaskRetryCount") or 0, max_wall)
+                  task_rel_dir(r.job.id, "jobpreparation"), c.get("maxTaskRetryCount") or 0, max_wall)
 
 
 def _setup_failure(setup: _Setup, st: NodeTaskStatus, node: Node) -> Json:
@@ -91,7 +95,7 @@ class NodeSetupMixin(EngineCore):
                 owner = st is None
                 if st is None:
                     st = setup.holder[r.node.id] = NodeTaskStatus(start_time=now_iso(), retry_count=0,
-                                                                  task_root_directory=setup.directory,
+                                                                  task_root_directory=setup.rel_dir,
                                                                   pool_id=r.pool.id)
             if owner:
                 self._run_setup(r, setup, st)
@@ -148,7 +152,7 @@ class NodeSetupMixin(EngineCore):
     def _former_node(self, pool: Pool, node_id: str) -> Node | None:
         """A node that has left the pool, with its paths (node ids are derived from pool, kind and index)."""
         for dedicated in (True, False):
-            for i in range(64):
+            for i in range(max(FORMER_NODE_SEARCH, pool.target_dedicated, pool.target_low)):
                 cand = Node(pool, dedicated, i, self.nodes_root)
                 if cand.id == node_id:
                     return cand
@@ -166,7 +170,8 @@ class NodeSetupMixin(EngineCore):
         for node in targets:
             directory = node.task_dir(j.id, "jobrelease")
             dummy = Run(Task(j, {"id": "jobrelease", "commandLine": spec["commandLine"]}, 0), j, node.pool, node)
-            st = NodeTaskStatus(start_time=now_iso(), task_root_directory=directory, pool_id=node.pool.id)
+            st = NodeTaskStatus(start_time=now_iso(), task_root_directory=task_rel_dir(j.id, "jobrelease"),
+                                pool_id=node.pool.id)
             with self.lock:
                 j.release[node.id] = st
             try:

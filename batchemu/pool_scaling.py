@@ -1,15 +1,15 @@
 """How many nodes a pool has: fixed targets, autoscale formulas, and the host's concurrency cap.
 
 Guarantees: only an active pool has nodes; a pool's current nodes are its targets as far as the account's
-core quotas allow (`quotas`), and of those the emulator materialises no more than the host can keep busy
-(``max_concurrency``); an autoscale pool that evaluates to zero nodes still gets one node while it has
-pending tasks, if the core quotas leave room for it; shrinking a pool kills the tries on leaving nodes
+core quotas allow (`quotas`), and every one of them is a node (listed, counted, with its own directory):
+the host-wide ``max_concurrency`` caps how many tasks run at once, never how many nodes a pool has, so
+nodes take turns; an autoscale pool that evaluates to zero nodes still gets one node while it has
+pending tasks, if the core quotas leave room for it (and, while spot capacity is withheld, never for a pool
+that asks for low-priority nodes only: `spot`); shrinking a pool kills the tries on leaving nodes
 according to the node deallocation option. Allocation is instantaneous (``allocationState`` is always
 ``steady``). Everything but the formula/interval checks runs under ``Engine.lock``.
 """
 from __future__ import annotations
-
-import math
 
 from . import autoscale
 from .core import EngineCore
@@ -24,6 +24,8 @@ class PoolScalingMixin(EngineCore):
     def _reconcile_nodes(self, p: Pool) -> list[Node]:
         """Lock held: materialise the pool's nodes (existing ones kept); the nodes that left."""
         ded, low = self._effective_nodes(p)
+        if sum(n.dedicated for n in p.nodes) == ded and len(p.nodes) == ded + low:
+            return []  # unchanged (nodes are built dedicated first, by index): no need to rebuild the list
         existing = {n.id: n for n in p.nodes}
         nodes = []
         for i in range(ded):
@@ -41,17 +43,12 @@ class PoolScalingMixin(EngineCore):
         if p.state != "active":
             return 0, 0
         ded, low = p.alloc_dedicated, p.alloc_low
-        if p.spec.get("enableAutoScale") and ded + low == 0 and self._pool_pending(p) > 0:
+        spot_only = p.target_low > 0 and p.target_dedicated == 0
+        if p.spec.get("enableAutoScale") and ded + low == 0 and self._pool_pending(p) > 0 \
+                and not (spot_only and not self.spot_capacity):
             # documented: an autoscale pool at 0 nodes still gets 1 node while tasks are pending (quota permitting)
             p.fallback = self._fallback_node(p)
             ded, low = p.fallback
-        # materialise at most as many nodes as the host can keep busy
-        cap_nodes = max(1, math.ceil(self.max_concurrency / p.slots))
-        if ded + low > cap_nodes:
-            if ded >= cap_nodes:
-                ded, low = cap_nodes, 0
-            else:
-                low = cap_nodes - ded
         return ded, low
 
     def _pool_pending(self, p: Pool) -> int:
@@ -62,14 +59,15 @@ class PoolScalingMixin(EngineCore):
         return n
 
     def _pool_capacity(self, p: Pool) -> int:
-        return min(len(p.nodes) * p.slots, self.max_concurrency)
+        usable = len(p.nodes) - self._preempted_count(p)
+        return min(usable * p.slots, self.max_concurrency)
 
     def _apply_pool_targets(self, p: Pool, dedicated: int, low: int, deallocation: str = "requeue") -> None:
         """Lock held: resize the pool to these targets (allocating what the core quotas allow)."""
         p.target_dedicated, p.target_low = dedicated, low
         self._allocate(p)
-        ts = now_iso()
-        p.alloc_state, p.alloc_time = "steady", ts  # allocation is instantaneous in the emulator
+        p.alloc_state, p.alloc_time = "steady", now_iso()  # allocation is instantaneous in the emulator ...
+        self._allocation_state(p)  # ... but for spot capacity withheld (`spot`)
         removed = self._reconcile_nodes(p)
         if removed:
             removed_ids = {n.id for n in removed}
@@ -102,7 +100,8 @@ class PoolScalingMixin(EngineCore):
                 "$currentdedicatednodes": float(p.alloc_dedicated), "$currentlowprioritynodes": float(p.alloc_low),
                 "$targetdedicatednodes": float(p.target_dedicated), "$targetlowprioritynodes": float(p.target_low),
                 "$tasksslotspernode": float(p.slots), "$taskslotspernode": float(p.slots),
-                "$usablenodecount": float(len(p.nodes)), "$preemptednodecount": 0.0, "$cpupercent": 0.0,
+                "$usablenodecount": float(len(p.nodes) - self._preempted_count(p)),
+                "$preemptednodecount": float(self._preempted_count(p)), "$cpupercent": 0.0,
                 "$memorybytes": 0.0, "$diskbytes": 0.0, "$wallclockseconds": 0.0}
 
     def _run_autoscale(self, p: Pool, formula: str | None = None, apply: bool = True) -> Json:

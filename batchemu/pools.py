@@ -5,13 +5,16 @@ create, update, resize and autoscale calls return only once the change is persis
 Last-Modified of the version they wrote; a pool in state ``deleting`` rejects changes with
 ``PoolBeingDeleted``; a create beyond the account's pool quota answers ``PoolQuotaReached`` (`quotas`);
 deleting a pool requeues the tries running on it and removes its node directories in the background (the
-call waits up to ``wait`` seconds). Nodes are the emulator's virtual nodes: a node is
-``running`` while a try runs on it, ``idle`` otherwise.
+call waits up to ``wait`` seconds). A pool lists as many nodes as its current dedicated + spot counts (node
+counts agree); a node is ``running`` while a try runs on it, ``idle`` otherwise (``waitingforstarttask`` /
+``starttaskfailed`` around a start task with ``waitForSuccess``), and reports its start task, totals and
+recent tasks.
 """
 from __future__ import annotations
 
 import os
 
+from . import __version__
 from .conditions import NO_CONDITIONS, Conditions
 from .core import EngineCore
 from .errors import bad_property, err, missing_property
@@ -36,6 +39,8 @@ DEALLOCATION_OPTIONS = ("requeue", "terminate", "taskcompletion", "retaineddata"
 _IDLE_COUNTS = {"creating": 0, "idle": 0, "offline": 0, "preempted": 0, "rebooting": 0, "reimaging": 0,
                 "running": 0, "starting": 0, "startTaskFailed": 0, "leavingPool": 0, "unknown": 0, "unusable": 0,
                 "waitingForStartTask": 0, "deallocated": 0, "deallocating": 0, "total": 0, "upgradingOS": 0}
+_COUNT_KEYS = {"idle": "idle", "running": "running", "starttaskfailed": "startTaskFailed",
+               "waitingforstarttask": "waitingForStartTask", "preempted": "preempted"}
 
 
 class PoolsMixin(EngineCore):
@@ -135,35 +140,90 @@ class PoolsMixin(EngineCore):
         with self.lock:
             return [self.pool_json(p, base) for p in self.pools.values()]
 
-    def _node_json(self, p: Pool, n: Node, base: str) -> Json:
-        running = [r for j in self.jobs.values() for r in j.runs if r.node.id == n.id]
-        return {"id": n.id, "url": f"{base}/pools/{p.id}/nodes/{n.id}",
-                "state": "running" if running else "idle", "schedulingState": "enabled",
-                "stateTransitionTime": p.alloc_time, "lastBootTime": p.creation_time, "allocationTime": p.alloc_time,
-                "ipAddress": "127.0.0.1", "affinityId": f"TVM:{n.id}", "vmSize": p.spec.get("vmSize"),
-                "runningTasksCount": len(running), "runningTaskSlotsCount": sum(r.slots for r in running),
-                "isDedicated": n.dedicated,
-                "recentTasks": [{"taskUrl": f"{base}/{r.task.path}", "jobId": r.job.id,
-                                 "taskId": r.task.id, "taskState": r.task.state} for r in running]}
+    def _node_state(self, p: Pool, n: Node) -> str:
+        """Lock held: ``starttaskfailed`` / ``waitingforstarttask`` while the pool's start task (with
+        ``waitForSuccess``) failed / runs on the node, else ``running`` while a try runs on it, else ``idle``;
+        ``preempted`` above all, for a spot node the emulator preempted (`spot`)."""
+        if self._is_preempted(n):
+            return "preempted"
+        start = p.spec.get("startTask")
+        st = p.node_setup.get(n.id)
+        if start and st is not None and start.get("waitForSuccess", True):
+            if st.state == "completed" and st.result == "failure":
+                return "starttaskfailed"
+            if st.state != "completed":
+                return "waitingforstarttask"
+        return "running" if n.used else "idle"
+
+    def _runs_by_node(self) -> dict[str, list[Run]]:
+        out: dict[str, list[Run]] = {}
+        for j in self.jobs.values():
+            for r in j.runs:
+                out.setdefault(r.node.id, []).append(r)
+        return out
+
+    def _node_json(self, p: Pool, n: Node, base: str, running: list[Run]) -> Json:
+        url = f"{base}/pools/{p.id}/nodes/{n.id}"
+        d: Json = {"id": n.id, "url": url, "state": self._node_state(p, n), "schedulingState": "enabled",
+                   "stateTransitionTime": max(n.state_time, p.alloc_time), "lastBootTime": p.alloc_time,
+                   "allocationTime": p.alloc_time, "ipAddress": "127.0.0.1", "affinityId": f"TVM:{n.id}",
+                   "vmSize": p.spec.get("vmSize"), "totalTasksRun": n.total_run,
+                   "runningTasksCount": len(running), "runningTaskSlotsCount": sum(r.slots for r in running),
+                   "totalTasksSucceeded": n.total_succeeded}
+        recent = [{"taskUrl": f"{base}/{t.path}", "jobId": t.job.id, "taskId": t.id, "taskState": t.state,
+                   "executionInfo": dict(t.exec)}
+                  for t in reversed(n.recent.values()) if t.state != "deleted" and not t.job.deleted]
+        if recent:
+            d["recentTasks"] = recent
+        if p.spec.get("startTask"):
+            d["startTask"] = p.spec["startTask"]
+            st = p.node_setup.get(n.id)
+            if st is not None:
+                d["startTaskInfo"] = {k: v for k, v in st.to_json().items() if k != "taskRootDirectory"}
+        d["isDedicated"] = n.dedicated
+        d["nodeAgentInfo"] = {"version": f"batchemu-{__version__}", "lastUpdateTime": p.creation_time}
+        image = (p.spec.get("virtualMachineConfiguration") or {}).get("imageReference")
+        if image:
+            d["virtualMachineInfo"] = {"imageReference": image}
+        return d
 
     def node_views(self, pool_id: str, base: str) -> list[Json]:
+        """Every node of the pool: as many as its current dedicated + spot nodes."""
         with self.lock:
             p = self.get_pool(pool_id)
-            return [self._node_json(p, n, base) for n in p.nodes]
+            runs = self._runs_by_node()
+            return [self._node_json(p, n, base, runs.get(n.id, [])) for n in p.nodes]
+
+    def _get_node(self, pool_id: str, node_id: str) -> tuple[Pool, Node]:
+        """Lock held: the pool and its node (node ids are case-insensitive, like every Batch id)."""
+        p = self.get_pool(pool_id)
+        key = node_id.lower()
+        n = next((n for n in p.nodes if n.id.lower() == key), None)
+        if n is None:
+            raise err("NodeNotFound")
+        return p, n
 
     def read_node(self, pool_id: str, node_id: str, base: str) -> Json:
         with self.lock:
-            p = self.get_pool(pool_id)
-            n = next((n for n in p.nodes if n.id == node_id), None)
-            if n is None:
-                raise err("NodeNotFound")
-            return self._node_json(p, n, base)
+            p, n = self._get_node(pool_id, node_id)
+            return self._node_json(p, n, base, self._runs_by_node().get(n.id, []))
+
+    def node_files(self, pool_id: str, node_id: str) -> tuple[str, str]:
+        """A node's path under the account URL and its root directory (created with the Batch layout:
+        ``shared``, ``startup``, ``workitems``, ``fsmounts``)."""
+        with self.lock:
+            p, n = self._get_node(pool_id, node_id)
+            n.ensure_dirs()
+            return f"pools/{p.id}/nodes/{n.id}", n.root
 
     def node_counts(self) -> list[Json]:
         def counts(p: Pool, dedicated: bool) -> Json:
-            nodes = [n for n in p.nodes if n.dedicated == dedicated]
-            busy = sum(1 for n in nodes if n.used)
-            return {**_IDLE_COUNTS, "idle": len(nodes) - busy, "running": busy, "total": len(nodes)}
+            out = dict(_IDLE_COUNTS)
+            for n in p.nodes:
+                if n.dedicated == dedicated:
+                    out[_COUNT_KEYS[self._node_state(p, n)]] += 1
+                    out["total"] += 1
+            return out
 
         with self.lock:
             return [{"poolId": p.id, "dedicated": counts(p, True), "lowPriority": counts(p, False)}

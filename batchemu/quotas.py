@@ -131,7 +131,10 @@ class QuotasMixin(EngineCore):
         used_ded, used_low = self._core_usage(exclude=p)
         q = self.quotas
         p.alloc_dedicated = self._fit(p.target_dedicated, p.alloc_dedicated, vc, q.dedicated_cores, used_ded)
+        had_low = p.alloc_low
         p.alloc_low = self._fit(p.target_low, p.alloc_low, vc, q.spot_cores, used_low)
+        if not self.spot_capacity:  # withheld (`spot`): a pool keeps the spot nodes it has, gains none
+            p.alloc_low = min(p.alloc_low, had_low)
         errors = []
         if p.alloc_dedicated < p.target_dedicated:
             errors.append(dict(DEDICATED_CORE_QUOTA_ERROR))
@@ -150,7 +153,7 @@ class QuotasMixin(EngineCore):
         used_ded, used_low = self._core_usage(exclude=p)
         if self.quotas.dedicated_cores is None or used_ded + vc <= self.quotas.dedicated_cores:
             return 1, 0
-        if self.quotas.spot_cores is None or used_low + vc <= self.quotas.spot_cores:
+        if self.spot_capacity and (self.quotas.spot_cores is None or used_low + vc <= self.quotas.spot_cores):
             return 0, 1
         return 0, 0
 

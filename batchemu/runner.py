@@ -139,7 +139,7 @@ class RunnerMixin(EngineCore):
                 r.proc = proc
                 r.started = True
             if preempt_after_start:
-                self._kill(r, "preempt")
+                self._preempt_after_start(r)
             rc = self._wait(r, proc, deadline)
         return (128 - rc if rc < 0 else rc), None
 

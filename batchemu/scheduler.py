@@ -15,7 +15,7 @@ import time
 from .core import EngineCore
 from .errors import BatchError
 from .model import Job, Node, NodeTaskStatus, Pool, Run, Task
-from .util import parse_duration
+from .util import now_iso, parse_duration
 
 log = logging.getLogger("batchemu.engine")  # one logger for the whole engine
 
@@ -49,6 +49,7 @@ class SchedulerMixin(EngineCore):
                 r.thread.start()
 
     def _housekeeping(self) -> None:
+        self._recover_nodes()
         for p in list(self.pools.values()):
             if p.state == "active" and p.spec.get("enableAutoScale"):  # fixed pools keep their nodes
                 before, etag = len(p.nodes), p.etag
@@ -69,12 +70,11 @@ class SchedulerMixin(EngineCore):
                     if now - j.created_ts > limit:
                         self._terminate_job(j, "MaxWallClockTimeExpiry")
 
-    @staticmethod
-    def _choose_node(p: Pool, slots_needed: int) -> Node | None:
+    def _choose_node(self, p: Pool, slots_needed: int) -> Node | None:
         best = None
         fill = ((p.spec.get("taskSchedulingPolicy") or {}).get("nodeFillType") or "spread").lower()
         for n in p.nodes:
-            if n.used + slots_needed <= p.slots:
+            if n.used + slots_needed <= p.slots and not self._is_preempted(n):
                 if best is None:
                     best = n
                     if fill == "pack":
@@ -99,6 +99,9 @@ class SchedulerMixin(EngineCore):
             if p is None or p.state != "active":
                 continue
             if p.spec.get("enableAutoScale") and not p.nodes:
+                # tasks arrived at a pool without nodes: evaluate its formula now (not at the next second), so
+                # that the one-node stand-in is for formulas that really ask for no nodes
+                self._run_autoscale(p)
                 self._reconcile_nodes(p)
             self._dispatch_job(j, p, out)
             if not j.ready:
@@ -144,7 +147,10 @@ class SchedulerMixin(EngineCore):
         r.slots = slots
         t.run = r
         j.runs.add(r)
+        if not node.used:
+            node.state_time = now_iso()  # idle -> running
         node.used += slots
+        node.remember(t)
         p.used += slots
         self.running_total += slots
         prep_due = j.spec.get("jobPreparationTask") and not self._setup_done(j.prep, node)

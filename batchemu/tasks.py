@@ -4,11 +4,12 @@ delete; where a task's files are.
 Guarantees: new tasks are validated outside the lock; conditional headers are checked under the lock
 against the version being read or changed; add and update calls return only once the change is persisted;
 a new task is queued as soon as its job is active and its dependencies are satisfied; a collection adds
-every task it can and reports ``TaskExists`` per task for the rest; task lists page by sequence number,
-so a page boundary stays stable while tasks are added.
+every task it can and reports ``TaskExists`` per task for the rest; tasks are listed in id order (as
+the service lists them), paged by the last id, so a page boundary stays put while tasks are added.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 from collections.abc import Callable
@@ -32,6 +33,8 @@ class TasksMixin(EngineCore):
         t = Task(j, spec, j.next_seq)
         j.next_seq += 1
         j.tasks[t.key] = t
+        if j.id_order is not None:
+            bisect.insort(j.id_order, t.key)
         j.count_in(t, +1)
         self._register_dependencies(j, t)
         if j.state == "active" and t.deps_remaining == 0:
@@ -92,19 +95,23 @@ class TasksMixin(EngineCore):
             t = self._checked_task(job_id, task_id, cond)
             return t.to_json(base)
 
-    def task_page(self, job_id: str, after_seq: int, pred: Filter | None, limit: int,
-                  base: str) -> tuple[list[Json], int | None]:
-        """Up to `limit` tasks after sequence number `after_seq` that match `pred`, and the sequence number
-        to continue after (None on the last page)."""
+    def task_page(self, job_id: str, after: str | None, pred: Filter | None, limit: int,
+                  base: str) -> tuple[list[Json], str | None]:
+        """Up to `limit` tasks that match `pred`, in id order (as the service lists them: by id, not by
+        creation), after the task with key `after`; and the key to continue after (None on the last page)."""
         out: list[Task] = []
         with self.lock:
-            for t in self.get_job(job_id).tasks.values():
-                if t.seq <= after_seq:
-                    continue
+            j = self.get_job(job_id)
+            if j.id_order is None:
+                j.id_order = sorted(j.tasks)
+            keys = j.id_order
+            start = 0 if after is None else bisect.bisect_right(keys, after.lower())
+            for key in keys[start:]:
+                t = j.tasks[key]
                 if pred is not None and not pred(functools.partial(t.get, base=base)):
                     continue
                 if len(out) == limit:
-                    return [x.to_json(base) for x in out], out[-1].seq
+                    return [x.to_json(base) for x in out], out[-1].key
                 out.append(t)
             return [x.to_json(base) for x in out], None
 
@@ -198,6 +205,7 @@ class TasksMixin(EngineCore):
                 run_node = t.run.node
             j.count_in(t, -1)
             del j.tasks[t.key]
+            j.id_order = None
             t.queued = False
             t.state = "deleted"
             self.store.delete_task(j.key, t.key)

@@ -6,6 +6,7 @@ older api-versions are tolerated (and ignored).
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .errors import BatchError, bad_property, invalid_body, missing_property
@@ -124,18 +125,81 @@ JOB_DISABLE = ("JobDisableParameter", {"disableTasks": S})
 JOB_TERMINATE = ("JobTerminateParameter", {"terminateReason": S})
 
 
-def _type_ok(value, t) -> bool:
-    if t == ANY:
-        return True
-    if t == S:
-        return isinstance(value, str)
-    if t == INT:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if t == B:
-        return isinstance(value, bool)
-    if t == N:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return True
+# .NET's int.TryParse with NumberStyles.Integer (Json.NET's default for a string read as an int): optional
+# white space around an optional sign and ASCII digits; nothing else (no decimal point, no exponent, no '_')
+_NET_INT = re.compile(r"^[\t\n\v\f\r ]*[+-]?[0-9]+[\t\n\v\f\r ]*$")
+_NET_WS = "\t\n\v\f\r \x00"
+_INT32 = (-(2 ** 31), 2 ** 31 - 1)
+
+
+def _token(value) -> str:
+    """The first character Json.NET would have met, for its "Unexpected character" messages."""
+    if isinstance(value, dict):
+        return "{"
+    if isinstance(value, list):
+        return "["
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return "\""
+
+
+def _to_int(value, path: str) -> int | None:
+    if isinstance(value, bool) or isinstance(value, (dict, list)):
+        raise _invalid_body(f"Unexpected character encountered while parsing value: {_token(value)}. Path '{path}'.")
+    if isinstance(value, str):
+        if value == "":
+            return None  # Json.NET reads an empty string as null
+        if not _NET_INT.match(value):
+            raise _invalid_body(f"Could not convert string to integer: {value[:100]}. Path '{path}'.")
+        n = int(value.strip(_NET_WS))
+    elif isinstance(value, float):
+        raise _invalid_body(f"Input string '{value!r}' is not a valid integer. Path '{path}'.")
+    else:
+        n = value
+    if not _INT32[0] <= n <= _INT32[1]:
+        raise _invalid_body(f"JSON integer {n} is too large or small for an Int32. Path '{path}'.")
+    return n
+
+
+def _to_bool(value, path: str) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value != 0  # Convert.ToBoolean: any non-zero number is true
+    if isinstance(value, str):
+        if value == "":
+            return None
+        word = value.strip(_NET_WS).lower()  # bool.TryParse: "True"/"False", any case, trimmed
+        if word in ("true", "false"):
+            return word == "true"
+        raise _invalid_body(f"Could not convert string to boolean: {value[:100]}. Path '{path}'.")
+    raise _invalid_body(f"Unexpected character encountered while parsing value: {_token(value)}. Path '{path}'.")
+
+
+def _to_str(value, path: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"  # Json.NET reads the literal's text
+    if isinstance(value, (int, float)):
+        return str(value)
+    raise _invalid_body(f"Unexpected character encountered while parsing value: {_token(value)}. Path '{path}'.")
+
+
+def _to_number(value, path: str) -> float | int | None:
+    if isinstance(value, bool) or isinstance(value, (dict, list)):
+        raise _invalid_body(f"Unexpected character encountered while parsing value: {_token(value)}. Path '{path}'.")
+    if isinstance(value, str):
+        if value == "":
+            return None
+        try:
+            return float(value.strip(_NET_WS))
+        except ValueError as exc:
+            raise _invalid_body(f"Could not convert string to double: {value[:100]}. Path '{path}'.") from exc
+    return value
+
+
+_SCALARS = {S: _to_str, INT: _to_int, B: _to_bool, N: _to_number}
 
 
 def _invalid_body(reason: str) -> BatchError:
@@ -143,35 +207,41 @@ def _invalid_body(reason: str) -> BatchError:
 
 
 def validate(body, schema, path: str = "") -> dict:
-    """Check ``body`` against ``schema`` (a (TypeName, {member: type}) pair). Returns the body."""
-    _check(body, schema, path)
-    return body
+    """Deserialise ``body`` as the service's Json.NET does against ``schema`` (a (TypeName, {member: type})
+    pair): unknown members are rejected; scalars are converted where Json.NET converts them (``"1"`` to an
+    int, ``"true"``/``"False"`` to a bool, a number or boolean to its text for a string, an empty string to
+    null) and rejected with its messages where it does not (``"abc"`` for an int). Returns the converted
+    body."""
+    if body is None:
+        raise _invalid_body("The request body is null.")
+    return _check(body, schema, path)
 
 
 def _check(value, schema, path):
     if value is None:
-        return
+        return None
     if isinstance(schema, str):
-        if not _type_ok(value, schema):
-            raise _invalid_body(f"Error converting value {str(value)[:100]!r} to type '{schema}'. Path '{path}'.")
-        return
+        convert = _SCALARS.get(schema)
+        return value if convert is None else convert(value, path)
     if schema[0] == "list":
         if not isinstance(value, list):
             raise _invalid_body(f"Expected an array at path '{path}'.")
-        for i, item in enumerate(value):
-            _check(item, schema[1], f"{path}[{i}]")
-        return
+        return [_check(item, schema[1], f"{path}[{i}]") for i, item in enumerate(value)]
     type_name, members = schema
     if not isinstance(value, dict):
         raise _invalid_body(f"Expected an object of type '{type_name}' at path '{path or '$'}'.")
+    out = {}
     for key, item in value.items():
         if key.startswith("odata."):
             continue
         sub = members.get(key)
+        where = f"{path}.{key}" if path else key
         if sub is None:
-            where = f"{path}.{key}" if path else key
             raise _invalid_body(f"Could not find member '{key}' on object of type '{type_name}'. Path '{where}'.")
-        _check(item, sub, f"{path}.{key}" if path else key)
+        converted = _check(item, sub, where)
+        if converted is not None or item is None:
+            out[key] = converted
+    return out
 
 
 # ---- semantic checks shared by create paths ---------------------------------------------------------

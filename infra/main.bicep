@@ -127,6 +127,7 @@ var resultsContainer = 'results'
 var controlContainer = 'batchdrop-runs'
 var finalizeQueue = 'batchdrop-finalize'
 var intakeQueue = 'batchdrop-intake'
+var submitQueue = 'batchdrop-submit'
 var workContainerPrefix = 'bd'
 var deploymentContainer = 'app-package-${resourceToken}'
 var registryPasswordSecret = 'registry-password'
@@ -181,6 +182,7 @@ module storage 'modules/storage.bicep' = {
     queueNames: [
       finalizeQueue
       intakeQueue
+      submitQueue
     ]
     resultsContainer: resultsContainer
     resultsRetentionDays: resultsRetentionDays
@@ -268,6 +270,7 @@ module functionApp 'modules/functionapp.bicep' = {
     controlContainer: controlContainer
     finalizeQueue: finalizeQueue
     intakeQueue: intakeQueue
+    submitQueue: submitQueue
     workContainerPrefix: workContainerPrefix
     monitorSchedule: monitorSchedule
     inputContainers: inputContainers
@@ -320,6 +323,7 @@ output RESULTS_CONTAINER string = resultsContainer
 output CONTROL_CONTAINER string = controlContainer
 output FINALIZE_QUEUE string = finalizeQueue
 output INTAKE_QUEUE string = intakeQueue
+output SUBMIT_QUEUE string = submitQueue
 output WORK_CONTAINER_PREFIX string = workContainerPrefix
 output AZURE_BATCH_ACCOUNT_NAME string = batch.outputs.name
 output AZURE_BATCH_ACCOUNT_URL string = batch.outputs.accountUrl

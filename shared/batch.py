@@ -12,7 +12,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from azure.batch import BatchClient
@@ -106,6 +106,18 @@ class JobPlan:
     spot: bool
     slots_per_node: int
     registry: bm.ContainerRegistryReference | None = None
+    fallback: SpotFallback | None = None  # a spot pool that may add dedicated nodes (autoscale_formula)
+    gpus: int = 0  # GPUs per node of vm_size (shared.gpus): a GPU image, GPU access in containers, TASK_GPUS
+
+
+@dataclass(frozen=True)
+class SpotFallback:
+    """When a spot pool adds dedicated nodes: spot nodes missing `wait` after `since` (the pool's
+    creation), or `preempted` of its spot nodes seen preempted at once."""
+
+    since: datetime
+    wait: timedelta
+    preempted: int
 
 
 def task_wrapper(plan: JobPlan, input_file: str) -> str:
@@ -133,12 +145,19 @@ def task_wrapper(plan: JobPlan, input_file: str) -> str:
     return "/bin/sh -c " + shlex.quote("; ".join(lines))
 
 
+GPU_RUN_OPTIONS = "--gpus all"  # every GPU of the node to the task's container (docs/jobfile.md, GPU pools)
+
+
+def container_run_options(gpus: int) -> str:
+    return f"--rm {GPU_RUN_OPTIONS}" if gpus else "--rm"
+
+
 def _container_settings(plan: JobPlan) -> bm.BatchTaskContainerSettings | None:
     if not plan.image:
         return None
     return bm.BatchTaskContainerSettings(
-        image_name=plan.image, container_run_options="--rm", working_directory="taskWorkingDirectory",
-        registry=plan.registry,
+        image_name=plan.image, container_run_options=container_run_options(plan.gpus),
+        working_directory="taskWorkingDirectory", registry=plan.registry,
     )
 
 
@@ -178,22 +197,62 @@ def task_model(plan: JobPlan, task: TaskSpec) -> bm.BatchTaskCreateOptions:
     )
 
 
-def autoscale_formula(max_nodes: int, slots_per_node: int, spot: bool, task_count: int) -> str:
+def autoscale_formula(max_nodes: int, slots_per_node: int, spot: bool, task_count: int,
+                      fallback: SpotFallback | None = None) -> str:
     """Nodes follow pending tasks, capped at max_nodes; nodes leave only when their tasks finish.
 
     The first evaluation happens when the pool is created, before any sample exists; it sizes
     from the known task count instead of waiting five minutes for the next evaluation.
+
+    With `fallback` (spot pools only), dedicated nodes stand in for the spot nodes that are not
+    there: once spot nodes are missing `fallback.wait` after the pool was made, or `fallback.preempted`
+    spot nodes were seen preempted at once in the last five minutes, the pool keeps the spot nodes it
+    has (those not preempted, never more) and asks dedicated nodes for the rest. A formula has no
+    memory but the targets it set: a dedicated target above zero is what keeps the pool in that mode
+    at the next evaluations (docs/jobfile.md, "Spot with fallback").
     """
+    head = [
+        "$sampled = $PendingTasks.GetSamplePercent(TimeInterval_Minute * 5) > 0;",
+        f"$pending = $sampled ? max(0, $PendingTasks.GetSample(1)) : {task_count};",
+    ]
+    if spot and fallback is not None:
+        since = fallback.since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        minutes = f"{fallback.wait.total_seconds() / 60:g}"
+        return "\n".join([
+            *head,
+            f"$wanted = min({max_nodes}, ($pending + {slots_per_node} - 1) / {slots_per_node});",
+            "$preemptedSampled = $PreemptedNodeCount.GetSamplePercent(TimeInterval_Minute * 5) > 0;",
+            "$preemptedNow = $preemptedSampled ? max(0, $PreemptedNodeCount.GetSample(1)) : 0;",
+            "$preemptedPeak = $preemptedSampled ? max($PreemptedNodeCount.GetSample(TimeInterval_Minute * 5)) : 0;",
+            # $CurrentLowPriorityNodes counts preempted nodes too
+            "$spotUp = max(0, $CurrentLowPriorityNodes - $preemptedNow);",
+            f'$waited = time() - time("{since}") > {minutes} * TimeInterval_Minute;',
+            f"$fallback = $TargetDedicatedNodes > 0 || $preemptedPeak >= {fallback.preempted}"
+            " || ($waited && $spotUp < $wanted);",
+            "$TargetLowPriorityNodes = $fallback ? min($wanted, $spotUp) : $wanted;",
+            "$TargetDedicatedNodes = $fallback ? $wanted - $TargetLowPriorityNodes : 0;",
+            "$NodeDeallocationOption = taskcompletion;",
+        ])
     target = "$TargetLowPriorityNodes" if spot else "$TargetDedicatedNodes"
     other = "$TargetDedicatedNodes" if spot else "$TargetLowPriorityNodes"
     return "\n".join([
-        "$sampled = $PendingTasks.GetSamplePercent(TimeInterval_Minute * 5) > 0;",
-        f"$pending = $sampled ? max(0, $PendingTasks.GetSample(1)) : {task_count};",
+        *head,
         f"$wanted = ($pending + {slots_per_node} - 1) / {slots_per_node};",
         f"{target} = min({max_nodes}, $wanted);",
         f"{other} = 0;",
         "$NodeDeallocationOption = taskcompletion;",
     ])
+
+
+def pool_image(gpus: int, defaults: PoolDefaults) -> tuple[bm.BatchVmImageReference, str]:
+    """The node image and node agent SKU: GPU sizes get the GPU image (drivers, container toolkit)."""
+    if gpus:
+        return (bm.BatchVmImageReference(publisher=defaults.gpu_image_publisher, offer=defaults.gpu_image_offer,
+                                         sku=defaults.gpu_image_sku, version="latest"),
+                defaults.gpu_node_agent_sku_id)
+    return (bm.BatchVmImageReference(publisher=defaults.image_publisher, offer=defaults.image_offer,
+                                     sku=defaults.image_sku, version="latest"),
+            defaults.node_agent_sku_id)
 
 
 def _pool_spec(plan: JobPlan, defaults: PoolDefaults) -> bm.BatchPoolSpecification:
@@ -203,18 +262,16 @@ def _pool_spec(plan: JobPlan, defaults: PoolDefaults) -> bm.BatchPoolSpecificati
             type="dockerCompatible", container_image_names=[plan.image],
             container_registries=[plan.registry] if plan.registry else None,
         )
+    image, agent = pool_image(plan.gpus, defaults)
     return bm.BatchPoolSpecification(
         vm_size=plan.vm_size,
         virtual_machine_configuration=bm.VirtualMachineConfiguration(
-            image_reference=bm.BatchVmImageReference(
-                publisher=defaults.image_publisher, offer=defaults.image_offer, sku=defaults.image_sku,
-                version="latest"),
-            node_agent_sku_id=defaults.node_agent_sku_id,
-            container_configuration=container,
+            image_reference=image, node_agent_sku_id=agent, container_configuration=container,
         ),
         task_slots_per_node=plan.slots_per_node,
         enable_auto_scale=True,
-        auto_scale_formula=autoscale_formula(plan.max_nodes, plan.slots_per_node, plan.spot, plan.task_count),
+        auto_scale_formula=autoscale_formula(plan.max_nodes, plan.slots_per_node, plan.spot, plan.task_count,
+                                             plan.fallback),
         auto_scale_evaluation_interval=timedelta(minutes=5),
         metadata=[bm.BatchMetadataItem(name="batchdrop-run", value=plan.run_id)],
     )
@@ -251,6 +308,7 @@ def job_model(plan: JobPlan, defaults: PoolDefaults) -> bm.BatchJobCreateOptions
         job_preparation_task=prep,
         # the same for every task, so said once here rather than in each task (add-task bodies stay small)
         common_environment_settings=[bm.EnvironmentSetting(name="TASK_COUNT", value=str(plan.task_count)),
+                                     bm.EnvironmentSetting(name="TASK_GPUS", value=str(plan.gpus)),
                                      bm.EnvironmentSetting(name="BATCHDROP_COMMAND", value=plan.command)],
         metadata=[bm.BatchMetadataItem(name="batchdrop-run", value=plan.run_id),
                   bm.BatchMetadataItem(name="batchdrop-owner", value=plan.owner)],

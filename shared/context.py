@@ -24,6 +24,7 @@ class Context:
     batch: BatchClient
     finalize_queue: QueueClient
     intake_queue: QueueClient  # intake requests of the monitor's re-drives
+    submit_queue: QueueClient  # continuations of a submission in chunks (shared.submit)
     runs: RunStore
     claims: Claims
     events: EventPublisher
@@ -49,6 +50,7 @@ class Context:
             batch=batch_client,
             finalize_queue=storage.queue_client(settings, settings.finalize_queue),
             intake_queue=storage.queue_client(settings, settings.intake_queue),
+            submit_queue=storage.queue_client(settings, settings.submit_queue),
             runs=runs,
             claims=Claims(blobs, settings.control_container),
             events=publisher,
@@ -63,3 +65,4 @@ class Context:
             storage.ensure_container(self.blobs, name)
         storage.ensure_queue(self.finalize_queue)
         storage.ensure_queue(self.intake_queue)
+        storage.ensure_queue(self.submit_queue)

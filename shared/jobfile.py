@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
 
-from shared import merge, paramsweep, split
+from shared import gpus, merge, paramsweep, split
 from shared.errors import JobFileError
 
 # Run ids and names are naming's; re-exported here for the callers that know them from jobfile.
@@ -258,6 +258,8 @@ class PoolSpec:
     max_nodes: int | None = None
     spot: bool = False
     slots_per_node: int | None = None
+    # spot pools only: add dedicated nodes when spot nodes do not come or are preempted (shared.batch)
+    spot_fallback: bool = False
 
 
 @dataclass(frozen=True)
@@ -742,7 +744,8 @@ def _check_keys(obj: dict, allowed: tuple[str, ...], path: str) -> None:
 
 # Fields of nested objects that people put at the top level by mistake.
 _NESTED_HOME = {"items": "input", "sweep": "input", "blob": "input", "prefix": "input", "format": "input",
-                "vm_size": "pool", "max_nodes": "pool", "spot": "pool", "slots_per_node": "pool"}
+                "vm_size": "pool", "max_nodes": "pool", "spot": "pool", "slots_per_node": "pool",
+                "spot_fallback": "pool"}
 
 
 def _unknown_message(key: str, allowed: tuple[str, ...], path: str) -> str:
@@ -1034,7 +1037,7 @@ def _extension(value: Any, field: str) -> str | None:
     return ext
 
 
-_POOL_VM_FIELDS = ("vm_size", "max_nodes", "spot", "slots_per_node")
+_POOL_VM_FIELDS = ("vm_size", "max_nodes", "spot", "spot_fallback", "slots_per_node")
 
 
 def _parse_pool(value: Any) -> PoolSpec | ExistingPool | None:
@@ -1066,9 +1069,18 @@ def _parse_pool(value: Any) -> PoolSpec | ExistingPool | None:
             raise JobFileError(f"{_excerpt(vm_size)} is not an Azure VM size: use the size's name, 1 to "
                                f"64 letters, digits, underscores or hyphens starting with a letter, "
                                f"such as \"standard_d2s_v3\" or \"Standard_NC6s_v3\"", field="pool.vm_size")
+        try:
+            gpus.gpu_count(vm_size)
+        except gpus.UnknownGpuSize as e:
+            raise JobFileError(str(e), field="pool.vm_size") from None
+    spot = _bool(obj.get("spot"), "pool.spot", False)
+    if obj.get("spot_fallback") is not None and not spot:
+        raise JobFileError("applies to spot pools only: set \"spot\": true as well, or remove it",
+                           field="pool.spot_fallback")
     return PoolSpec(
         vm_size=vm_size,
         max_nodes=_int(obj.get("max_nodes"), "pool.max_nodes", 1, None, None),
-        spot=_bool(obj.get("spot"), "pool.spot", False),
+        spot=spot,
         slots_per_node=_int(obj.get("slots_per_node"), "pool.slots_per_node", 1, 256, None),
+        spot_fallback=_bool(obj.get("spot_fallback"), "pool.spot_fallback", True) if spot else False,
     )

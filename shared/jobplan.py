@@ -1,7 +1,7 @@
 """What a run asks of Batch, planned without calling any service (pure).
 
-`plan_job` turns a job spec, the pool defaults, the run's task inputs and a SAS signer into the
-job and task specs intake submits; `plan_merge_task` does the same for the user's merge task.
+`plan_job` turns a job spec, the pool defaults, the task count and a SAS signer into the job
+intake creates, `task_spec` plans each of its tasks, `plan_merge_task` the user's merge task.
 Everything a task can reach expires when the run must be over anyway.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Protocol
 from azure.batch import models as bm
 from azure.storage.blob import ContainerSasPermissions
 
-from shared import batch, jobfile, naming
+from shared import batch, gpus, jobfile, naming
 from shared.batch import JobPlan, MergeTaskPlan, TaskSpec
 from shared.jobfile import ExistingPool, JobSpec, PoolSpec
 from shared.runs import RunRecord
@@ -44,12 +44,12 @@ class TaskInput:
 
 @dataclass(frozen=True)
 class Submission:
-    """A planned job: the job, its tasks in task order, and the inline config to write first
-    (as naming.CONFIG_BLOB in the input container)."""
+    """A planned job, the inline config to write first (as naming.CONFIG_BLOB in the input
+    container), and when what its tasks can reach expires."""
 
     job: JobPlan
-    tasks: tuple[TaskSpec, ...]
     config: bytes | None
+    expiry: datetime
 
 
 def shard_inputs(in_container: str, input_file: str, count: int) -> list[TaskInput]:
@@ -63,37 +63,46 @@ def prefix_inputs(blobs: Sequence[BlobInfo]) -> list[TaskInput]:
     return [TaskInput(b.container, b.name, naming.input_file_of_blob(b.name)) for b in blobs]
 
 
-def plan_job(run_id: str, spec: JobSpec, defaults: PoolDefaults, inputs: Sequence[TaskInput], *,
+def plan_job(run_id: str, spec: JobSpec, defaults: PoolDefaults, *, task_count: int,
              work_containers: tuple[str, str], signer: Signer, now: datetime, owner: str,
              registry: bm.ContainerRegistryReference | None = None) -> Submission:
-    """The job and its tasks: one task per input, in order, each able to read its own input
-    (a read-only blob SAS) and to write its outputs (a create/write-only SAS on the output
-    container), both expiring SAS_GRACE after the job's own time limit."""
+    """The job of `task_count` tasks: its tasks can write their outputs (a create/write-only SAS on
+    the output container) until SAS_GRACE after the job's own time limit."""
     in_container, out_container = work_containers
     pool = spec.pool if isinstance(spec.pool, PoolSpec) else None
     max_nodes = (pool.max_nodes if pool else None) or defaults.max_nodes
     slots = (pool.slots_per_node if pool else None) or defaults.slots_per_node
+    vm_size = (pool.vm_size if pool else None) or defaults.vm_size
+    spot = bool(pool and pool.spot)
     task_timeout = timedelta(minutes=spec.task_timeout_minutes)
-    job_timeout = batch.job_timeout(len(inputs), max_nodes * slots, spec.retries, task_timeout)
+    job_timeout = batch.job_timeout(task_count, max_nodes * slots, spec.retries, task_timeout)
     expiry = now + job_timeout + SAS_GRACE
-    tasks = tuple(TaskSpec(naming.task_id(i), i, signer.blob_read_url(t.container, t.blob, expiry), t.input_file)
-                  for i, t in enumerate(inputs))
     config, config_url = _config(spec, in_container, signer, expiry)
     job = JobPlan(
         job_id=run_id, run_id=run_id, command=spec.command, image=spec.image,
         output_file=jobfile.task_output_name(spec),
         output_container_url=signer.container_url(out_container, ContainerSasPermissions(create=True, write=True),
                                                   expiry),
-        task_count=len(tasks), retries=spec.retries, task_timeout=task_timeout, job_timeout=job_timeout,
+        task_count=task_count, retries=spec.retries, task_timeout=task_timeout, job_timeout=job_timeout,
         config_url=config_url,
         resource_urls=tuple((signer.blob_read_url(r.blob.container, r.blob.path, expiry), r.file_name, r.unzip)
                             for r in spec.resources),
         pool_id=spec.pool.id if isinstance(spec.pool, ExistingPool) else None,
-        vm_size=(pool.vm_size if pool else None) or defaults.vm_size,
-        max_nodes=max_nodes, spot=bool(pool and pool.spot), slots_per_node=slots,
+        vm_size=vm_size, max_nodes=max_nodes, spot=spot, slots_per_node=slots,
         registry=registry, owner=owner,
+        fallback=batch.SpotFallback(since=now, wait=timedelta(minutes=defaults.spot_wait_minutes),
+                                    preempted=defaults.spot_preemption_threshold)
+        if spot and pool and pool.spot_fallback else None,
+        # a pool the job file names is the user's: its size is not known here, and its nodes are as they are
+        gpus=0 if isinstance(spec.pool, ExistingPool) else gpus.gpu_count(vm_size),
     )
-    return Submission(job, tasks, config)
+    return Submission(job, config, expiry)
+
+
+def task_spec(index: int, where: TaskInput, signer: Signer, expiry: datetime) -> TaskSpec:
+    """Task `index`, able to read its own input (a read-only blob SAS) until `expiry`."""
+    return TaskSpec(naming.task_id(index), index, signer.blob_read_url(where.container, where.blob, expiry),
+                    where.input_file)
 
 
 def _config(spec: JobSpec, in_container: str, signer: Signer, expiry: datetime) -> tuple[bytes | None, str | None]:

@@ -260,6 +260,13 @@ MONITOR_CURSOR = "monitor/cursor.json"  # control container: where a monitor tic
 CLAIMS_PREFIX = "claims/"  # control container: one leased blob per run and step (shared.claims)
 
 
+JOB_FILE_PREFIX = "jobfiles/"  # control container: the job file each run was accepted from, kept while it runs
+
+
+def kept_job_file(run_id: str) -> str:
+    return f"{JOB_FILE_PREFIX}{run_id}.json"
+
+
 def active_marker(run_id: str) -> str:
     return f"{ACTIVE_PREFIX}{run_id}"
 

@@ -1,6 +1,6 @@
-"""The three steps the functions call: accept (intake), watch (monitor), finalize."""
-from shared.accept import accept
+"""The steps the functions call: accept (intake) and continue_submission, watch (monitor), finalize."""
+from shared.accept import accept, continue_submission
 from shared.finalize import finalize
 from shared.watch import watch
 
-__all__ = ["accept", "watch", "finalize"]
+__all__ = ["accept", "continue_submission", "watch", "finalize"]

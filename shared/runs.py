@@ -165,8 +165,8 @@ class ActiveMarker:
 
 
 _BOOKKEEPING = frozenset({"keys", "extra", "etag"})
-_TIMES = frozenset({"created_at", "updated_at", "submitted_at", "job_checked_at", "finalize_requested_at",
-                    "merge_task_started_at", "finished_at"})
+_TIMES = frozenset({"created_at", "updated_at", "submitted_at", "last_submitted_at", "job_checked_at",
+                    "finalize_requested_at", "merge_task_started_at", "finished_at"})
 _TIME_MAPS = frozenset({"retry_waiting"})
 
 
@@ -194,6 +194,10 @@ class RunRecord:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     submitted_at: datetime | None = None
+    # submission in chunks (shared.submit): tasks in Batch so far (None: all of them, as before chunks), and
+    # when the last chunk went in (a submission quiet for long is re-driven)
+    submitted: int | None = None
+    last_submitted_at: datetime | None = None
     job_checked_at: datetime | None = None  # when the monitor last looked at a quiet run's job
     job_ended: str | None = None  # why the Batch job ended before all its tasks ran
     finalize_requested_at: datetime | None = None
@@ -262,6 +266,11 @@ class RunRecord:
         return sum(self.reruns.values())
 
     @property
+    def submitting(self) -> bool:
+        """Running, but not all its tasks are in Batch yet: its submission goes on in chunks."""
+        return self.state == RUNNING and self.submitted is not None and self.submitted < self.tasks.total
+
+    @property
     def output_file(self) -> str:
         """The file each task writes (OUTPUT_PATH's name)."""
         return self.task_output or f"output.{self.output_extension or 'bin'}"
@@ -301,11 +310,19 @@ class RunRecord:
     def touched(self, now: datetime) -> RunRecord:
         return self._with(updated_at=now)
 
-    def running(self, total: int, now: datetime) -> RunRecord | None:
-        """accepted -> running, once its `total` tasks are all in Batch."""
+    def running(self, total: int, now: datetime, submitted: int | None = None) -> RunRecord | None:
+        """accepted -> running, once the first `submitted` (default: all) of its `total` tasks are in Batch."""
         if self.state != ACCEPTED:
             return None
-        return self._with(state=RUNNING, tasks=TaskCounts.waiting(total), submitted_at=now)
+        return self._with(state=RUNNING, tasks=TaskCounts.waiting(total), submitted_at=now,
+                          submitted=total if submitted is None else submitted, last_submitted_at=now)
+
+    def submitted_through(self, count: int, now: datetime) -> RunRecord | None:
+        """The next chunk is in Batch: `count` tasks in all. None when the run is not running any more
+        (cancelled, failed fast) and its submission must stop."""
+        if self.state != RUNNING:
+            return None
+        return self._with(submitted=max(count, self.submitted or 0), last_submitted_at=now)
 
     def rejected(self, error: str, source: JobFileVersion) -> RunRecord | None:
         """accepted -> rejected, for a retry of this job file's intake that found it cannot run;
@@ -367,6 +384,8 @@ class RunRecord:
         changed = self._with(redrives=counts, last_redrive={"step": step, "at": iso(now), "why": why})
         if step == "finalize":
             changed = changed._with(finalize_requested_at=now, finalize_requests=self.finalize_requests + 1)
+        if step == "submit":
+            changed = changed._with(last_submitted_at=now)  # so the next re-drive waits as long again
         return changed
 
     # ------------------------------------------------------------------ finalize
@@ -533,15 +552,19 @@ class RunStore:
         self._events.publish("accepted", run.run_id, {"job_file": run.job_file})
         return created
 
-    def start_running(self, run_id: str, total: int) -> bool:
-        """accepted -> running; False when the run was not accepted any more (ended meanwhile,
-        or another delivery got it running)."""
-        if self.commit_retrying(run_id, lambda run: run.running(total, self.now())) is None:
+    def start_running(self, run_id: str, total: int, submitted: int) -> bool:
+        """accepted -> running, its first `submitted` tasks in Batch; False when the run was not
+        accepted any more (ended meanwhile, or another delivery got it running)."""
+        if self.commit_retrying(run_id, lambda run: run.running(total, self.now(), submitted)) is None:
             return False
         self.forget_queued(run_id)  # admitted for good: out of the line
         self._events.publish("running", run_id, {"tasks": total})
-        log.info("submitted run_id=%s tasks=%d", run_id, total)
+        log.info("running run_id=%s tasks=%d submitted=%d", run_id, total, submitted)
         return True
+
+    def note_submitted(self, run_id: str, count: int) -> RunRecord | None:
+        """Record that `count` tasks are in Batch; None when the run stopped running meanwhile."""
+        return self.commit_retrying(run_id, lambda run: run.submitted_through(count, self.now()))
 
     def reject(self, run_id: str, name: str, source: JobFileVersion, error: JobFileError) -> bool:
         """The job file cannot run: status.json says rejected, error.json says why (for a new run,
@@ -608,6 +631,14 @@ class RunStore:
         going is not this delivery's to fail."""
         return self.end(run_id, FAILED, message, only_from=frozenset({ACCEPTED}))
 
+    def fail_submission(self, run_id: str, message: str) -> bool:
+        """The run's submission cannot go on: fail it, whether no chunk (accepted) or some (running)
+        are in Batch; a run that has all its tasks in, or ended, is left alone."""
+        run = self.try_read(run_id)
+        if run is None or not (run.state == ACCEPTED or run.submitting):
+            return False
+        return self.end(run_id, FAILED, message, only_from=frozenset({run.state}), record=run)
+
     def give_up(self, run: RunRecord, message: str, state: str = FAILED) -> bool:
         """End a run the monitor found stuck, unless it changed since `run` was read."""
         return self.end(run.run_id, state, message, only_from=frozenset({run.state}), record=run)
@@ -657,6 +688,16 @@ class RunStore:
         except Conflict:
             return self.read_report(run_id) or report
 
+    def keep_job_file(self, run_id: str, raw: bytes) -> None:
+        """Keep the job file the run was accepted from (its blob in intake may be replaced or deleted
+        while the run goes on); a job file that is not UTF-8 was never accepted."""
+        self._control.put(naming.kept_job_file(run_id), {"run_id": run_id, "job_file": raw.decode("utf-8")})
+
+    def kept_job_file(self, run_id: str) -> bytes | None:
+        found = self._control.read(naming.kept_job_file(run_id))
+        text = found.data.get("job_file") if found is not None else None
+        return text.encode("utf-8") if isinstance(text, str) else None
+
     # ------------------------------------------------------------------ the monitor's index
 
     def mark_active(self, run_id: str, source: JobFileVersion | None = None, redrives: int = 0) -> None:
@@ -692,6 +733,7 @@ class RunStore:
         crashed in between; idempotent), then stop watching it."""
         self._cleanup(run_id)
         self.forget_queued(run_id)
+        self._control.delete(naming.kept_job_file(run_id))
         self.forget_active(run_id)
 
     # ------------------------------------------------------------------ the line of queued runs

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from conventions import connection
+from shared import gpus
 from shared.errors import ConfigurationError
 from shared.jobfile import valid_container_name
 
@@ -87,6 +88,15 @@ class PoolDefaults:
     image_offer: str = "ubuntu-hpc"
     image_sku: str = "2204"
     node_agent_sku_id: str = "batch.node.ubuntu 22.04"
+    # the image of GPU (N-series) pools: NVIDIA drivers and container toolkit installed (docs/jobfile.md)
+    gpu_image_publisher: str = "microsoft-dsvm"
+    gpu_image_offer: str = "ubuntu-hpc"
+    gpu_image_sku: str = "2204"
+    gpu_node_agent_sku_id: str = "batch.node.ubuntu 22.04"
+    # spot pools with fallback (shared.batch.autoscale_formula): how long spot nodes may take to come before
+    # dedicated nodes stand in, and how many spot nodes preempted at once make the pool give up on them
+    spot_wait_minutes: float = 15.0
+    spot_preemption_threshold: int = 1
 
 
 @dataclass(frozen=True)
@@ -107,10 +117,15 @@ class Settings:
     control_container: str = "batchdrop-runs"
     finalize_queue: str = "batchdrop-finalize"
     intake_queue: str = "batchdrop-intake"  # intake requests the monitor re-drives (shared.redrive)
+    submit_queue: str = "batchdrop-submit"  # continuations of a submission in chunks (shared.submit)
     work_prefix: str = "bd"
     max_job_file_bytes: int = 1_048_576
     upload_concurrency: int = 16
     submit_concurrency: int = 4
+    # submission in chunks (shared.submit): an intake hands the rest of a run to a continuation once it has
+    # worked this long; a chunk holds at most this many tasks
+    intake_budget_seconds: float = 240.0
+    submit_chunk_tasks: int = 1000
     pool: PoolDefaults = field(default_factory=PoolDefaults)
     registry: Registry | None = None
     key_vault_url: str | None = None
@@ -154,7 +169,17 @@ class Settings:
             image_offer=read.get("POOL_IMAGE_OFFER"),
             image_sku=read.get("POOL_IMAGE_SKU"),
             node_agent_sku_id=read.get("POOL_NODE_AGENT_SKU"),
+            gpu_image_publisher=read.get("POOL_GPU_IMAGE_PUBLISHER"),
+            gpu_image_offer=read.get("POOL_GPU_IMAGE_OFFER"),
+            gpu_image_sku=read.get("POOL_GPU_IMAGE_SKU"),
+            gpu_node_agent_sku_id=read.get("POOL_GPU_NODE_AGENT_SKU"),
+            spot_wait_minutes=read.get("SPOT_WAIT_MINUTES", float),
+            spot_preemption_threshold=read.get("SPOT_PREEMPTION_THRESHOLD", int),
         ))
+        try:
+            gpus.gpu_count(pool.vm_size)
+        except gpus.UnknownGpuSize as e:
+            raise ConfigurationError(f"setting POOL_VM_SIZE: {e}") from None
         server = read.get("REGISTRY_SERVER")
         registry = None if server is None else Registry(server, **_present(
             username=read.get("REGISTRY_USERNAME"), password_setting=read.get("REGISTRY_PASSWORD_SECRET")))
@@ -167,10 +192,13 @@ class Settings:
             control_container=read.get("CONTROL_CONTAINER"),
             finalize_queue=read.get("FINALIZE_QUEUE"),
             intake_queue=read.get("INTAKE_QUEUE"),
+            submit_queue=read.get("SUBMIT_QUEUE"),
             work_prefix=read.get("WORK_CONTAINER_PREFIX"),
             max_job_file_bytes=read.get("MAX_JOB_FILE_BYTES", int),
             upload_concurrency=read.get("UPLOAD_CONCURRENCY", int),
             submit_concurrency=read.get("SUBMIT_CONCURRENCY", int),
+            intake_budget_seconds=read.get("INTAKE_BUDGET_SECONDS", float),
+            submit_chunk_tasks=read.get("SUBMIT_CHUNK_TASKS", int),
             key_vault_url=read.get("KEY_VAULT_URL"),
             eventgrid_endpoint=read.get("EVENTGRID_TOPIC_ENDPOINT"),
             eventgrid_key=Secret(eg_key) if eg_key else None,
@@ -204,6 +232,11 @@ LIMITS: dict[str, Limit] = {
                            "each one waits a backoff of up to two minutes; more only hides a real outage"),
     "UPLOAD_CONCURRENCY": Limit("upload_concurrency", 1, 128, "parallel shard uploads"),
     "SUBMIT_CONCURRENCY": Limit("submit_concurrency", 1, 64, "parallel add-task calls"),
+    "INTAKE_BUDGET_SECONDS": Limit("intake_budget_seconds", 0, 540, "seconds",
+                                   "an invocation must end well within the Consumption plan's 10 minutes; "
+                                   "0 submits one chunk per invocation"),
+    "SUBMIT_CHUNK_TASKS": Limit("submit_chunk_tasks", 1, 10_000, "tasks",
+                                "status.json's submitted count moves once per chunk"),
     "POOL_MAX_NODES": Limit("pool.max_nodes", 1, 10_000, "nodes"),
     "POOL_SLOTS_PER_NODE": Limit("pool.slots_per_node", 1, 256, "task slots per node",
                                  "Azure Batch allows at most 256"),
@@ -211,6 +244,10 @@ LIMITS: dict[str, Limit] = {
                              "runs beyond it wait in the line (state queued) until one ends"),
     "MAX_QUEUED_HOURS": Limit("max_queued_hours", 0.1, 24 * 30, "hours",
                               "a run that waited longer in the line fails"),
+    "SPOT_WAIT_MINUTES": Limit("pool.spot_wait_minutes", 0.01, 24 * 60, "minutes",
+                               "a spot pool with fallback adds dedicated nodes when spot nodes take longer"),
+    "SPOT_PREEMPTION_THRESHOLD": Limit("pool.spot_preemption_threshold", 1, 10_000, "nodes",
+                                       "this many spot nodes preempted at once make the pool fall back at once"),
     # the sweep must never take the work of an intake still within its re-drives (shared.watch: about an hour
     # at most) for an orphan: at least 2 hours
     "ORPHAN_MAX_AGE_HOURS": Limit("orphan_max_age_hours", 2, 24 * 30, "hours",

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared import admission, batch, claims, naming, report, retries, storage
+from shared import admission, batch, claims, naming, report, retries, storage, submit
 from shared.context import Context
 from shared.errors import Conflict, RunNotFound
 from shared.runs import (
@@ -211,6 +211,9 @@ def _watch_accepted(ctx: Context, run: RunRecord) -> str:
 
 
 def _watch_running(ctx: Context, run: RunRecord, nodes: NodeCounts) -> str:
+    if run.submitting and _age(ctx, run.last_submitted_at) >= REDRIVE_AFTER \
+            and not ctx.claims.held(run.run_id, claims.INTAKE):
+        return _redrive_submission(ctx, run)
     counts = batch.task_counts(ctx.batch, run.run_id)
     if counts is None:
         ctx.runs.give_up(run, "the Batch job was deleted before the run finished", state=CANCELLED)
@@ -223,6 +226,8 @@ def _watch_running(ctx: Context, run: RunRecord, nodes: NodeCounts) -> str:
     if tasks.failed != run.tasks.failed or any(due <= ctx.clock() for due in run.retry_waiting.values()):
         updated, tasks, reactivate = _plan_retries(ctx, updated, counts.failed, tasks)
     decision = decide(tasks, run.on_task_failure)
+    if decision.done and not decision.failed_fast and run.submitting:
+        decision = Decision(done=False, failed_fast=False)  # the tasks in so far are done; more are coming
     if decision.done and not decision.failed_fast and not batch.all_tasks_completed(ctx.batch, run.run_id):
         decision = Decision(done=False, failed_fast=False)  # the counts ran ahead of the tasks
     updated = updated.progressed(tasks)
@@ -250,6 +255,24 @@ def _watch_running(ctx: Context, run: RunRecord, nodes: NodeCounts) -> str:
         log.info("finalize requested run_id=%s", run.run_id)
         return "finalize requested"
     return "updated"
+
+
+def _redrive_submission(ctx: Context, run: RunRecord) -> str:
+    """A submission in chunks whose continuation nobody is at work on (its message is in a dead
+    host's lease, or its invocation died holding the claim): ask for it again from the cursor."""
+    redrives = run.redrives.get("submit", 0)
+    if redrives >= MAX_INTAKE_REDRIVES:
+        ctx.runs.give_up(run, f"the submission stopped at {run.submitted:,} of {run.tasks.total:,} tasks and did not "
+                              f"go on although it was asked for {redrives} more times; see the function logs")
+        return "failed: submission stuck"
+    quiet = int(_age(ctx, run.last_submitted_at).total_seconds())
+    try:
+        ctx.runs.commit(run, run.redriven("submit", ctx.clock(), f"no submission was at work on the run for {quiet} s"))
+    except Conflict:
+        return "lost race"
+    submit.request_continuation(ctx, run.run_id, run.submitted or 0)
+    log.warning("submission re-requested run_id=%s submitted=%s", run.run_id, run.submitted)
+    return "submission re-requested"
 
 
 def _plan_retries(ctx: Context, run: RunRecord, failed_now: int,

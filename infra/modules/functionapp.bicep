@@ -31,6 +31,8 @@ param resultsContainer string
 param controlContainer string
 param finalizeQueue string
 param intakeQueue string
+@description('Continuations of a submission in chunks (shared.submit)')
+param submitQueue string
 param workContainerPrefix string
 param monitorSchedule string
 param inputContainers string
@@ -127,6 +129,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-11-01' = {
     CONTROL_CONTAINER: controlContainer
     FINALIZE_QUEUE: finalizeQueue
     INTAKE_QUEUE: intakeQueue
+    SUBMIT_QUEUE: submitQueue
+    INTAKE_BUDGET_SECONDS: '240' // an intake hands the rest of a large run to a continuation after this
     MONITOR_SCHEDULE: monitorSchedule
     WORK_CONTAINER_PREFIX: workContainerPrefix
     MAX_JOB_FILE_BYTES: '1048576'
@@ -142,6 +146,12 @@ resource appSettings 'Microsoft.Web/sites/config@2024-11-01' = {
     POOL_IMAGE_OFFER: 'ubuntu-hpc'
     POOL_IMAGE_SKU: '2204'
     POOL_NODE_AGENT_SKU: 'batch.node.ubuntu 22.04'
+    POOL_GPU_IMAGE_PUBLISHER: 'microsoft-dsvm' // GPU (N-series) pools: NVIDIA drivers and container toolkit
+    POOL_GPU_IMAGE_OFFER: 'ubuntu-hpc'
+    POOL_GPU_IMAGE_SKU: '2204'
+    POOL_GPU_NODE_AGENT_SKU: 'batch.node.ubuntu 22.04'
+    SPOT_WAIT_MINUTES: '15'
+    SPOT_PREEMPTION_THRESHOLD: '1'
     REGISTRY_SERVER: registryServer
     REGISTRY_USERNAME: registryUsername
     REGISTRY_PASSWORD_SECRET: registryPasswordSecret

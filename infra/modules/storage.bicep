@@ -1,5 +1,5 @@
 // The one storage account: the Functions host's storage, the user-facing containers, the
-// control container, the finalize and intake queues and the Flex Consumption deployment container.
+// control container, the finalize, intake and submit queues and the Flex Consumption deployment container.
 // Entra ID only (no shared key, so no account-key SAS: the app signs user delegation SAS).
 param location string
 param tags object

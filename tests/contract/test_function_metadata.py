@@ -19,6 +19,8 @@ EXPECTED = {
                  "name": "msg"},
     "intake_request": {"type": "queueTrigger", "queueName": "%INTAKE_QUEUE%", "connection": "AzureWebJobsStorage",
                        "name": "msg"},
+    "submit_continuation": {"type": "queueTrigger", "queueName": "%SUBMIT_QUEUE%",
+                            "connection": "AzureWebJobsStorage", "name": "msg"},
 }
 
 

@@ -226,7 +226,8 @@ def test_container_and_queue_names_agree():
     for name in (settings.intake_container, settings.data_container, settings.results_container,
                  settings.control_container):
         assert name in containers, f"container {name} is not created by main.bicep"
-    assert queues == [settings.finalize_queue, values["INTAKE_QUEUE"]]
+    assert queues == [settings.finalize_queue, values["INTAKE_QUEUE"], values["SUBMIT_QUEUE"]]
+    assert values["SUBMIT_QUEUE"] == settings.submit_queue
     functionapp = template.module_template("functionApp")
     assert functionapp.values["deploymentContainer"] in containers
     assert storage.values["resultsContainer"] == settings.results_container
@@ -350,7 +351,7 @@ def test_the_app_may_use_every_queue_main_bicep_creates():
     queue_role = BUILTIN_ROLES["Storage Queue Data Contributor"]
     assert (queue_role, "storage account", "function app") in bicep_role_assignments()
     queues = main().module_template("storage").values["queueNames"]
-    assert set(queues) >= {"batchdrop-finalize", "batchdrop-intake"}
+    assert set(queues) >= {"batchdrop-finalize", "batchdrop-intake", "batchdrop-submit"}
 
 
 # ----------------------------------------------------------------------------- telemetry

@@ -36,6 +36,7 @@ def settings_env(azurite, emulator, suffix: str | None = None) -> dict[str, str]
         "CONTROL_CONTAINER": f"control-{s}",
         "FINALIZE_QUEUE": f"finalize-{s}",
         "INTAKE_QUEUE": f"intake-{s}",
+        "SUBMIT_QUEUE": f"submit-{s}",
         "WORK_CONTAINER_PREFIX": f"w{s}",
         "MONITOR_SCHEDULE": "*/1 * * * * *",
         "UPLOAD_CONCURRENCY": "8",

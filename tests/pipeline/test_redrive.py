@@ -166,7 +166,7 @@ def test_an_intake_that_died_before_creating_the_run_is_redriven_from_its_marker
 
 def test_an_intake_that_died_after_accepting_is_redriven_and_submits_once(ctx, env, batch, monkeypatch):
     d = drop(ctx, "mid.json", {"command": COPY, "input": {"items": [1, 2, 3]}})
-    accept_killed_in(ctx, monkeypatch, "_send", d)
+    accept_killed_in(ctx, monkeypatch, "_submit_or_end", d)
     assert ctx.runs.read(d.run_id).state == "accepted"
     assert watch(ctx)[d.run_id] == "intake in progress"
     assert watch(later(env))[d.run_id] == "intake re-requested"

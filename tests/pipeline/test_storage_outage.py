@@ -440,7 +440,8 @@ def test_intake_stopped_by_an_outage_while_uploading_shards_is_retried_and_submi
     assert outage.tripped.is_set()
     outage.start()
     assert status(ctx, d.run_id)["state"] == "accepted"  # not final: the trigger retries
-    assert jobs_left(batch, d.run_id) == []  # the job is created after the upload
+    # the job is created before the first chunk's upload, its tasks only once their shards are in
+    assert jobs_left(batch, d.run_id) == [d.run_id] and task_ids(batch, d.run_id) == []
 
     retry_step(lambda: accept(ctx, d.container, d.name), lambda: status(ctx, d.run_id)["state"] == "running",
                "intake")

@@ -215,3 +215,69 @@ def test_merge_task_records_its_output_dir_and_passes_its_exit_status(tmp_path):
     assert [e.path for e in recorded(tmp_path).entries] == ["output.txt"]
     assert run_wrapper(tmp_path, "exit 9", line=merge.command_line).returncode == 9
     assert not (tmp_path / "batchdrop-manifest.txt").exists()
+
+
+# ---------------------------------------------------------------- spot fallback and GPU pools (issue 13)
+
+
+def fallback_targets(formula: str, **service: float) -> tuple[int, int]:
+    """(dedicated, spot) targets of a formula as the emulator's evaluator computes them (the service's
+    variables given lower-case, without $)."""
+    from batchemu.autoscale import evaluate
+
+    values, _ = evaluate(formula, {f"${k}": v for k, v in service.items()})
+    return values["dedicated"], values["lowPriority"]
+
+
+def test_spot_fallback_formula_asks_for_spot_until_the_wait_is_over_then_for_dedicated_nodes():
+    from datetime import UTC, datetime
+
+    from shared.batch import SpotFallback
+
+    now = datetime.now(UTC)
+    young = autoscale_formula(4, 1, True, 3, SpotFallback(now, timedelta(minutes=15), 2))
+    old = autoscale_formula(4, 1, True, 3, SpotFallback(now - timedelta(minutes=16), timedelta(minutes=15), 2))
+    start = dict(pendingtasks=3, currentlowprioritynodes=0, preemptednodecount=0, targetdedicatednodes=0)
+    assert fallback_targets(young, **start) == (0, 3)
+    assert fallback_targets(old, **start) == (3, 0)  # no spot node came in 15 minutes
+    assert fallback_targets(old, **{**start, "currentlowprioritynodes": 1}) == (2, 1)  # keeps the spot node it got
+    assert fallback_targets(old, **{**start, "currentlowprioritynodes": 3}) == (0, 3)  # all there: nothing to do
+    # preemptions: 2 spot nodes preempted at once (the threshold) -> dedicated nodes replace them at once
+    running = {**start, "currentlowprioritynodes": 3}
+    assert fallback_targets(young, **{**running, "preemptednodecount": 1}) == (0, 3)
+    assert fallback_targets(young, **{**running, "preemptednodecount": 2}) == (2, 1)
+    # the only memory a formula has is the targets it set: a dedicated target keeps the pool falling back
+    assert fallback_targets(young, **{**running, "currentlowprioritynodes": 1, "targetdedicatednodes": 2}) == (2, 1)
+    # never more than max_nodes in all, and nothing once no task is pending
+    assert fallback_targets(old, **{**start, "pendingtasks": 50}) == (4, 0)
+    assert fallback_targets(old, **{**start, "pendingtasks": 0, "targetdedicatednodes": 3}) == (0, 0)
+
+
+def test_the_fallback_formula_names_the_pools_creation_time_and_the_wait():
+    from datetime import UTC, datetime
+
+    from shared.batch import SpotFallback
+
+    formula = autoscale_formula(2, 1, True, 1, SpotFallback(datetime(2026, 12, 1, 9, 30, 15, 999, tzinfo=UTC),
+                                                             timedelta(seconds=3), 1))
+    assert 'time() - time("2026-12-01T09:30:15Z") > 0.05 * TimeInterval_Minute' in formula
+    assert "$PreemptedNodeCount.GetSample(TimeInterval_Minute * 5)" in formula
+    # without fallback, a spot pool asks for spot nodes only, as before
+    assert "$TargetDedicatedNodes = 0;" in autoscale_formula(2, 1, True, 1)
+
+
+def test_a_gpu_pool_runs_on_the_gpu_image_with_gpu_access_and_says_how_many():
+    defaults = PoolDefaults(image_offer="plain-os", gpu_image_offer="ubuntu-hpc", gpu_image_sku="2204")
+    p = plan(image="cuda:12", vm_size="Standard_NC12s_v3", gpus=2)
+    job = job_model(p, defaults)
+    vm = job.pool_info.auto_pool_specification.pool.virtual_machine_configuration
+    assert (vm.image_reference.offer, vm.image_reference.sku) == ("ubuntu-hpc", "2204")
+    assert vm.node_agent_sku_id == defaults.gpu_node_agent_sku_id
+    assert {e.name: e.value for e in job.common_environment_settings}["TASK_GPUS"] == "2"
+    task = task_model(p, TaskSpec("t000000", 0, "http://x", "input.jsonl"))
+    assert task.container_settings.container_run_options == "--rm --gpus all"
+    cpu = job_model(plan(image="app:1"), defaults)
+    assert cpu.pool_info.auto_pool_specification.pool.virtual_machine_configuration.image_reference.offer == "plain-os"
+    assert {e.name: e.value for e in cpu.common_environment_settings}["TASK_GPUS"] == "0"
+    assert task_model(plan(image="app:1"), TaskSpec("t0", 0, "http://x", "i")).container_settings \
+        .container_run_options == "--rm"

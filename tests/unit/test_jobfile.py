@@ -499,8 +499,29 @@ def test_existing_pool():
 
 
 def test_pool_partial_fields_take_defaults():
-    assert parse(pool={"spot": True}).pool == PoolSpec(None, None, True, None)
+    assert parse(pool={"spot": True}).pool == PoolSpec(None, None, True, None, spot_fallback=True)
     assert parse(pool={}).pool == PoolSpec()
+
+
+def test_spot_fallback_is_on_with_spot_unless_turned_off():
+    assert parse(pool={"spot": True}).pool.spot_fallback is True
+    assert parse(pool={"spot": True, "spot_fallback": False}).pool.spot_fallback is False
+    assert parse(pool={"spot": False}).pool.spot_fallback is False
+
+
+@pytest.mark.parametrize("pool", [{"spot_fallback": True}, {"spot": False, "spot_fallback": False}])
+def test_spot_fallback_without_spot_is_refused(pool):
+    e = error(pool=pool)
+    assert e.field == "pool.spot_fallback" and '"spot": true' in e.message
+
+
+def test_gpu_sizes_are_accepted_and_unknown_or_amd_gpu_sizes_refused():
+    assert parse(pool={"vm_size": "Standard_NC6s_v3"}).pool.vm_size == "Standard_NC6s_v3"
+    assert parse(pool={"vm_size": "standard_nd96asr_v4"}).pool.vm_size == "standard_nd96asr_v4"
+    unknown = error(pool={"vm_size": "Standard_NC7x_v9"})
+    assert unknown.field == "pool.vm_size" and "does not know" in unknown.message
+    amd = error(pool={"vm_size": "Standard_NV8as_v4"})
+    assert amd.field == "pool.vm_size" and "AMD" in amd.message
 
 
 @pytest.mark.parametrize("value, field", [
@@ -513,6 +534,8 @@ def test_pool_partial_fields_take_defaults():
     ({"max_nodes": 0}, "pool.max_nodes"),
     ({"max_nodes": True}, "pool.max_nodes"),
     ({"spot": "yes"}, "pool.spot"),
+    ({"spot": True, "spot_fallback": "yes"}, "pool.spot_fallback"),
+    ({"id": "p", "spot_fallback": True}, "pool"),
     ({"slots_per_node": 0}, "pool.slots_per_node"),
     ({"slots_per_node": 257}, "pool.slots_per_node"),
     ("standard_d2s_v3", "pool"),

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared import batch
 from shared.jobfile import parse_job_file
-from shared.jobplan import SAS_GRACE, plan_job, plan_merge_task, prefix_inputs, shard_inputs
+from shared.jobplan import SAS_GRACE, TaskInput, plan_job, plan_merge_task, prefix_inputs, shard_inputs, task_spec
 from shared.runs import JobFileVersion, RunRecord
 from shared.settings import PoolDefaults
 from shared.storage import BlobInfo
@@ -36,9 +36,19 @@ def spec(**fields):
     return parse_job_file(json.dumps(doc).encode(), blob_name="jobs/j.json")
 
 
-def plan(job, inputs, signer=None, defaults=None):
-    return plan_job("r-0123456789abcdef", job, defaults or PoolDefaults(), inputs, work_containers=WORK,
-                    signer=signer or RecordingSigner(), now=NOW, owner="http://acct/results")
+@dataclass(frozen=True)
+class Planned:
+    job: batch.JobPlan
+    tasks: tuple[batch.TaskSpec, ...]
+    config: bytes | None
+
+
+def plan(job, inputs: list[TaskInput], signer=None, defaults=None) -> Planned:
+    """The job, and each of its tasks as intake plans them chunk by chunk."""
+    signer = signer or RecordingSigner()
+    made = plan_job("r-0123456789abcdef", job, defaults or PoolDefaults(), task_count=len(inputs),
+                    work_containers=WORK, signer=signer, now=NOW, owner="http://acct/results")
+    return Planned(made.job, tuple(task_spec(i, t, signer, made.expiry) for i, t in enumerate(inputs)), made.config)
 
 
 def test_one_task_per_input_each_reading_only_its_own_blob_until_the_run_must_be_over():
@@ -89,3 +99,20 @@ def test_merge_task_plan():
     assert (merge.command, merge.image, merge.output_file, merge.timeout) == (
         "sort", "python:3.11-slim", "output.csv", timedelta(minutes=5))
     assert {expiry for _, _, expiry in signer.signed} == {NOW + timedelta(minutes=5) + SAS_GRACE}
+
+
+def test_a_spot_pool_falls_back_after_the_settings_wait_from_the_moment_it_is_planned():
+    defaults = PoolDefaults(spot_wait_minutes=2.5, spot_preemption_threshold=3)
+    job = plan(spec(pool={"spot": True}), shard_inputs("bd-r-in", "input.jsonl", 1), defaults=defaults).job
+    assert job.spot and job.fallback == batch.SpotFallback(since=NOW, wait=timedelta(minutes=2.5), preempted=3)
+    strict = plan(spec(pool={"spot": True, "spot_fallback": False}), shard_inputs("bd-r-in", "input.jsonl", 1)).job
+    assert strict.spot and strict.fallback is None
+    assert plan(spec(), shard_inputs("bd-r-in", "input.jsonl", 1)).job.fallback is None
+
+
+def test_gpus_come_from_the_vm_size_of_the_job_file_or_the_defaults():
+    inputs = shard_inputs("bd-r-in", "input.jsonl", 1)
+    assert plan(spec(pool={"vm_size": "Standard_NC24s_v3"}), inputs).job.gpus == 4
+    assert plan(spec(), inputs, defaults=PoolDefaults(vm_size="Standard_NC4as_T4_v3")).job.gpus == 1
+    assert plan(spec(), inputs).job.gpus == 0
+    assert plan(spec(pool={"id": "mine"}), inputs).job.gpus == 0  # the user's own pool: its size is not known here

@@ -59,7 +59,8 @@ def stored(run: RunRecord) -> RunRecord:
     return RunRecord.from_json(json.loads(json.dumps(run.to_json())), etag="e")
 
 
-# status.json as the dict-based code wrote it along a whole successful run, key order included
+# status.json as the dict-based code wrote it along a whole successful run, key order included (plus the
+# submission's cursor, `submitted` and `last_submitted_at`, added with submission in chunks)
 LEGACY = {
     "run_id": "heavy-0123456789abcdef", "name": "heavy", "job_file": "intake/jobs/heavy.json",
     "job_file_etag": "0x8D1", "state": "succeeded",
@@ -67,6 +68,7 @@ LEGACY = {
     "merge": "jsonl", "on_task_failure": "fail", "output_extension": "jsonl", "task_output": "output.jsonl",
     "pool": "auto", "task_timeout_minutes": 60, "created_at": "2026-11-28T10:15:02Z",
     "updated_at": "2026-11-28T10:20:02Z", "submitted_at": "2026-11-28T10:16:02Z",
+    "submitted": 2, "last_submitted_at": "2026-11-28T10:16:02Z",
     "finalize_requested_at": "2026-11-28T10:17:02Z", "finalize_requests": 1,
     "finalize_attempts": 1, "finished_at": "2026-11-28T10:19:02Z",
     "output": "results/heavy-0123456789abcdef/output.jsonl",

@@ -227,3 +227,20 @@ def test_admission_settings_default_to_no_cap_and_a_day_in_line():
     assert defaults.max_active_runs is None and defaults.max_queued_hours == 24.0
     capped = Settings.from_mapping({**BASE, "MAX_ACTIVE_RUNS": "5", "MAX_QUEUED_HOURS": "2.5"})
     assert capped.max_active_runs == 5 and capped.max_queued_hours == 2.5
+
+
+def test_spot_and_gpu_pool_settings_have_defaults_and_are_read():
+    pool = Settings.from_mapping(BASE).pool
+    assert (pool.spot_wait_minutes, pool.spot_preemption_threshold) == (15.0, 1)
+    assert (pool.gpu_image_publisher, pool.gpu_image_offer, pool.gpu_image_sku, pool.gpu_node_agent_sku_id) == \
+        ("microsoft-dsvm", "ubuntu-hpc", "2204", "batch.node.ubuntu 22.04")
+    pool = Settings.from_mapping({**BASE, "SPOT_WAIT_MINUTES": "0.05", "SPOT_PREEMPTION_THRESHOLD": "2",
+                                  "POOL_GPU_IMAGE_SKU": "2404", "POOL_GPU_NODE_AGENT_SKU": "batch.node.ubuntu 24.04"}).pool
+    assert (pool.spot_wait_minutes, pool.spot_preemption_threshold) == (0.05, 2)
+    assert (pool.gpu_image_sku, pool.gpu_node_agent_sku_id) == ("2404", "batch.node.ubuntu 24.04")
+
+
+def test_a_default_vm_size_that_is_an_unknown_gpu_size_is_refused():
+    assert Settings.from_mapping({**BASE, "POOL_VM_SIZE": "Standard_NC6s_v3"}).pool.vm_size == "Standard_NC6s_v3"
+    with pytest.raises(ConfigurationError, match="POOL_VM_SIZE: Standard_NC99 looks like a GPU"):
+        Settings.from_mapping({**BASE, "POOL_VM_SIZE": "Standard_NC99"})

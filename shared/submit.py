@@ -1,0 +1,251 @@
+"""Submitting a run's tasks to Batch in chunks, each invocation within a time budget.
+
+The job is created first (with TASK_COUNT, counted before anything is created), then tasks go in
+chunk by chunk: upload the chunk's shards, add its tasks, record `submitted` in status.json. The
+first chunk is small so that tasks start at once whatever the run's size; later chunks are sized
+from the rate measured so far. When the next chunk would not fit in INTAKE_BUDGET_SECONDS, a
+continuation message on SUBMIT_QUEUE hands the rest to another invocation.
+
+The cursor is the record's `submitted`: the next task index. Shards and task ids are deterministic,
+so a continuation re-splits the input up to the cursor without uploading (splitting is two orders of
+magnitude faster than uploading, see benchmarks/), and a chunk replayed after a crash overwrites the
+same shards and finds its tasks already there (TaskExists counts as added).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+
+from shared import batch, jobplan, naming, storage
+from shared.cleanup import work_containers
+from shared.context import Context
+from shared.errors import BatchdropError, BatchError
+from shared.jobfile import JobSpec
+from shared.runs import ACCEPTED, RUNNING, TERMINAL
+
+log = logging.getLogger(__name__)
+
+FIRST_CHUNK = 100  # one add-task call: the first tasks start as soon as they can
+CHUNK_SHARE = 0.05  # a chunk takes at most this share of the budget (so an invocation overruns it by <= 5%)
+MIN_CHUNK_SECONDS = 1.0  # ... or this long, so a tiny budget still makes chunks worth a status write
+
+
+@dataclass(frozen=True)
+class Shards:
+    """The run's task inputs: either bytes to upload (split here) or blobs that already exist."""
+
+    input_file: str = ""  # for shards split here: the file name each task sees, e.g. input.jsonl
+    replay: Callable[[], Iterator[bytes]] | None = None  # the shards to upload, in task order, from the start
+    existing: tuple[storage.BlobInfo, ...] = ()  # pre-split inputs (prefix form), in name order
+    input_etag: str | None = None  # the input blob's version: a retry splits exactly the same bytes
+    total: int = 0  # how many tasks: counted before anything is created
+
+
+class RunEnded(Exception):
+    """The run reached a final state while intake was still working on it."""
+
+
+class MustWait(Exception):
+    """Batch refused the job or its auto pool for quota, or the cap of admitted runs is reached:
+    the run waits in line (state queued) instead of failing."""
+
+
+@dataclass
+class ChunkSizer:
+    """How many tasks the next chunk takes: FIRST_CHUNK, then what the measured rate does in a
+    chunk's share of the budget, at most `largest`. `fits` says whether one more chunk ends within
+    the budget."""
+
+    budget: float  # seconds
+    largest: int
+    started: float  # time.monotonic() when the invocation began
+    done: int = 0
+    spent: float = 0.0
+    chunks: int = 0
+
+    def next_size(self) -> int:
+        if self.chunks == 0 or self.spent <= 0:
+            return min(FIRST_CHUNK, self.largest)
+        rate = self.done / self.spent
+        return max(1, min(self.largest, math.floor(rate * self._chunk_seconds())))
+
+    def record(self, tasks: int, seconds: float) -> None:
+        self.done, self.spent, self.chunks = self.done + tasks, self.spent + seconds, self.chunks + 1
+
+    def fits(self, now: float) -> bool:
+        """Whether another chunk ends within the budget (a budget of 0: one chunk per invocation)."""
+        if self.budget <= 0:
+            return False
+        per_chunk = self.spent / self.chunks if self.chunks else 0.0
+        return (now - self.started) + per_chunk <= self.budget
+
+    def _chunk_seconds(self) -> float:
+        return max(MIN_CHUNK_SECONDS, self.budget * CHUNK_SHARE)
+
+
+def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: float,
+           on_running: Callable[[int], bool]) -> None:
+    """Create the job (first time) and add tasks from the record's cursor until all are in or the
+    budget is spent (then a continuation is sent). `on_running(submitted)` moves the run from
+    accepted to running after its first chunk (False: it ended meanwhile). Raises RunEnded when
+    the run ended meanwhile, MustWait / BatchQuotaError when Batch refuses for quota, BatchError,
+    StorageError and JobFileError as the services and the input do."""
+    run = ctx.runs.read(run_id)
+    if run.state == ACCEPTED:
+        planned = _create(ctx, run_id, spec, shards)
+        start = 0
+    elif run.submitting:
+        planned = _plan(ctx, run_id, spec, shards)
+        start = run.submitted or 0
+    elif run.state in TERMINAL:
+        raise RunEnded(run_id)
+    else:
+        return  # all in already (a repeated continuation), or failed fast and merging
+    sizer = ChunkSizer(ctx.settings.intake_budget_seconds, ctx.settings.submit_chunk_tasks, started)
+    inputs = _inputs_from(ctx, run_id, shards, start)
+    while start < shards.total:
+        began = time.monotonic()
+        sent = _send_chunk(ctx, run_id, planned, inputs, min(sizer.next_size(), shards.total - start))
+        if not sent:
+            raise BatchdropError(f"run {run_id}: the input gave {start} tasks, {shards.total} were counted")
+        start += sent
+        if not _note(ctx, run_id, run.state == ACCEPTED and sizer.chunks == 0, start, on_running):
+            return
+        sizer.record(sent, time.monotonic() - began)
+        if start < shards.total and not sizer.fits(time.monotonic()):
+            request_continuation(ctx, run_id, start)
+            log.info("submission continues in another invocation run_id=%s submitted=%d total=%d chunks=%d",
+                     run_id, start, shards.total, sizer.chunks)
+            return
+    log.info("all tasks submitted run_id=%s tasks=%d", run_id, shards.total)
+
+
+def request_continuation(ctx: Context, run_id: str, next_task: int) -> None:
+    storage.queue_send(ctx.submit_queue, json.dumps({"run_id": run_id, "next_task": next_task}))
+
+
+def run_id_of_continuation(body: str) -> str:
+    """The run a continuation message names; BatchdropError when the body is not one."""
+    try:
+        run_id = json.loads(body)["run_id"]
+    except (ValueError, TypeError, KeyError):
+        run_id = None
+    if not isinstance(run_id, str) or not run_id:
+        raise BatchdropError(f"submit message is not a continuation: {body[:80]!r}")
+    return run_id
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def _plan(ctx: Context, run_id: str, spec: JobSpec, shards: Shards) -> jobplan.Submission:
+    return jobplan.plan_job(
+        run_id, spec, ctx.settings.pool, task_count=shards.total, work_containers=work_containers(ctx, run_id),
+        signer=storage.SasMinter(ctx.blobs), now=ctx.clock(), registry=_registry(ctx, spec),
+        owner=naming.owner_tag(storage.account_url(ctx.blobs), ctx.settings.results_container))
+
+
+def _create(ctx: Context, run_id: str, spec: JobSpec, shards: Shards) -> jobplan.Submission:
+    """Work containers, the inline config and the job (idempotent: JobExists counts as created)."""
+    in_container, out_container = work_containers(ctx, run_id)
+    for name in (in_container, out_container):
+        storage.ensure_container(ctx.blobs, name, metadata={naming.WORK_METADATA: run_id})
+    planned = _plan(ctx, run_id, spec, shards)
+    if planned.config is not None:
+        storage.put_blob(ctx.blobs, in_container, naming.CONFIG_BLOB, planned.config)
+    if ctx.runs.read(run_id).state != ACCEPTED:
+        raise RunEnded(run_id)  # cancelled (or given up on) while the input was counted
+    batch.create_job(ctx.batch, batch.job_model(planned.job, ctx.settings.pool))  # quota: BatchQuotaError
+    if planned.job.pool_id is None:
+        _refused_auto_pool(ctx, run_id)
+    return planned
+
+
+def _refused_auto_pool(ctx: Context, run_id: str) -> None:
+    """Batch accepts a job whose auto pool is beyond the pool quota and completes it at once: delete
+    that job (so it holds no quota and its id is free for the next try) and wait in line."""
+    why = batch.auto_pool_quota_refusal(ctx.batch, run_id)
+    if why is not None:
+        batch.delete_job(ctx.batch, run_id)
+        raise MustWait(why)
+
+
+def _registry(ctx: Context, spec: JobSpec):
+    registry = ctx.settings.registry
+    if not spec.image or registry is None:
+        return None
+    password = ctx.secrets.get(registry.password_setting)
+    return batch.registry_reference(registry.server, registry.username, password.reveal())
+
+
+# ----------------------------------------------------------------------------- chunks
+
+
+@dataclass(frozen=True)
+class _Input:
+    index: int
+    where: jobplan.TaskInput
+    data: bytes | None  # to upload first (a shard split here); None for a blob that exists
+
+
+def _inputs_from(ctx: Context, run_id: str, shards: Shards, start: int) -> Iterator[_Input]:
+    """Every task's input from task `start` on, in task order."""
+    if shards.existing:
+        for i, info in enumerate(shards.existing[start:], start):
+            yield _Input(i, jobplan.prefix_inputs([info])[0], None)
+        return
+    in_container, _ = work_containers(ctx, run_id)
+    for i, data in enumerate(islice(shards.replay() if shards.replay else iter(()), start, None), start):
+        yield _Input(i, jobplan.TaskInput(in_container, naming.shard_name(i, shards.input_file),
+                                          shards.input_file), data)
+
+
+def _send_chunk(ctx: Context, run_id: str, planned: jobplan.Submission, inputs: Iterator[_Input],
+                size: int) -> int:
+    """Upload the next `size` shards (memory stays flat: storage.upload_many), then add their tasks
+    (100 per call, in parallel). Returns how many tasks the chunk held. A run ended meanwhile (its
+    containers or job deleted by a cancel) raises RunEnded."""
+    taken: list[tuple[int, jobplan.TaskInput]] = []
+
+    def uploads() -> Iterator[tuple[str, bytes]]:
+        for item in islice(inputs, size):
+            taken.append((item.index, item.where))
+            if item.data is not None:
+                yield item.where.blob, item.data
+
+    try:
+        storage.upload_many(ctx.blobs, work_containers(ctx, run_id)[0], uploads(), ctx.settings.upload_concurrency)
+        signer = storage.SasMinter(ctx.blobs)
+        tasks = [batch.task_model(planned.job, jobplan.task_spec(index, where, signer, planned.expiry))
+                 for index, where in taken]
+        groups = [tasks[i:i + batch.MAX_TASKS_PER_CALL] for i in range(0, len(tasks), batch.MAX_TASKS_PER_CALL)]
+        with ThreadPoolExecutor(ctx.settings.submit_concurrency, thread_name_prefix="submit") as executor:
+            for _ in executor.map(lambda g: batch.add_tasks(ctx.batch, run_id, g), groups):
+                pass
+    except BatchdropError as e:
+        if ctx.runs.read(run_id).state in TERMINAL:
+            raise RunEnded(run_id) from None
+        if isinstance(e, BatchError) and e.code == "JobCompleted" and planned.job.pool_id is None:
+            _refused_auto_pool(ctx, run_id)
+        raise
+    return len(taken)
+
+
+def _note(ctx: Context, run_id: str, first: bool, submitted: int, on_running: Callable[[int], bool]) -> bool:
+    """Record the cursor; False when the run stopped running (its submission ends here)."""
+    if first:
+        if on_running(submitted):
+            return True
+    elif ctx.runs.note_submitted(run_id, submitted) is not None:
+        return True
+    state = ctx.runs.read(run_id).state
+    if state in TERMINAL:
+        raise RunEnded(run_id)
+    log.info("submission stopped: the run is %s run_id=%s submitted=%d", state, run_id, submitted)
+    return state == RUNNING

@@ -1,0 +1,223 @@
+"""Submission in chunks (issue 12): every input form resumes from the cursor in status.json, a
+crash between or inside chunks replays safely, a cancel stops a submission, the monitor never
+finalizes a run still submitting and re-drives a stalled one.
+
+INTAKE_BUDGET_SECONDS=0 makes each invocation submit one chunk, SUBMIT_CHUNK_TASKS=7 makes chunks
+small: a run of a few dozen tasks goes through many continuations, each delivered here by hand as the
+queue trigger would."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+
+import pytest
+
+from shared import batch as batch_module
+from shared import submit
+from shared.accept import accept, continue_submission
+from shared.runs import utc_now
+from shared.watch import REDRIVE_AFTER, watch
+from tests.pipeline.helpers import (
+    build_context,
+    drop,
+    put_data,
+    results_blob,
+    run_to_end,
+    status,
+    wait_for,
+    work_containers_left,
+)
+
+COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
+CHUNK = 7
+
+
+@pytest.fixture
+def chunked(env):
+    return build_context({**env, "INTAKE_BUDGET_SECONDS": "0", "SUBMIT_CHUNK_TASKS": str(CHUNK)})
+
+
+def continuations(ctx) -> list[dict]:
+    """Take the waiting continuation messages off the queue."""
+    found = []
+    for msg in ctx.submit_queue.receive_messages(messages_per_page=32, visibility_timeout=30):
+        found.append(json.loads(msg.content))
+        ctx.submit_queue.delete_message(msg)
+    return found
+
+
+def submit_all(ctx, run_id: str) -> list[int]:
+    """Deliver continuations until the run is all in; the cursor after each invocation."""
+    cursors = [status(ctx, run_id)["submitted"]]
+    for _ in range(1000):
+        waiting = continuations(ctx)
+        if not waiting:
+            return cursors
+        assert [m["run_id"] for m in waiting] == [run_id]
+        assert waiting[0]["next_task"] == cursors[-1]
+        continue_submission(ctx, submit.run_id_of_continuation(json.dumps(waiting[0])))
+        cursors.append(status(ctx, run_id)["submitted"])
+    raise AssertionError("the submission never ended")
+
+
+def task_ids(batch, run_id: str) -> list[str]:
+    return sorted(t.id for t in batch.list_tasks(run_id))
+
+
+def jsonl(data: bytes) -> list:
+    return [json.loads(x) for x in data.splitlines()]
+
+
+RECORDS = [{"n": i, "text": f"record {i}"} for i in range(45)]
+
+
+def inputs(ctx) -> dict[str, tuple[dict, int, object]]:
+    """Input form -> (job file fields, tasks, what the merged output must hold)."""
+    lines = "".join(json.dumps(r) + "\n" for r in RECORDS).encode()
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["n", "text"])
+    writer.writerows([r["n"], r["text"]] for r in RECORDS)
+    for i in range(23):
+        put_data(ctx, f"parts/p{i:03d}.txt", f"part {i}\n".encode())
+    return {
+        "items": ({"input": {"items": RECORDS}, "items_per_task": 2}, 23, RECORDS),
+        "jsonl": ({"input": {"blob": put_data(ctx, "in.jsonl", lines)}, "items_per_task": 3}, 15, RECORDS),
+        "json": ({"input": {"blob": put_data(ctx, "in.json", json.dumps(RECORDS).encode())}}, 45, RECORDS),
+        "csv": ({"input": {"blob": put_data(ctx, "in.csv", table.getvalue().encode())}, "items_per_task": 4}, 12,
+                table.getvalue()),
+        "lines": ({"input": {"blob": put_data(ctx, "in.txt", b"".join(f"line {i}\n".encode() for i in range(40)))},
+                   "tasks": 20}, 20, "".join(f"line {i}\n" for i in range(40))),
+        "prefix": ({"input": {"prefix": f"{ctx.settings.data_container}/parts/"}}, 23,
+                   "".join(f"part {i}\n" for i in range(23))),
+    }
+
+
+@pytest.mark.parametrize("form", ["items", "jsonl", "json", "csv", "lines", "prefix"])
+def test_each_input_form_goes_in_chunk_by_chunk_and_merges_as_one_run(chunked, batch, form):
+    ctx = chunked
+    fields, total, expected = inputs(ctx)[form]
+    d = drop(ctx, f"{form}.json", {"command": COPY, **fields})
+    accept(ctx, d.container, d.name)
+    first = status(ctx, d.run_id)
+    assert (first["state"], first["tasks"]["total"], first["submitted"]) == ("running", total, CHUNK)
+    assert task_ids(batch, d.run_id) == [f"t{i:06d}" for i in range(CHUNK)]  # tasks start before the rest is split
+    cursors = submit_all(ctx, d.run_id)
+    assert cursors == [min(total, n) for n in range(CHUNK, total + CHUNK, CHUNK)]
+    assert task_ids(batch, d.run_id) == [f"t{i:06d}" for i in range(total)]
+    job_env = {e.name: e.value for e in batch.get_job(d.run_id).common_environment_settings or []}
+    assert job_env["TASK_COUNT"] == str(total)  # counted before the job was created
+    final = run_to_end(ctx, d.run_id, deadline_s=120)
+    assert final["state"] == "succeeded" and final["submitted"] == total
+    merged = results_blob(ctx, final["output"].split("/", 1)[1])
+    assert (jsonl(merged) if isinstance(expected, list) else merged.decode()) == expected
+    assert ctx.runs.kept_job_file(d.run_id) is not None
+    assert watch(ctx)[d.run_id] == "forgotten"
+    assert ctx.runs.kept_job_file(d.run_id) is None  # the copy goes when the monitor retires the run
+
+
+def test_the_budget_decides_how_much_one_invocation_submits(env, batch):
+    """A generous budget submits everything in one invocation (chunks grow from FIRST_CHUNK on)."""
+    ctx = build_context({**env, "INTAKE_BUDGET_SECONDS": "60", "SUBMIT_CHUNK_TASKS": "50"})
+    d = drop(ctx, "budget.json", {"command": COPY, "input": {"items": list(range(230))}})
+    accept(ctx, d.container, d.name)
+    assert status(ctx, d.run_id)["submitted"] == 230 and continuations(ctx) == []
+    assert run_to_end(ctx, d.run_id, deadline_s=120)["state"] == "succeeded"
+
+
+def test_a_crash_inside_a_chunk_replays_it_and_every_task_is_there_once(chunked, batch, monkeypatch):
+    ctx = chunked
+    d = drop(ctx, "crash.json", {"command": COPY, "input": {"items": list(range(30))}})
+    accept(ctx, d.container, d.name)
+    real_add = batch_module.add_tasks
+    monkeypatch.setattr(batch_module, "add_tasks", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("died")))
+    [message] = continuations(ctx)
+    with pytest.raises(ConnectionError):
+        continue_submission(ctx, message["run_id"])  # its shards went up, its tasks did not
+    assert status(ctx, d.run_id)["submitted"] == CHUNK
+    monkeypatch.setattr(batch_module, "add_tasks", real_add)
+    continue_submission(ctx, d.run_id)  # the queue's redelivery: the same chunk again
+    assert status(ctx, d.run_id)["submitted"] == 2 * CHUNK
+    submit_all(ctx, d.run_id)
+    assert task_ids(batch, d.run_id) == [f"t{i:06d}" for i in range(30)]
+    final = run_to_end(ctx, d.run_id, deadline_s=120)
+    assert final["state"] == "succeeded"
+    assert jsonl(results_blob(ctx, f"{d.run_id}/output.jsonl")) == list(range(30))
+
+
+def test_a_chunk_in_batch_but_not_recorded_is_found_there_on_replay(chunked, batch, monkeypatch):
+    """The host dies after adding a chunk's tasks, before status.json says so: the replay adds the
+    same tasks again, which Batch answers TaskExists and counts as added."""
+    ctx = chunked
+    d = drop(ctx, "unrecorded.json", {"command": COPY, "input": {"items": list(range(20))}})
+    accept(ctx, d.container, d.name)
+    monkeypatch.setattr(ctx.runs, "note_submitted", lambda *a: (_ for _ in ()).throw(ConnectionError("died")))
+    with pytest.raises(ConnectionError):
+        continue_submission(ctx, continuations(ctx)[0]["run_id"])
+    assert len(task_ids(batch, d.run_id)) == 2 * CHUNK and status(ctx, d.run_id)["submitted"] == CHUNK
+    monkeypatch.undo()
+    continue_submission(ctx, d.run_id)
+    assert status(ctx, d.run_id)["submitted"] == 2 * CHUNK
+    submit_all(ctx, d.run_id)
+    assert run_to_end(ctx, d.run_id, deadline_s=120)["state"] == "succeeded"
+    assert jsonl(results_blob(ctx, f"{d.run_id}/output.jsonl")) == list(range(20))
+
+
+def test_the_trigger_retry_of_an_intake_that_died_between_chunks_goes_on(chunked, batch):
+    ctx = chunked
+    d = drop(ctx, "retry.json", {"command": COPY, "input": {"items": list(range(16))}})
+    accept(ctx, d.container, d.name)
+    continuations(ctx)  # lost with a dead host
+    accept(ctx, d.container, d.name)  # the blob trigger delivers the job file again
+    assert status(ctx, d.run_id)["submitted"] == 2 * CHUNK
+    submit_all(ctx, d.run_id)
+    assert task_ids(batch, d.run_id) == [f"t{i:06d}" for i in range(16)]
+
+
+def test_the_monitor_never_finalizes_a_run_still_submitting_and_redrives_a_stalled_one(chunked, env, batch):
+    ctx = chunked
+    d = drop(ctx, "stall.json", {"command": COPY, "input": {"items": list(range(10))}})
+    accept(ctx, d.container, d.name)
+    assert continuations(ctx)  # lost: nobody goes on with the submission
+    wait_for(lambda: batch.get_job_task_counts(d.run_id).task_counts.completed == CHUNK, what="first chunk done")
+    assert watch(ctx)[d.run_id] in ("updated", "no change")
+    assert status(ctx, d.run_id)["state"] == "running"  # all its tasks in Batch are done, but not all are in
+    later = build_context({**env, "INTAKE_BUDGET_SECONDS": "0", "SUBMIT_CHUNK_TASKS": str(CHUNK)},
+                          clock=lambda: utc_now() + REDRIVE_AFTER + timedelta(seconds=5))
+    assert watch(later)[d.run_id] == "submission re-requested"
+    run = ctx.runs.read(d.run_id)
+    assert run.redrives == {"submit": 1} and "no submission was at work" in run.last_redrive["why"]
+    submit_all(ctx, d.run_id)
+    final = run_to_end(ctx, d.run_id, deadline_s=120)
+    assert final["state"] == "succeeded" and final["redrives"] == {"submit": 1}
+    assert jsonl(results_blob(ctx, f"{d.run_id}/output.jsonl")) == list(range(10))
+
+
+def test_cancel_of_a_run_still_submitting_stops_the_submission_and_leaves_nothing(chunked, batch):
+    ctx = chunked
+    d = drop(ctx, "cancelme.json", {"command": "sleep 5", "input": {"items": list(range(30))}})
+    accept(ctx, d.container, d.name)
+    stop = drop(ctx, "stop.json", {"cancel": d.run_id})
+    accept(ctx, stop.container, stop.name)
+    assert status(ctx, d.run_id)["state"] == "cancelled"
+    for message in continuations(ctx):
+        continue_submission(ctx, message["run_id"])  # a continuation already in the queue does nothing
+    assert status(ctx, d.run_id)["submitted"] == CHUNK
+    run_to_end(ctx, d.run_id)
+    assert work_containers_left(ctx) == []
+    wait_for(lambda: d.run_id not in [j.id for j in batch.list_jobs() if j.state != "deleting"], what="job gone")
+
+
+def test_a_prefix_that_changes_while_submitting_fails_the_run_saying_why(chunked, batch):
+    ctx = chunked
+    for i in range(10):
+        put_data(ctx, f"moving/p{i:02d}.txt", b"x\n")
+    d = drop(ctx, "moving.json", {"command": COPY, "input": {"prefix": f"{ctx.settings.data_container}/moving/"}})
+    accept(ctx, d.container, d.name)
+    put_data(ctx, "moving/p99.txt", b"late\n")
+    continue_submission(ctx, continuations(ctx)[0]["run_id"])
+    final = status(ctx, d.run_id)
+    assert final["state"] == "failed" and "changed while the run was being submitted" in final["error"]
+    assert work_containers_left(ctx) == []

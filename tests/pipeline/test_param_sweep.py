@@ -13,6 +13,7 @@ import pytest
 
 from shared.accept import accept
 from tests.pipeline.helpers import build_context, drop, results_blob, run_to_end, status, work_containers_left
+from tests.pipeline.test_submit_chunks import CHUNK, submit_all
 
 COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 # each output line: {"task": <TASK_INDEX>, "of": <TASK_COUNT>, "item": <the input line as the task read it>}
@@ -76,6 +77,26 @@ def test_each_tasks_input_holds_its_combinations_as_jsonl(ctx):
     for task in range(4):
         got = results_blob(ctx, f"{run_id}/tasks/t{task:06d}/output.jsonl")
         assert got == jsonl(expected[task * 3:task * 3 + 3]), task
+
+
+def test_a_sweep_submitted_in_chunks_resumes_from_the_cursor(env, batch):
+    """Each continuation re-parses the kept job file and generates the sweep again up to the cursor:
+    the same combinations land in the same tasks."""
+    ctx = build_context({**env, "INTAKE_BUDGET_SECONDS": "0", "SUBMIT_CHUNK_TASKS": str(CHUNK)})
+    sweep = {"model": ["a", "b", "c"], "zip": {"x": [1, 2, 3], "y": ["p", "q", "r"]}, "seed": {"range": [0, 5]}}
+    expected = [{"model": m, "x": x, "y": y, "seed": s}
+                for m in "abc" for x, y in ((1, "p"), (2, "q"), (3, "r")) for s in range(5)]  # 45
+    d = drop(ctx, "chunked.json", {"command": TAG, "input": {"sweep": sweep}, "items_per_task": 2})
+    accept(ctx, d.container, d.name)
+    first = status(ctx, d.run_id)
+    assert (first["state"], first["tasks"]["total"], first["submitted"]) == ("running", 23, CHUNK)
+    assert submit_all(ctx, d.run_id) == [7, 14, 21, 23]
+    final = run_to_end(ctx, d.run_id, deadline_s=120)
+    assert final["state"] == "succeeded" and final["submitted"] == 23
+    lines = tagged_output(ctx, d.run_id)
+    assert [line["item"] for line in lines] == expected
+    assert [line["task"] for line in lines] == [i // 2 for i in range(45)]
+    assert {line["of"] for line in lines} == {23}
 
 
 @pytest.fixture

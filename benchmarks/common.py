@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,18 +16,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextlib.contextmanager
-def services(max_concurrency: int | None = None, azurite_in_memory: bool = True):
-    """Azurite and the Batch emulator for one benchmark run; stopped afterwards."""
+def services(max_concurrency: int | None = None, azurite_in_memory: bool = True, **emulator_options):
+    """Azurite and the Batch emulator for one benchmark run; stopped afterwards. `emulator_options`:
+    more EmulatorProcess arguments, e.g. quota_active_jobs=5."""
     from batchemu.process import EmulatorProcess
 
     azurite = start_azurite(in_memory=azurite_in_memory)
-    emulator = EmulatorProcess(data_dir=tempfile.mkdtemp(prefix="bench-batchemu-"), max_concurrency=max_concurrency)
+    emulator = EmulatorProcess(data_dir=tempfile.mkdtemp(prefix="bench-batchemu-"), max_concurrency=max_concurrency,
+                               **emulator_options)
     try:
         emulator.start()
         yield azurite, emulator
     finally:
-        emulator.stop()
-        azurite.stop()
+        try:
+            emulator.stop()
+        finally:
+            azurite.stop()
+            shutil.rmtree(emulator.data_dir, ignore_errors=True)
 
 
 def env_for(azurite, emulator, suffix: str = "bench") -> dict[str, str]:

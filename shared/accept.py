@@ -20,7 +20,7 @@ from shared.context import Context
 from shared.errors import BatchdropError, BatchError, BatchQuotaError, Conflict, JobFileError
 from shared.jobfile import BlobInput, ExistingPool, ItemsInput, JobSpec, PrefixInput
 from shared.runs import ACCEPTED, RUNNING, JobFileVersion, RunRecord
-from shared.submit import MustWait, RunEnded, Shards, submit
+from shared.submit import MustWait, RunEnded, Shards, request_continuation, submit
 
 __all__ = ["accept", "continue_submission", "JobFileVersion", "RunIdTaken"]
 
@@ -81,27 +81,33 @@ def continue_submission(ctx: Context, run_id: str) -> None:
         if claim is None:
             log.info("another intake is at work on this run run_id=%s", run_id)
             return
-        run = ctx.runs.read(run_id)
-        if not run.submitting:
-            return
-        raw = ctx.runs.kept_job_file(run_id)
-        try:
-            if raw is None or run.source is None:
-                raise JobFileError("the copy of the job file kept for this run is gone")
-            spec = jobfile.parse_intake_file(raw, blob_name=run.source.blob_name, max_bytes=len(raw),
-                                             policy=jobfile.ReadPolicy.from_settings(ctx.settings))
-            if not isinstance(spec, JobSpec):
-                raise JobFileError("the job file kept for this run is not a job")
-            shards = replace(_plan_inputs(ctx, spec, run), total=run.tasks.total)
-            if shards.existing and len(shards.existing) != run.tasks.total:
-                raise JobFileError(f"the blobs under the input prefix changed while the run was being submitted "
-                                   f"({run.tasks.total:,} when it started, {len(shards.existing):,} now); leave "
-                                   f"them as they are until status.json shows every task submitted",
-                                   field="input.prefix")
-        except (JobFileError, storage.BlobChanged) as e:
-            ctx.runs.fail_submission(run_id, f"the submission could not go on: {e}")
-            return
-        _submit_or_end(ctx, run_id, spec, run.source, shards, started)
+        resume_at = _continue_claimed(ctx, run_id, started)
+    if resume_at is not None:
+        request_continuation(ctx, run_id, resume_at)
+
+
+def _continue_claimed(ctx: Context, run_id: str, started: float) -> int | None:
+    run = ctx.runs.read(run_id)  # again: the claim's previous holder may have got further
+    if not run.submitting:
+        return None
+    raw = ctx.runs.kept_job_file(run_id)
+    try:
+        if raw is None or run.source is None:
+            raise JobFileError("the copy of the job file kept for this run is gone")
+        spec = jobfile.parse_intake_file(raw, blob_name=run.source.blob_name, max_bytes=len(raw),
+                                         policy=jobfile.ReadPolicy.from_settings(ctx.settings))
+        if not isinstance(spec, JobSpec):
+            raise JobFileError("the job file kept for this run is not a job")
+        shards = replace(_plan_inputs(ctx, spec, run), total=run.tasks.total)
+        if shards.existing and len(shards.existing) != run.tasks.total:
+            raise JobFileError(f"the blobs under the input prefix changed while the run was being submitted "
+                               f"({run.tasks.total:,} when it started, {len(shards.existing):,} now); leave "
+                               f"them as they are until status.json shows every task submitted",
+                               field="input.prefix")
+    except (JobFileError, storage.BlobChanged) as e:
+        ctx.runs.fail_submission(run_id, f"the submission could not go on: {e}")
+        return None
+    return _submit_or_end(ctx, run_id, spec, run.source, shards, started)
 
 
 def _accept_job(ctx: Context, spec: JobSpec, source: JobFileVersion, raw: bytes, started: float) -> str:
@@ -121,15 +127,17 @@ def _accept_job(ctx: Context, spec: JobSpec, source: JobFileVersion, raw: bytes,
         if existing is not None and existing.state != ACCEPTED:
             return run_id
         ctx.runs.mark_active(run_id, source)  # before the (maybe long) checks: a death here is re-driven too
-        _accept_claimed(ctx, run_id, spec, source, existing, raw, started)
+        resume_at = _accept_claimed(ctx, run_id, spec, source, existing, raw, started)
+    if resume_at is not None:
+        request_continuation(ctx, run_id, resume_at)  # once the claim is let go
     return run_id
 
 
 def _accept_claimed(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVersion,
-                    existing: RunRecord | None, raw: bytes, started: float) -> None:
+                    existing: RunRecord | None, raw: bytes, started: float) -> int | None:
     shards = _prepare(ctx, run_id, spec, source, existing)
     if shards is None:
-        return
+        return None
     if existing is None:
         try:
             ctx.runs.accept(RunRecord.accepted(run_id, spec, source, shards.input_etag, ctx.settings.pool))
@@ -142,8 +150,8 @@ def _accept_claimed(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVer
     why = admission.must_wait(ctx, run_id)
     if why is not None:
         ctx.runs.queue(run_id, why)  # before the upload: the admitted intake does it
-        return
-    _submit_or_end(ctx, run_id, spec, source, shards, started)
+        return None
+    return _submit_or_end(ctx, run_id, spec, source, shards, started)
 
 
 def _resolve_run_id(ctx: Context, name: str, source: JobFileVersion) -> tuple[str, RunRecord | None]:
@@ -302,13 +310,14 @@ def _counted(ctx: Context, spec: JobSpec, shards: Shards) -> Shards:
 
 
 def _submit_or_end(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVersion, shards: Shards,
-                   started: float) -> None:
-    """Submit the run's tasks from its cursor (shared.submit). Ends the run when its input turns
-    out unusable or Batch refuses it for good; puts it in line when Batch refuses for quota.
-    Transient errors are raised (the trigger retries; every step is idempotent)."""
+                   started: float) -> int | None:
+    """Submit the run's tasks from its cursor (shared.submit); the cursor to continue from when the
+    budget ran out. Ends the run when its input turns out unusable or Batch refuses it for good;
+    puts it in line when Batch refuses for quota. Transient errors are raised (the trigger
+    retries; every step is idempotent)."""
     try:
-        submit(ctx, run_id, spec, shards, started,
-               on_running=lambda submitted: ctx.runs.start_running(run_id, shards.total, submitted))
+        return submit(ctx, run_id, spec, shards, started,
+                      on_running=lambda submitted: ctx.runs.start_running(run_id, shards.total, submitted))
     except JobFileError as e:  # found while streaming, e.g. malformed JSON half-way through the input
         _end_submission(ctx, run_id, spec, source, e)
     except storage.BlobChanged:
@@ -330,6 +339,7 @@ def _submit_or_end(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVers
         if isinstance(e, storage.StorageError) or (isinstance(e, BatchError) and e.transient):
             raise  # storage or Batch unreachable for a moment: never a reason to fail the run
         ctx.runs.fail_submission(run_id, str(e))
+    return None
 
 
 def _end_submission(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVersion,

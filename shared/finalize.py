@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from shared import batch, claims, jobplan, manifest, merge, naming, report, report_html, run_usage, storage
+from shared import batch, claims, jobplan, merge_parts, naming, report, report_html, run_usage, storage
 from shared.cleanup import work_containers
 from shared.context import Context
 from shared.errors import BatchdropError, BatchError
-from shared.manifest import Manifest
 from shared.pricing import PriceTable
 from shared.report import Merged, TaskOutcome, outcome_of
 from shared.runs import MERGING, TERMINAL, RunPaths, RunRecord
+from shared.task_outputs import LostOutputs, listed_sizes, verified_manifests
 
 __all__ = ["finalize", "outcome_of", "TaskOutcome", "LOG_COPY_BYTES", "STDERR_TAIL_BYTES"]
 
@@ -34,14 +34,7 @@ log = logging.getLogger(__name__)
 STDERR_TAIL_BYTES = 4096
 LOG_COPY_BYTES = 1024 * 1024  # of each captured stdout/stderr kept in results: a task may print gigabytes
 RERUNNING = "rerunning"
-
-
-class LostOutputs(Exception):
-    """Outputs of succeeded tasks are missing or differ from their manifests: task id -> what."""
-
-    def __init__(self, problems: Mapping[str, str]) -> None:
-        super().__init__(f"{len(problems)} task output(s) lost or corrupt")
-        self.problems = dict(problems)
+CONTINUES = "merging (continues in the next invocation)"
 
 
 def finalize(ctx: Context, run_id: str) -> str:
@@ -55,13 +48,19 @@ def finalize(ctx: Context, run_id: str) -> str:
     if run.state != MERGING:
         log.warning("finalize before the run finished run_id=%s state=%s", run_id, run.state)
         return f"not ready ({run.state})"
+    started = time.monotonic()
     with ctx.claims.hold(run_id, claims.FINALIZE) as claim:
         if claim is None:
             return "busy"  # another finalize is at work; should it die, the monitor re-drives the run
-        return _finalize_claimed(ctx, run_id)
+        outcome = _finalize_claimed(ctx, run_id, started)
+    if outcome == CONTINUES:
+        # after the claim is let go, or the next invocation could find it still held and drop the message
+        storage.queue_send(ctx.finalize_queue, naming.finalize_message(run_id))
+        log.info("merge continues in another invocation run_id=%s", run_id)
+    return outcome
 
 
-def _finalize_claimed(ctx: Context, run_id: str) -> str:
+def _finalize_claimed(ctx: Context, run_id: str, started: float) -> str:
     run = ctx.runs.read(run_id)  # again: the claim's previous holder may have got further
     if run.state != MERGING:
         return run.state
@@ -72,7 +71,7 @@ def _finalize_claimed(ctx: Context, run_id: str) -> str:
         attempted = ctx.runs.commit_retrying(run_id, lambda r: r.finalize_attempted())
         if attempted is None:
             return ctx.runs.read(run_id).state
-        made = _report(ctx, attempted)
+        made = _report(ctx, attempted, started)
         if isinstance(made, str):
             return made
         done = ctx.runs.keep_report(run_id, made)  # the first report written is kept
@@ -81,19 +80,20 @@ def _finalize_claimed(ctx: Context, run_id: str) -> str:
     return done["state"]
 
 
-def _report(ctx: Context, run: RunRecord) -> dict | str:
+def _report(ctx: Context, run: RunRecord, started: float) -> dict | str:
     """Verify, merge and assemble the report. Returns it, or why there is none yet (merging while
-    the user's merge task runs; rerunning tasks whose outputs were lost)."""
+    the user's merge task runs, or in parts across invocations; rerunning tasks whose outputs were
+    lost)."""
     _, out_container = work_containers(ctx, run.run_id)
     if not storage.container_exists(ctx.blobs, out_container):
         # only a finished finalize deletes it, and that one wrote the report we did not find
         raise BatchdropError(f"run {run.run_id}: the task output container is gone; not merging from nothing")
     tasks = current_outcomes(ctx, run)
-    tails = {t.task_id: _keep_failure_logs(ctx, out_container, run.run_id, t.task_id)
-             for t in tasks if not t.succeeded}
-    mode = batch.container_execution(ctx.batch, run.run_id, run.attempt(tasks[0].task_id)) if tasks else None
 
     def assemble(merged: Merged | None) -> dict:
+        tails = {t.task_id: _keep_failure_logs(ctx, out_container, run.run_id, t.task_id)
+                 for t in tasks if not t.succeeded}
+        mode = batch.container_execution(ctx.batch, run.run_id, run.attempt(tasks[0].task_id)) if tasks else None
         now = ctx.clock()
         made = report.assemble(run, tasks, stderr_tails=tails, container_execution=mode, merged=merged, now=now)
         return {**made, **run_usage.usage_and_cost(run, tasks, now, _prices(ctx))}
@@ -102,12 +102,17 @@ def _report(ctx: Context, run: RunRecord) -> dict | str:
         return assemble(None)
     succeeded = [t for t in tasks if t.succeeded]
     try:
-        manifests = _verified_manifests(ctx, run, out_container, succeeded)
-        if run.merge_command and run.merge_task != "done":
+        if run.merge != "command":
+            merged = merge_parts.merge_in_parts(ctx, run, succeeded, out_container, started)
+            if merged is merge_parts.CONTINUES:
+                return CONTINUES
+            return MERGING if merged is None else assemble(merged)
+        if run.merge_task != "done":
+            verified_manifests(ctx, out_container, succeeded, listed_sizes(ctx, out_container))
             if not _start_merge_task(ctx, run):
                 return MERGING  # the monitor calls us again once the merge task has finished
             run = ctx.runs.read(run.run_id)
-        return assemble(_merge(ctx, run, succeeded, out_container, manifests))
+        return assemble(_collect_merge_task(ctx, run, out_container))
     except LostOutputs as lost:
         return _rerun_lost(ctx, run, lost.problems, assemble)
 
@@ -148,41 +153,7 @@ def _write_html(ctx: Context, run: RunRecord, done: dict) -> None:
                      page.getvalue().encode("utf-8"), content_type="text/html; charset=utf-8")
 
 
-# ----------------------------------------------------------------------------- verifying outputs
-
-
-def _verified_manifests(ctx: Context, run: RunRecord, out_container: str,
-                        succeeded: Sequence[TaskOutcome]) -> dict[str, Manifest]:
-    """Each succeeded task's manifest, after checking that every output it lists is there with
-    its size (one listing, one small read per task). LostOutputs names the tasks whose are not."""
-    sizes = storage.blob_sizes(ctx.blobs, out_container, "tasks/")
-    problems: dict[str, str] = {}
-    manifests: dict[str, Manifest] = {}
-
-    def read(task: TaskOutcome) -> tuple[str, Manifest | str]:
-        data = storage.read_optional(ctx.blobs, out_container, naming.task_manifest(task.task_id))
-        if data is None:
-            return task.task_id, "its manifest was not uploaded"
-        try:
-            return task.task_id, manifest.parse(data)
-        except manifest.ManifestError as e:
-            return task.task_id, f"its manifest is unreadable ({e})"
-
-    with ThreadPoolExecutor(ctx.settings.upload_concurrency, thread_name_prefix="manifest") as pool:
-        for task_id, found in pool.map(read, succeeded):
-            if isinstance(found, str):
-                problems[task_id] = found
-                continue
-            prefix = naming.task_outputs(task_id)
-            listed = {name[len(prefix):]: size for name, size in sizes.items() if name.startswith(prefix)}
-            wrong = manifest.check_listing(found, listed)
-            if wrong:
-                problems[task_id] = f"{len(wrong)} output file(s) lost or changed, e.g. {wrong[0]}"
-            else:
-                manifests[task_id] = found
-    if problems:
-        raise LostOutputs(problems)
-    return manifests
+# ----------------------------------------------------------------------------- lost outputs
 
 
 def _rerun_lost(ctx: Context, run: RunRecord, problems: Mapping[str, str], assemble) -> dict | str:
@@ -206,50 +177,6 @@ def _rerun_lost(ctx: Context, run: RunRecord, problems: Mapping[str, str], assem
 
 
 # ----------------------------------------------------------------------------- merging
-
-
-def _merge(ctx: Context, run: RunRecord, succeeded: list[TaskOutcome], out_container: str,
-           manifests: Mapping[str, Manifest]) -> Merged:
-    """The merged output in results (committed once, each part checked against its manifest as it
-    streams: LostOutputs before the commit when one differs), and every other file a succeeded
-    task left in OUTPUT_DIR under results/<run>/tasks/<task>/."""
-    if run.merge == "command":
-        return _collect_merge_task(ctx, run, out_container)
-    results, paths = ctx.settings.results_container, RunPaths(run.run_id)
-    _keep_other_outputs(ctx, run, out_container, succeeded, manifests,
-                        frozenset() if run.merge == "none" else frozenset({run.output_file}))
-    if run.merge == "none":
-        return Merged(output=f"{results}/{paths.tasks}", verified=len(manifests))
-    ext = run.output_extension or "bin"
-    parts = [(t.task_id, manifests[t.task_id].get(run.output_file)) for t in succeeded]
-    wrote = [(task, entry) for task, entry in parts if entry is not None]
-    names = [naming.task_outputs(task) + run.output_file for task, _ in wrote]
-    sources = (manifest.verify_stream(chunks, entry, task=task) for chunks, (task, entry)
-               in zip(_sources(ctx, out_container, names), wrote, strict=True))
-    try:
-        committed = storage.commit_stream(ctx.blobs, results, paths.output(ext), merge.merge_stream(run.merge, sources))
-    except manifest.OutputMismatch as e:
-        raise LostOutputs({e.task: str(e)}) from None
-    return Merged(output=f"{results}/{paths.output(ext)}", output_bytes=committed.size,
-                  output_sha256=committed.sha256, output_md5=committed.md5,
-                  missing=tuple(task for task, entry in parts if entry is None), verified=len(manifests))
-
-
-def _keep_other_outputs(ctx: Context, run: RunRecord, out_container: str, succeeded: list[TaskOutcome],
-                        manifests: Mapping[str, Manifest], merged: frozenset[str]) -> None:
-    """Copy what each manifest lists (files a task's earlier, failed tries left are not listed)."""
-    paths = RunPaths(run.run_id)
-    for t in succeeded:
-        prefix = naming.task_outputs(t.task_id)
-        for entry in manifests[t.task_id].entries:
-            if entry.path not in merged:
-                storage.copy_blob(ctx.blobs, out_container, prefix + entry.path, ctx.settings.results_container,
-                                  paths.task_prefix(t.task_id) + entry.path)
-
-
-def _sources(ctx: Context, container: str, blob_names: list[str], ahead: int = 8) -> Iterator[Iterator[bytes]]:
-    """Each task output as a stream, in the order given (see storage.stream_blobs)."""
-    return storage.stream_blobs(ctx.blobs, container, blob_names, ahead)
 
 
 def _start_merge_task(ctx: Context, run: RunRecord) -> bool:

@@ -8,6 +8,7 @@ decided in one place, `shared.jobfile.output_extension`.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass
 
 from shared.split import strip_bom
 
@@ -16,7 +17,15 @@ STREAMED_KINDS = ("jsonl", "lines", "csv", "concat")  # the merge kinds done her
 Source = Iterable[bytes]
 
 
-def merge_stream(kind: str, sources: Iterable[Source]) -> Iterator[bytes]:
+@dataclass
+class Carry:
+    """What a merge in parts carries from one part to the next: the csv header's line ending once
+    the header is out (None before: the next non-empty source's header is the one kept)."""
+
+    csv_newline: bytes | None = None
+
+
+def merge_stream(kind: str, sources: Iterable[Source], carry: Carry | None = None) -> Iterator[bytes]:
     """The merged output of `sources`, in order, for a streamable merge kind:
 
     - jsonl, lines: every source's bytes, with a line break added after a source that
@@ -29,14 +38,16 @@ def merge_stream(kind: str, sources: Iterable[Source]) -> Iterator[bytes]:
       missing final line break is repaired with the header's own ending (LF or CRLF).
     - concat: the bytes of every source in order, unchanged.
 
-    Raises ValueError for "none" and "command", which are not streamed merges.
+    A merge in parts passes the same `carry` to each part, so the parts' outputs concatenated are
+    the merge of all the sources. Raises ValueError for "none" and "command", which are not
+    streamed merges.
     """
     if kind == "concat":
         return _concat(sources)
     if kind in ("jsonl", "lines"):
         return _lines(sources)
     if kind == "csv":
-        return _csv(sources)
+        return _csv(sources, carry or Carry())
     raise ValueError(f"no streaming merge for kind {kind!r}; expected one of {STREAMED_KINDS}")
 
 
@@ -57,14 +68,13 @@ def _lines(sources: Iterable[Source]) -> Iterator[bytes]:
             yield b"\n"
 
 
-def _csv(sources: Iterable[Source]) -> Iterator[bytes]:
-    newline: bytes | None = None  # the first header's line ending; None until it is out
+def _csv(sources: Iterable[Source], carry: Carry) -> Iterator[bytes]:
     for source in sources:
         chunks = strip_bom(source)
-        if newline is None:
-            newline = yield from _csv_first(chunks)
+        if carry.csv_newline is None:
+            carry.csv_newline = yield from _csv_first(chunks)
         else:
-            yield from _csv_later(chunks, newline)
+            yield from _csv_later(chunks, carry.csv_newline)
 
 
 def _csv_first(chunks: Iterator[bytes]) -> Generator[bytes, None, bytes | None]:

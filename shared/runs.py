@@ -203,6 +203,7 @@ class RunRecord:
     finalize_requested_at: datetime | None = None
     finalize_requests: int = 1
     last_rerun: Mapping[str, Any] | None = None  # {"tasks", "why"}: outputs finalize found lost
+    merge_progress: Mapping[str, Any] | None = None  # a merge in parts, so far (shared.merge_parts)
     merge_task: str | None = None  # "running", then "done"
     merge_task_started_at: datetime | None = None
     finalize_attempts: int = 0  # finalizes that claimed the run (a finalize that keeps dying is given up on)
@@ -405,8 +406,16 @@ class RunRecord:
             used[task] = used.get(task, 0) + 1
             reruns[task] = reruns.get(task, 0) + 1
         first = sorted(tasks)[0]
-        return self._with(state=RUNNING, infra_retries=used, reruns=reruns, finalize_attempts=0,
+        return self._with(state=RUNNING, infra_retries=used, reruns=reruns, finalize_attempts=0, merge_progress=None,
                           last_rerun={"tasks": sorted(tasks), "why": f"{first}: {tasks[first]}"})
+
+    def merge_part_staged(self, progress: Mapping[str, Any], now: datetime) -> RunRecord | None:
+        """One more part of a merge in parts is staged: a finalize that makes progress is not one that
+        keeps dying (finalize_attempts starts over), and the monitor waits as long again before it
+        re-drives the next."""
+        if self.state != MERGING:
+            return None
+        return self._with(merge_progress=dict(progress), finalize_attempts=0, finalize_requested_at=now)
 
     def merge_task_started(self, now: datetime) -> RunRecord | None:
         """The user's merge task runs; the finalize after it collects its output."""
@@ -687,6 +696,10 @@ class RunStore:
             return report
         except Conflict:
             return self.read_report(run_id) or report
+
+    def note_merge_progress(self, run_id: str, progress: Mapping[str, Any]) -> RunRecord | None:
+        """Record a merge's progress; None when the run is not merging any more."""
+        return self.commit_retrying(run_id, lambda run: run.merge_part_staged(progress, self.now()))
 
     def keep_job_file(self, run_id: str, raw: bytes) -> None:
         """Keep the job file the run was accepted from (its blob in intake may be replaced or deleted

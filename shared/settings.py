@@ -126,6 +126,9 @@ class Settings:
     # worked this long; a chunk holds at most this many tasks
     intake_budget_seconds: float = 240.0
     submit_chunk_tasks: int = 1000
+    # merging in parts (shared.merge_parts): likewise for finalize, a part being this many tasks' outputs
+    finalize_budget_seconds: float = 240.0
+    finalize_part_tasks: int = 2000
     pool: PoolDefaults = field(default_factory=PoolDefaults)
     registry: Registry | None = None
     key_vault_url: str | None = None
@@ -199,6 +202,8 @@ class Settings:
             submit_concurrency=read.get("SUBMIT_CONCURRENCY", int),
             intake_budget_seconds=read.get("INTAKE_BUDGET_SECONDS", float),
             submit_chunk_tasks=read.get("SUBMIT_CHUNK_TASKS", int),
+            finalize_budget_seconds=read.get("FINALIZE_BUDGET_SECONDS", float),
+            finalize_part_tasks=read.get("FINALIZE_PART_TASKS", int),
             key_vault_url=read.get("KEY_VAULT_URL"),
             eventgrid_endpoint=read.get("EVENTGRID_TOPIC_ENDPOINT"),
             eventgrid_key=Secret(eg_key) if eg_key else None,
@@ -235,6 +240,11 @@ LIMITS: dict[str, Limit] = {
     "INTAKE_BUDGET_SECONDS": Limit("intake_budget_seconds", 0, 540, "seconds",
                                    "an invocation must end well within the Consumption plan's 10 minutes; "
                                    "0 submits one chunk per invocation"),
+    "FINALIZE_BUDGET_SECONDS": Limit("finalize_budget_seconds", 0, 540, "seconds",
+                                     "a finalize hands the rest of a merge to the next invocation after this; "
+                                     "0 merges one part per invocation"),
+    "FINALIZE_PART_TASKS": Limit("finalize_part_tasks", 1, 50_000, "tasks",
+                                 "a part's merged bytes are staged as blocks of one blob"),
     "SUBMIT_CHUNK_TASKS": Limit("submit_chunk_tasks", 1, 10_000, "tasks",
                                 "status.json's submitted count moves once per chunk"),
     "POOL_MAX_NODES": Limit("pool.max_nodes", 1, 10_000, "nodes"),

@@ -11,9 +11,8 @@ import json
 import logging
 import re
 import threading
-import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -257,14 +256,29 @@ class Committed:
     md5: str
 
 
-def commit_stream(service: BlobServiceClient, container: str, name: str, chunks: Iterable[bytes],
-                  parallel: int = 4) -> Committed:
-    """Write a blob from a stream of chunks so that readers see all of it or nothing.
+MAX_BLOCKS = 50_000  # committed blocks per block blob (Azure Storage limit)
 
-    Blocks are staged (uncommitted blocks are invisible), up to `parallel` at once, then committed
-    in order in one call, with the whole blob's Content-MD5; a crash before the commit leaves no
-    visible blob, and a rerun simply stages and commits again. Memory: about `parallel` + 1 blocks.
-    """
+
+@dataclass(frozen=True)
+class Staged:
+    """Blocks `stage_stream` staged: their ids in order, the bytes they hold and their digests."""
+
+    block_ids: tuple[str, ...]
+    size: int
+    sha256: str
+    md5: str
+
+
+def block_id(part: int, n: int) -> str:
+    """The id of block `n` of part `part`: deterministic (a retried part re-stages the same blocks) and
+    of one length for every block of a blob, as Azure Storage requires."""
+    return base64.b64encode(f"{part:08d}-{n:08d}".encode()).decode()
+
+
+def stage_stream(service: BlobServiceClient, container: str, name: str, chunks: Iterable[bytes], *,
+                 part: int = 0, parallel: int = 4) -> Staged:
+    """Stage a stream of chunks as uncommitted blocks of `name` (invisible to readers until a commit),
+    up to `parallel` at once, in blocks of BLOCK_SIZE. Memory: about `parallel` + 1 blocks."""
     client = service.get_blob_client(container, name)
     block_ids: list[str] = []
     in_flight = threading.BoundedSemaphore(parallel)
@@ -273,18 +287,17 @@ def commit_stream(service: BlobServiceClient, container: str, name: str, chunks:
     buffer = bytearray()
     sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
 
-    def stage(block_id: str, data: bytes) -> None:
+    def stage(block: str, data: bytes) -> None:
         try:
-            client.stage_block(block_id, data)
+            client.stage_block(block, data)
         finally:
             in_flight.release()
 
     with ThreadPoolExecutor(parallel, thread_name_prefix="stage") as pool:
         def flush() -> None:
-            block_id = base64.b64encode(uuid.uuid4().bytes).decode()
-            block_ids.append(block_id)
+            block_ids.append(block_id(part, len(block_ids)))
             in_flight.acquire()
-            futures.append(pool.submit(stage, block_id, bytes(buffer)))
+            futures.append(pool.submit(stage, block_ids[-1], bytes(buffer)))
             buffer.clear()
 
         for chunk in chunks:
@@ -294,13 +307,58 @@ def commit_stream(service: BlobServiceClient, container: str, name: str, chunks:
             md5.update(chunk)
             if len(buffer) >= BLOCK_SIZE:
                 flush()
-        if buffer or not block_ids:
+        if buffer:
             flush()
         for f in futures:
             f.result()
-    client.commit_block_list([BlobBlock(block_id=block) for block in block_ids],
-                             content_settings=ContentSettings(content_md5=bytearray(md5.digest())))
-    return Committed(total, sha256.hexdigest(), base64.b64encode(md5.digest()).decode())
+    return Staged(tuple(block_ids), total, sha256.hexdigest(), base64.b64encode(md5.digest()).decode())
+
+
+def commit_blocks(service: BlobServiceClient, container: str, name: str, block_ids: Sequence[str],
+                  md5: str | None = None) -> None:
+    """Make the staged blocks, in this order, the blob's content in one call (readers see all of it or
+    nothing); `md5` (base64) becomes its Content-MD5. An empty list writes an empty blob."""
+    if len(block_ids) > MAX_BLOCKS:
+        raise BatchdropError(f"'{container}/{name}' would need {len(block_ids):,} blocks; a block blob holds at "
+                             f"most {MAX_BLOCKS:,} (about 195 GiB in blocks of {BLOCK_SIZE // 2**20} MiB)")
+    client = service.get_blob_client(container, name)
+    settings = ContentSettings(content_md5=bytearray(base64.b64decode(md5))) if md5 else None
+    if not block_ids:
+        client.upload_blob(b"", overwrite=True, content_settings=settings)
+        return
+    client.commit_block_list([BlobBlock(block_id=block) for block in block_ids], content_settings=settings)
+
+
+def digests(service: BlobServiceClient, container: str, name: str) -> Committed:
+    """A blob's size, SHA-256 and MD5, read through once (for a blob whose parts were staged by
+    several processes, none of which saw all of it)."""
+    sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    for chunk in read_chunks(service, container, name):
+        sha256.update(chunk)
+        md5.update(chunk)
+        size += len(chunk)
+    return Committed(size, sha256.hexdigest(), base64.b64encode(md5.digest()).decode())
+
+
+def set_content_md5(service: BlobServiceClient, container: str, name: str, md5: str) -> None:
+    client = service.get_blob_client(container, name)
+    props = client.get_blob_properties()
+    content = props.content_settings
+    content.content_md5 = bytearray(base64.b64decode(md5))
+    client.set_http_headers(content_settings=content)
+
+
+def commit_stream(service: BlobServiceClient, container: str, name: str, chunks: Iterable[bytes],
+                  parallel: int = 4) -> Committed:
+    """Write a blob from a stream of chunks so that readers see all of it or nothing.
+
+    Blocks are staged (uncommitted blocks are invisible), then committed in order in one call,
+    with the whole blob's Content-MD5; a crash before the commit leaves no visible blob, and a
+    rerun simply stages and commits again. Memory: about `parallel` + 1 blocks.
+    """
+    staged = stage_stream(service, container, name, chunks, parallel=parallel)
+    commit_blocks(service, container, name, staged.block_ids, staged.md5)
+    return Committed(staged.size, staged.sha256, staged.md5)
 
 
 class SasMinter:

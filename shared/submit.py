@@ -90,12 +90,14 @@ class ChunkSizer:
 
 
 def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: float,
-           on_running: Callable[[int], bool]) -> None:
+           on_running: Callable[[int], bool]) -> int | None:
     """Create the job (first time) and add tasks from the record's cursor until all are in or the
-    budget is spent (then a continuation is sent). `on_running(submitted)` moves the run from
-    accepted to running after its first chunk (False: it ended meanwhile). Raises RunEnded when
-    the run ended meanwhile, MustWait / BatchQuotaError when Batch refuses for quota, BatchError,
-    StorageError and JobFileError as the services and the input do."""
+    budget is spent. Returns the cursor to continue from (the caller sends `request_continuation`
+    once it let go of its claim, or the continuation could find the claim still held), or None.
+    `on_running(submitted)` moves the run from accepted to running after its first chunk (False:
+    it ended meanwhile). Raises RunEnded when the run ended meanwhile, MustWait / BatchQuotaError
+    when Batch refuses for quota, BatchError, StorageError and JobFileError as the services and the
+    input do."""
     run = ctx.runs.read(run_id)
     if run.state == ACCEPTED:
         planned = _create(ctx, run_id, spec, shards)
@@ -106,7 +108,7 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
     elif run.state in TERMINAL:
         raise RunEnded(run_id)
     else:
-        return  # all in already (a repeated continuation), or failed fast and merging
+        return None  # all in already (a repeated continuation), or failed fast and merging
     sizer = ChunkSizer(ctx.settings.intake_budget_seconds, ctx.settings.submit_chunk_tasks, started)
     inputs = _inputs_from(ctx, run_id, shards, start)
     while start < shards.total:
@@ -116,14 +118,14 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
             raise BatchdropError(f"run {run_id}: the input gave {start} tasks, {shards.total} were counted")
         start += sent
         if not _note(ctx, run_id, run.state == ACCEPTED and sizer.chunks == 0, start, on_running):
-            return
+            return None
         sizer.record(sent, time.monotonic() - began)
         if start < shards.total and not sizer.fits(time.monotonic()):
-            request_continuation(ctx, run_id, start)
             log.info("submission continues in another invocation run_id=%s submitted=%d total=%d chunks=%d",
                      run_id, start, shards.total, sizer.chunks)
-            return
+            return start
     log.info("all tasks submitted run_id=%s tasks=%d", run_id, shards.total)
+    return None
 
 
 def request_continuation(ctx: Context, run_id: str, next_task: int) -> None:

@@ -209,7 +209,8 @@ def test_pool_retries_and_timeout_fields_reach_batch(ctx, batch):
     spec = batch.get_job(d.run_id).pool_info.auto_pool_specification
     assert spec.pool_lifetime_option == "job" and not spec.keep_alive
     assert spec.pool.vm_size == "standard_f4s_v2" and spec.pool.task_slots_per_node == 4
-    assert "$TargetLowPriorityNodes = min(3, $wanted);" in spec.pool.auto_scale_formula
+    formula = spec.pool.auto_scale_formula  # spot, falling back to dedicated nodes (spot_fallback by default)
+    assert "$wanted = min(3, " in formula and "$TargetLowPriorityNodes = $fallback ? min($wanted, $spotUp)" in formula
     task = batch.get_task(d.run_id, "t000000")
     assert task.constraints.max_task_retry_count == 1
     assert task.constraints.max_wall_clock_time.total_seconds() == 7 * 60

@@ -1,0 +1,72 @@
+"""The outputs succeeded tasks left in the run's output container: checked against the manifests
+their tasks wrote (shared.manifest) before anything of them is merged or kept."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from shared import manifest, naming, storage
+from shared.context import Context
+from shared.manifest import Manifest
+from shared.report import TaskOutcome
+from shared.runs import RunPaths, RunRecord
+
+
+class LostOutputs(Exception):
+    """Outputs of succeeded tasks are missing or differ from their manifests: task id -> what."""
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        super().__init__(f"{len(problems)} task output(s) lost or corrupt")
+        self.problems = dict(problems)
+
+
+def listed_sizes(ctx: Context, out_container: str) -> dict[str, int]:
+    """Every task output's size, from one listing."""
+    return storage.blob_sizes(ctx.blobs, out_container, "tasks/")
+
+
+def verified_manifests(ctx: Context, out_container: str, succeeded: Sequence[TaskOutcome],
+                       sizes: Mapping[str, int]) -> dict[str, Manifest]:
+    """Each succeeded task's manifest, after checking that every output it lists is there with
+    its size (in `sizes`, one listing; one small read per task). LostOutputs names the tasks whose
+    are not."""
+    problems: dict[str, str] = {}
+    manifests: dict[str, Manifest] = {}
+
+    def read(task: TaskOutcome) -> tuple[str, Manifest | str]:
+        data = storage.read_optional(ctx.blobs, out_container, naming.task_manifest(task.task_id))
+        if data is None:
+            return task.task_id, "its manifest was not uploaded"
+        try:
+            return task.task_id, manifest.parse(data)
+        except manifest.ManifestError as e:
+            return task.task_id, f"its manifest is unreadable ({e})"
+
+    with ThreadPoolExecutor(ctx.settings.upload_concurrency, thread_name_prefix="manifest") as pool:
+        for task_id, found in pool.map(read, succeeded):
+            if isinstance(found, str):
+                problems[task_id] = found
+                continue
+            prefix = naming.task_outputs(task_id)
+            listed = {name[len(prefix):]: size for name, size in sizes.items() if name.startswith(prefix)}
+            wrong = manifest.check_listing(found, listed)
+            if wrong:
+                problems[task_id] = f"{len(wrong)} output file(s) lost or changed, e.g. {wrong[0]}"
+            else:
+                manifests[task_id] = found
+    if problems:
+        raise LostOutputs(problems)
+    return manifests
+
+
+def keep_other_outputs(ctx: Context, run: RunRecord, out_container: str, succeeded: Sequence[TaskOutcome],
+                       manifests: Mapping[str, Manifest], merged: frozenset[str]) -> None:
+    """Copy what each manifest lists (files a task's earlier, failed tries left are not listed) to
+    results/<run>/tasks/<task>/, but the files in `merged`."""
+    paths = RunPaths(run.run_id)
+    for t in succeeded:
+        prefix = naming.task_outputs(t.task_id)
+        for entry in manifests[t.task_id].entries:
+            if entry.path not in merged:
+                storage.copy_blob(ctx.blobs, out_container, prefix + entry.path, ctx.settings.results_container,
+                                  paths.task_prefix(t.task_id) + entry.path)

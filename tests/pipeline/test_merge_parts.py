@@ -1,0 +1,143 @@
+"""Finalize in parts (issue 12): with FINALIZE_BUDGET_SECONDS=0 each finalize invocation merges one
+part of FINALIZE_PART_TASKS tasks' outputs and hands the rest to the next; the output appears once,
+complete, with the digests of what was committed, and a crash or a lost output mid-way ends right."""
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+
+import pytest
+
+from shared import storage
+from shared.accept import accept
+from shared.cleanup import work_containers
+from shared.finalize import CONTINUES, finalize
+from shared.naming import run_id_of_message
+from shared.watch import watch
+from tests.pipeline.helpers import build_context, drop, put_data, results_blob, run_to_end, status, wait_for
+
+COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
+PART = 4
+
+
+@pytest.fixture
+def parted(env):
+    return build_context({**env, "FINALIZE_BUDGET_SECONDS": "0", "FINALIZE_PART_TASKS": str(PART)})
+
+
+def to_merging(ctx, run_id: str) -> None:
+    wait_for(lambda: watch(ctx).get(run_id) == "finalize requested" or status(ctx, run_id)["state"] != "running",
+             timeout=90, what="all tasks done")
+    assert status(ctx, run_id)["state"] == "merging"
+
+
+def finalize_messages(ctx) -> list[str]:
+    found = []
+    for msg in ctx.finalize_queue.receive_messages(messages_per_page=32, visibility_timeout=30):
+        found.append(run_id_of_message(msg.content))
+        ctx.finalize_queue.delete_message(msg)
+    return found
+
+
+def invocations_until_done(ctx, run_id: str, output: str) -> int:
+    """Deliver finalize messages one at a time; the output must not appear before the last."""
+    count = 0
+    while finalize_messages(ctx):
+        outcome = finalize(ctx, run_id)
+        count += 1
+        if outcome == CONTINUES:
+            assert results_blob(ctx, output) is None  # staged blocks are invisible: never a partial file
+            assert status(ctx, run_id)["merge_progress"]["next"] == count * PART
+    return count
+
+
+def assert_digests(ctx, run_id: str, name: str) -> bytes:
+    data = results_blob(ctx, name)
+    report = json.loads(results_blob(ctx, f"{run_id}/report.json"))
+    assert report["output_sha256"] == hashlib.sha256(data).hexdigest()
+    assert report["output_md5"] == base64.b64encode(hashlib.md5(data).digest()).decode()
+    props = ctx.blobs.get_blob_client(ctx.settings.results_container, name).get_blob_properties()
+    assert base64.b64encode(bytes(props.content_settings.content_md5)).decode() == report["output_md5"]
+    return data
+
+
+def test_a_jsonl_run_merged_over_several_invocations_appears_once_complete(parted):
+    ctx = parted
+    d = drop(ctx, "parts.json", {"command": COPY, "input": {"items": list(range(18))}})
+    accept(ctx, d.container, d.name)
+    to_merging(ctx, d.run_id)
+    assert invocations_until_done(ctx, d.run_id, f"{d.run_id}/output.jsonl") == 5  # 4+4+4+4+2
+    final = status(ctx, d.run_id)
+    assert final["state"] == "succeeded" and final["merge_progress"]["invocations"] == 4
+    data = assert_digests(ctx, d.run_id, f"{d.run_id}/output.jsonl")
+    assert [json.loads(x) for x in data.splitlines()] == list(range(18))
+
+
+def test_a_csv_header_is_kept_once_across_parts(parted):
+    ctx = parted
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\r\n")
+    writer.writerow(["n", "square"])
+    writer.writerows([i, i * i] for i in range(30))
+    ref = put_data(ctx, "squares.csv", table.getvalue().encode())
+    d = drop(ctx, "csvparts.json", {"command": COPY, "input": {"blob": ref}, "items_per_task": 3})
+    accept(ctx, d.container, d.name)
+    to_merging(ctx, d.run_id)
+    assert invocations_until_done(ctx, d.run_id, f"{d.run_id}/output.csv") == 3  # 10 tasks: 4+4+2
+    assert assert_digests(ctx, d.run_id, f"{d.run_id}/output.csv").decode() == table.getvalue()
+
+
+def test_merge_none_keeps_every_task_output_over_several_invocations(parted):
+    ctx = parted
+    d = drop(ctx, "none.json", {"command": COPY, "input": {"items": list(range(9))}, "merge": "none"})
+    accept(ctx, d.container, d.name)
+    to_merging(ctx, d.run_id)
+    assert invocations_until_done(ctx, d.run_id, f"{d.run_id}/output.jsonl") == 3
+    assert status(ctx, d.run_id)["state"] == "succeeded"
+    kept = sorted(b.name for b in ctx.blobs.get_container_client(ctx.settings.results_container)
+                  .list_blobs(name_starts_with=f"{d.run_id}/tasks/"))
+    assert kept == [f"{d.run_id}/tasks/t{i:06d}/output.jsonl" for i in range(9)]
+
+
+def test_a_finalize_that_dies_mid_part_is_replayed_from_the_last_recorded_part(parted, monkeypatch):
+    ctx = parted
+    d = drop(ctx, "die.json", {"command": COPY, "input": {"items": list(range(12))}})
+    accept(ctx, d.container, d.name)
+    to_merging(ctx, d.run_id)
+    assert finalize_messages(ctx) and finalize(ctx, d.run_id) == CONTINUES  # part 0 recorded
+    real = storage.stage_stream
+
+    def die_after_staging(*args, **kwargs):
+        real(*args, **kwargs)
+        raise ConnectionError("host died before recording the part")
+
+    monkeypatch.setattr(storage, "stage_stream", die_after_staging)
+    with pytest.raises(ConnectionError):
+        finalize(ctx, d.run_id)  # part 1 staged, not recorded
+    monkeypatch.undo()
+    assert status(ctx, d.run_id)["merge_progress"]["next"] == PART
+    while finalize(ctx, d.run_id) == CONTINUES:  # the queue redelivers the message the dead host held
+        pass
+    assert status(ctx, d.run_id)["state"] == "succeeded"
+    data = assert_digests(ctx, d.run_id, f"{d.run_id}/output.jsonl")
+    assert [json.loads(x) for x in data.splitlines()] == list(range(12))
+
+
+def test_an_output_lost_in_a_later_part_reruns_its_task_and_the_merge_starts_over(parted):
+    ctx = parted
+    d = drop(ctx, "lost.json", {"command": COPY, "input": {"items": list(range(10))}})
+    accept(ctx, d.container, d.name)
+    to_merging(ctx, d.run_id)
+    assert finalize_messages(ctx) and finalize(ctx, d.run_id) == CONTINUES
+    _, out = work_containers(ctx, d.run_id)
+    ctx.blobs.get_blob_client(out, "tasks/t000006/output.jsonl").upload_blob(b"999\n", overwrite=True)
+    assert finalize(ctx, d.run_id) == "rerunning"
+    run = status(ctx, d.run_id)
+    assert run["state"] == "running" and run.get("merge_progress") is None and run["reruns"] == {"t000006": 1}
+    final = run_to_end(ctx, d.run_id, deadline_s=90)
+    assert final["state"] == "succeeded"
+    data = assert_digests(ctx, d.run_id, f"{d.run_id}/output.jsonl")
+    assert [json.loads(x) for x in data.splitlines()] == list(range(10))

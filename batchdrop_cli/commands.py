@@ -28,7 +28,7 @@ from batchdrop_cli.errors import INVALID, NOT_FOUND, OK, REFUSED, UNREACHABLE, C
 from batchdrop_cli.live import LiveLogs
 from batchdrop_cli.view import console, duration, local_time, size, styled_state, transfer
 from batchdrop_cli.watch import EXIT_BY_STATE, error_message, follow
-from shared import jobfile, planner
+from shared import jobfile, paramsweep, planner
 from shared.errors import JobFileError
 from shared.pricing import PriceTable, PriceTableError
 from shared.settings import Settings
@@ -88,7 +88,9 @@ def validate(job_files: tuple[Path, ...], as_json: bool, settings_file: str | No
 
 def _summary(spec: jobfile.JobSpec) -> str:
     inp = spec.input
-    if isinstance(inp, jobfile.ItemsInput):
+    if isinstance(inp, jobfile.ItemsInput) and isinstance(inp.items, paramsweep.Sweep):
+        source = f"a sweep of {inp.items.describe()}"
+    elif isinstance(inp, jobfile.ItemsInput):
         source = f"{len(inp.items)} inline items"
     elif isinstance(inp, jobfile.BlobInput):
         source = f"input {inp.blob} ({inp.format})"

@@ -29,7 +29,7 @@ from rich.table import Table
 from batchdrop_cli.client import Contract
 from batchdrop_cli.errors import INVALID, NOT_FOUND, RUN_FAILED, CliError
 from batchdrop_cli.view import duration
-from shared import jobfile, naming, split, zipcheck
+from shared import jobfile, naming, paramsweep, split, zipcheck
 from shared.errors import JobFileError
 from shared.planner import Plan, Prediction
 
@@ -62,7 +62,8 @@ def count_items(spec: jobfile.JobSpec, local: Path | None, contract: Callable[[]
             path.write_bytes(next(split.split_items(values, n)))
             return [(path, min(n, len(values)))]
 
-        return Items(len(values), "inline", first_items)
+        source = f"sweep: {values.shape}" if isinstance(values, paramsweep.Sweep) else "inline"
+        return Items(len(values), source, first_items)
     if isinstance(inp, jobfile.BlobInput):
         return _blob_items(inp, local, contract)
     names = contract().names(inp.prefix.container, inp.prefix.path, limit=max_tasks)

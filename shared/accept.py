@@ -289,8 +289,9 @@ def _counted(ctx: Context, spec: JobSpec, shards: Shards) -> Shards:
                                f"blobs, or split the job into several runs", field="input.prefix")
         return replace(shards, total=len(shards.existing))
     per_task = spec.items_per_task or 1
-    if isinstance(spec.input, ItemsInput) and spec.tasks is None:
-        count = -(-len(spec.input.items) // per_task)
+    if isinstance(spec.input, ItemsInput):  # counted, never split to count: a sweep's items are generated
+        items = len(spec.input.items)
+        count = -(-items // per_task) if spec.tasks is None else min(spec.tasks, items)
         if count > limit:
             raise JobFileError(f"would make {count:,} tasks of {per_task:,} item(s) each; a run may have at most "
                                f"{limit:,} (setting MAX_TASKS_PER_RUN); {how}", field="items_per_task")

@@ -18,11 +18,11 @@ import difflib
 import json
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
 
-from shared import gpus, merge, split
+from shared import gpus, merge, paramsweep, split
 from shared.errors import JobFileError
 
 # Run ids and names are naming's; re-exported here for the callers that know them from jobfile.
@@ -186,9 +186,11 @@ def _check_blob_path(text: str, path: str, field: str) -> None:
 
 @dataclass(frozen=True)
 class ItemsInput:
-    """Inline JSON values; each task's input is a JSONL file of its items."""
+    """Inline JSON values, or the combinations of a parameter sweep (a `paramsweep.Sweep`: a lazy
+    sequence, counted arithmetically and generated in order); each task's input is a JSONL file
+    of its items."""
 
-    items: tuple[Any, ...]
+    items: Sequence[Any]
 
 
 @dataclass(frozen=True)
@@ -741,7 +743,7 @@ def _check_keys(obj: dict, allowed: tuple[str, ...], path: str) -> None:
 
 
 # Fields of nested objects that people put at the top level by mistake.
-_NESTED_HOME = {"items": "input", "blob": "input", "prefix": "input", "format": "input",
+_NESTED_HOME = {"items": "input", "sweep": "input", "blob": "input", "prefix": "input", "format": "input",
                 "vm_size": "pool", "max_nodes": "pool", "spot": "pool", "slots_per_node": "pool",
                 "spot_fallback": "pool"}
 
@@ -873,14 +875,15 @@ def _object(value: Any, field: str, example: str) -> dict:
 
 def _parse_input(value: Any) -> InputSpec:
     obj = _object(value, "input", '{"blob": "data/big.jsonl"}')
-    forms = ("items", "blob", "prefix")
+    forms = ("items", "sweep", "blob", "prefix")
     _check_keys(obj, (*forms, "format"), "input")
     given = [f for f in forms if obj.get(f) is not None]
     if len(given) != 1:
         found = f"it has {' and '.join(repr(g) for g in given)}" if given else "it has none"
         raise JobFileError(
-            f"must have exactly one of \"items\" (inline values), \"blob\" (one blob to split) "
-            f"or \"prefix\" (already-split blobs); {found}", field="input")
+            f"must have exactly one of \"items\" (inline values), \"sweep\" (combinations of "
+            f"parameter values), \"blob\" (one blob to split) or \"prefix\" (already-split "
+            f"blobs); {found}", field="input")
     form = given[0]
     fmt = obj.get("format")
     if fmt is not None and form != "blob":
@@ -894,6 +897,8 @@ def _parse_input(value: Any) -> InputSpec:
                 f"must be a non-empty list of JSON values, one per item; got "
                 f"{'an empty list' if items == [] else _describe(items)}", field="input.items")
         return ItemsInput(tuple(items))
+    if form == "sweep":
+        return ItemsInput(paramsweep.parse(obj["sweep"], "input.sweep"))
     if form == "prefix":
         return PrefixInput(BlobRef.parse(obj["prefix"], "input.prefix", allow_empty_path=True))
     return _parse_blob_input(obj["blob"], fmt)

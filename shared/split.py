@@ -41,7 +41,7 @@ import codecs
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 from operator import and_
 from typing import Any
 
@@ -145,8 +145,7 @@ def split_into(chunks: Chunks, fmt: str, tasks: int, total_bytes: int) -> Iterat
 def split_items(items: Sequence[Any], per_task: int) -> Iterator[bytes]:
     """JSONL shards of `per_task` inline items (compact JSON, one per line)."""
     _check_positive(per_task, "per_task")
-    starts = range(0, len(items), per_task)
-    return (_items_jsonl(items[start:start + per_task]) for start in starts)
+    return _item_shards(items, repeat(per_task, _ceil_div(len(items), per_task)))
 
 
 def split_items_into(items: Sequence[Any], tasks: int) -> Iterator[bytes]:
@@ -154,8 +153,14 @@ def split_items_into(items: Sequence[Any], tasks: int) -> Iterator[bytes]:
     (the first shards take the extra items)."""
     _check_positive(tasks, "tasks")
     size, extra = divmod(len(items), tasks)
-    ends = [(index + 1) * size + min(index + 1, extra) for index in range(min(tasks, len(items)))]
-    return (_items_jsonl(items[start:end]) for start, end in zip([0, *ends], ends, strict=False))
+    return _item_shards(items, (size + (1 if index < extra else 0) for index in range(min(tasks, len(items)))))
+
+
+def _item_shards(items: Sequence[Any], counts: Iterable[int]) -> Iterator[bytes]:
+    """Shards of `counts` items each, in one pass over the items (a parameter sweep generates
+    them as it goes, faster in order than by slices)."""
+    remaining = iter(items)
+    return (_items_jsonl(list(islice(remaining, count))) for count in counts)
 
 
 def strip_bom(chunks: Chunks) -> Iterator[bytes]:

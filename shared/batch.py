@@ -10,7 +10,7 @@ import logging
 import math
 import shlex
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -572,10 +572,16 @@ def job_end_reason(client: BatchClient, job_id: str) -> str | None:
     return why
 
 
-def finished_tasks(client: BatchClient, job_id: str) -> list[bm.BatchTask]:
-    """The run's tasks (not the merge task) with their state and execution info."""
-    return [t for t in list_tasks(client, job_id, select=["id", "state", "executionInfo", "nodeInfo"])
-            if t.id != MERGE_TASK_ID]
+def finished_tasks(client: BatchClient, job_id: str) -> Iterator[bm.BatchTask]:
+    """The run's tasks (not the merge task) with their state and execution info, page by page: a
+    run of 100,000 tasks is never held as SDK objects all at once."""
+    pages = client.list_tasks(job_id, select=["id", "state", "executionInfo", "nodeInfo"])
+    try:
+        for t in pages:
+            if t.id != MERGE_TASK_ID:
+                yield t
+    except HttpResponseError as e:
+        raise translate(e, f"listing tasks of job {job_id}") from None
 
 
 def all_tasks_completed(client: BatchClient, job_id: str) -> bool:

@@ -223,12 +223,12 @@ def look_at_intake(stack: KillStack, run_id: str) -> IntakeLook:
 
 
 def probe_upload(stack: KillStack, run_id: str) -> tuple[str, str]:
-    """Intake at work on a run whose record exists, uploading the shards: some are there, the
-    Batch job is not created yet."""
+    """Intake at work on a run whose record exists, uploading the first chunk's shards: some are
+    there, no task is in the Batch job yet (intake creates the job first, with TASK_COUNT)."""
     look = look_at_intake(stack, run_id)
     if look.passed:
         return look.passed, look.detail
-    if look.tasks is not None:
+    if look.tasks:
         return "missed: the upload is over", look.detail
     return (HIT if look.at_work and look.shards else WAIT), look.detail
 

@@ -6,9 +6,9 @@ the chaos test: `tests/e2e/chaos.py`) and five kills of the host, at the four mo
 (intake twice):
 
 1. intake, whose run's record exists (`accepted`) and which holds its claim (a 14 MB input split
-   into 8 tasks): (upload) while it uploads the shards, before the Batch job exists; (submit)
-   once the Batch job exists, before the run is `running` (the re-driven intake meets JobExists
-   and TaskExists);
+   into 8 tasks, one chunk): (upload) while it uploads the shards, before any task is in the Batch
+   job (created first); (submit) once the Batch job exists, before the run is `running` (the
+   re-driven intake meets JobExists, and TaskExists if it got that far);
 2. request: the run is `merging` (the monitor asked for finalize), a host took the finalize message
    and no finalize has claimed the run yet: the case of the issue (the message stays invisible for
    the dead host's 10-minute queue lease);

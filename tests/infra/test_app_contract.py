@@ -40,6 +40,8 @@ NOT_SET_IN_AZURE = {
     "PRICE_TABLE_BLOB": "optional: a price table of the user's own; without it the shipped shared/prices.json",
     "MAX_ACTIVE_RUNS": "optional: no cap unless the operator sets one (Batch's own quotas queue runs anyway)",
     "MAX_QUEUED_HOURS": "optional: the documented default (24) applies",
+    "SUBMIT_CHUNK_TASKS": "optional: the documented default (1000) applies",
+    "FINALIZE_PART_TASKS": "optional: the documented default (2000) applies",
 }
 # Set in Azure, read by the Functions host and the Python worker rather than by Settings.from_mapping
 # (shared/telemetry.py reads the first and the last to know whether the worker configured telemetry).

@@ -163,8 +163,8 @@ class RunView:
             elif status is not None and status.state == "queued":
                 details = queued_text(status)
             else:
-                details = (f"{facts.running} running · {facts.failed} failed · eta {facts.eta_text} · "
-                           f"elapsed {duration(facts.elapsed)} · {facts.rate_text}")
+                details = (f"{submitting_text(status, ' · ')}{facts.running} running · {facts.failed} failed · "
+                           f"eta {facts.eta_text} · elapsed {duration(facts.elapsed)} · {facts.rate_text}")
             # a narrow terminal narrows the bar, then cuts the details (least useful last)
             fixed = 9 + len(f"{facts.done}/{total or '?'}") + 4
             self._bar.bar_width = max(MIN_BAR_WIDTH, min(BAR_WIDTH, self.out.width - fixed - len(details)))
@@ -177,10 +177,23 @@ class RunView:
         line = facts.line()
         if status is not None and status.state == "queued":
             line = f"queued    {queued_text(status)}"
+        elif status is not None and submitting_text(status):
+            line = f"{line} ({submitting_text(status)})"
         if line != self._last_line:  # only changes; elapsed time alone is not a change
             self._last_line = line
             stamp = datetime.now(UTC).strftime("%H:%M:%S")
             self.out.print(f"{stamp} {line}{facts.timing()}", markup=False)
+
+
+def submitting_text(status: RunStatus | None, end: str = "") -> str:
+    """A running run whose tasks still go into Batch in chunks: how many are in (status.json's
+    `submitted` of `tasks.total`); "" once all are."""
+    if status is None or status.state != "running":
+        return ""
+    submitted = status.doc.get("submitted")
+    if not isinstance(submitted, int) or not status.total or submitted >= status.total:
+        return ""
+    return f"{submitted:,}/{status.total:,} submitted{end}"
 
 
 def queued_text(status: RunStatus) -> str:

@@ -19,3 +19,15 @@ def test_a_queued_run_shows_its_place_and_reason():
     with RunView(Console(file=buffer, width=200), "r-1", live=False) as view:
         view.show(status)
     assert "queued    #2 in line: 2 runs are admitted" in buffer.getvalue()
+
+
+def test_a_run_still_submitting_shows_how_many_tasks_are_in():
+    doc = {"run_id": "r-2", "state": "running", "submitted": 3000, "tasks": {"total": 100000, "succeeded": 12,
+                                                                              "running": 8}}
+    buffer = io.StringIO()
+    with RunView(Console(file=buffer, width=200), "r-2", live=False) as view:
+        view.show(RunStatus(doc))
+        view.show(RunStatus({**doc, "submitted": 100000}))
+    _, first, second = buffer.getvalue().splitlines()  # after "watching run r-2"
+    assert "12/100000 tasks done, 8 running, 0 failed (3,000/100,000 submitted)" in first
+    assert "submitted" not in second  # all in: nothing more to say

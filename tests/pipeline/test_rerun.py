@@ -152,3 +152,40 @@ def test_rerun_of_a_changed_input_an_active_or_unknown_run_is_rejected(ctx):
     assert "no run" in rejection(ctx, unknown)["message"]
     bad = rerun(ctx, "bad-override.json", {"rerun": d.run_id, "retries": -1})
     assert rejection(ctx, bad)["field"] == "retries"
+
+
+def test_rerun_submitted_in_chunks_passes_over_the_reused_tasks_from_a_pinned_blob(env, batch):
+    """A rerun whose submission goes on in continuations (one chunk of 7 task indices each): the cursor
+    is a task index, the reused tasks in each chunk are passed over, and every continuation splits the
+    version of the input blob the first run split."""
+    from shared import submit
+    from shared.accept import continue_submission
+
+    chunked = build_context({**env, "INTAKE_BUDGET_SECONDS": "0", "SUBMIT_CHUNK_TASKS": "7"})
+    records = [{"n": i, "mark": "bad" if i % 6 == 1 else "ok"} for i in range(20)]  # 1, 7, 13, 19
+    blob = put_data(chunked, "records.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+    job = {"command": FAILS_ON.format(marker="bad"), "input": {"blob": blob}, "on_task_failure": "partial",
+           "retries": 0}
+
+    def submit_all(run_id: str) -> None:
+        for _ in range(100):
+            waiting = list(chunked.submit_queue.receive_messages(messages_per_page=32, visibility_timeout=30))
+            if not waiting:
+                return
+            for msg in waiting:
+                chunked.submit_queue.delete_message(msg)
+            continue_submission(chunked, submit.run_id_of_continuation(waiting[0].content))
+
+    d = drop(chunked, "records.json", job)
+    accept(chunked, d.container, d.name)
+    submit_all(d.run_id)
+    assert run_to_end(chunked, d.run_id)["tasks"]["failed"] == 4
+
+    again = rerun(chunked, "records-fixed.json", {"rerun": d.run_id, "command": COPY})
+    assert status(chunked, again)["submitted"] == 7  # the first chunk: indices 0-6, of which one ran
+    submit_all(again)
+    assert status(chunked, again)["submitted"] == 20
+    assert submitted_tasks(batch, again) == ["t000001", "t000007", "t000013", "t000019"]
+    final = run_to_end(chunked, again)
+    assert final["state"] == "succeeded" and final["tasks"]["succeeded"] == 20, final
+    assert [json.loads(line) for line in results_blob(chunked, f"{again}/output.jsonl").splitlines()] == records

@@ -37,8 +37,7 @@ param workContainerPrefix string
 param monitorSchedule string
 param inputContainers string
 param orphanMaxAgeHours int
-@description('Hours an ended run keeps the task outputs a rerun reuses (KEEP_TASK_OUTPUTS_HOURS); 0 keeps none.')
-param keepTaskOutputsHours int = 72
+param keepTaskOutputsHours int
 param maxTasksPerRun int
 param infraRetries int
 param poolVmSize string

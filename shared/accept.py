@@ -68,6 +68,14 @@ def accept(ctx: Context, container: str, blob_name: str, etag: str | None = None
             f"there is no run {spec.run_id!r}; use the folder name under {ctx.settings.results_container}/",
             field="cancel"))
     if isinstance(spec, jobfile.RerunRequest):
+        of = ctx.runs.try_read(spec.run_id)
+        if of is not None and of.name:
+            run_id, existing = _resolve_run_id(ctx, of.name, source)
+            if existing is not None and existing.state != ACCEPTED:
+                # a duplicate delivery of a rerun that got going: not planned (nor refused) again
+                if existing.submitting:
+                    continue_submission(ctx, run_id)
+                return run_id
         try:
             planned = rerun.plan(ctx, spec)
         except JobFileError as e:

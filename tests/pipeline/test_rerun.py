@@ -101,10 +101,15 @@ def test_cancelled_run_is_rerun_reusing_the_tasks_that_finished(ctx, batch):
     cancelled = status(ctx, d.run_id)
     assert cancelled["state"] == "cancelled" and "outputs_kept_until" in cancelled
 
-    again = rerun(ctx, "resume.json", {"rerun": d.run_id, "command": COPY, "task_timeout_minutes": 5})
+    r = drop(ctx, "resume.json", {"rerun": d.run_id, "command": COPY, "task_timeout_minutes": 5})
+    again = accept(ctx, r.container, r.name)
+    assert again is not None and again != d.run_id
     assert submitted_tasks(batch, again) == ["t000002", "t000003"]
     final = run_to_end(ctx, again)
     assert final["state"] == "succeeded", final
+    events = len(ctx.events.events)
+    assert accept(ctx, r.container, r.name) == again  # a duplicate delivery changes nothing
+    assert status(ctx, again) == final and len(ctx.events.events) == events
     assert results_blob(ctx, f"{again}/output.jsonl") == b"10\n11\n12\n13\n"
     entries = report_of(ctx, again)["entries"]
     assert [e.get("reused_from") for e in entries] == [d.run_id, d.run_id, None, None]

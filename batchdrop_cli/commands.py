@@ -49,7 +49,8 @@ def _read_local(path: Path, what: str = "file") -> bytes:
         raise CliError(f"cannot read {path}: {e.strerror}", NOT_FOUND) from None
 
 
-def _parse(raw: bytes, blob_name: str, settings: Settings) -> jobfile.JobSpec | jobfile.CancelRequest:
+def _parse(raw: bytes, blob_name: str,
+           settings: Settings) -> jobfile.JobSpec | jobfile.CancelRequest | jobfile.RerunRequest:
     """The intake's own validation (raises JobFileError with the message error.json would carry)."""
     return jobfile.parse_intake_file(raw, blob_name=blob_name, max_bytes=settings.max_job_file_bytes,
                                      policy=jobfile.ReadPolicy.from_settings(settings))
@@ -81,6 +82,8 @@ def validate(job_files: tuple[Path, ...], as_json: bool, settings_file: str | No
                                    "error": None}))
         elif isinstance(spec, jobfile.CancelRequest):
             click.echo(f"ok: {job_file} is a cancel request for run {spec.run_id}")
+        elif isinstance(spec, jobfile.RerunRequest):
+            click.echo(f"ok: {job_file} is a rerun request for run {spec.run_id}")
         else:
             click.echo(f"ok: {job_file} is a valid job file ({_summary(spec)})")
     return code
@@ -126,6 +129,8 @@ def _edit(raw: bytes, blob_name: str, settings: Settings, *, input_ref: str | No
         raise JobFileError("the job file must be a JSON object")
     if "cancel" in doc:
         raise JobFileError("this is a cancel request, not a job file; use `batchdrop cancel RUN`", field="cancel")
+    if "rerun" in doc:
+        raise JobFileError("this is a rerun request, not a job file; use `batchdrop rerun RUN`", field="rerun")
     if name is not None:
         doc["name"] = name
     if input_ref is not None:
@@ -164,6 +169,9 @@ def submit(job_file: Path, input_file: Path | None, name: str | None, wait: bool
     if isinstance(spec, jobfile.CancelRequest):
         return _invalid(job_file, JobFileError("this is a cancel request, not a job file; use `batchdrop cancel "
                                                f"{spec.run_id}`", field="cancel"))
+    if isinstance(spec, jobfile.RerunRequest):
+        return _invalid(job_file, JobFileError("this is a rerun request, not a job file; use `batchdrop rerun "
+                                               f"{spec.run_id}`", field="rerun"))
     contract = Contract(target)
     err = console(stderr=True)
     if input_file is not None and input_ref is not None:
@@ -487,6 +495,41 @@ def cancel(run_id: str, wait: bool, interval: float, timeout: float | None, sett
     return code
 
 
+def rerun(run_id: str, command: str | None, image: str | None, retries: int | None,
+          task_timeout_minutes: int | None, wait: bool, interval: float, timeout: float | None, plain: bool,
+          settings_file: str | None, account: str | None) -> int:
+    contract = Contract(_target(settings_file, account))
+    found = contract.require_status(run_id)
+    if not found.terminal:
+        raise CliError(f"run {run_id} is still {found.state}; rerun it once it has ended", REFUSED,
+                       hint=f"wait for it with `batchdrop watch {run_id}`, or stop it with `batchdrop cancel {run_id}`")
+    overrides = {"command": command, "image": image, "retries": retries, "task_timeout_minutes": task_timeout_minutes}
+    request = {"rerun": run_id, **{k: v for k, v in overrides.items() if v is not None}}
+    settings = contract.settings
+    blob_name = f"{utc_stamp()}/rerun-{run_id}.json"
+    raw = json.dumps(request).encode()
+    try:
+        _parse(raw, blob_name, settings)
+    except JobFileError as e:
+        raise CliError(f"the rerun request is not valid: {e}", INVALID) from None
+    etag = contract.drop(blob_name, raw)
+    job_path = f"{settings.intake_container}/{blob_name}"
+    # a rerun is named as the run it reruns; one intake rejects is named after its blob
+    name = str(found.doc.get("name") or jobfile.default_name(blob_name))
+    candidates = jobfile.run_id_candidates(name, settings.intake_container, blob_name, etag)
+    fallback = tuple(jobfile.run_id_candidates(jobfile.sanitise_name(jobfile.default_name(blob_name)),
+                                               settings.intake_container, blob_name, etag))
+    new_id, _ = contract.locate(candidates, job_path, etag)
+    click.echo(new_id)
+    click.echo(f"rerun of {run_id} requested: dropped {job_path}; run {new_id}", err=True)
+    if not wait:
+        click.echo(f"watch it: batchdrop watch {new_id}", err=True)
+        return OK
+    code, _ = follow(contract, lambda: contract.locate(candidates, job_path, etag, fallback), interval_s=interval,
+                     timeout_s=timeout, plain=plain)
+    return code
+
+
 def plan(job_file: Path, input_file: Path | None, seconds_per_item: float | None, sample: int | None,
          deadline: float | None, max_nodes: tuple[int, ...], items_per_task: tuple[int, ...], as_json: bool,
          settings_file: str | None, account: str | None) -> int:
@@ -504,6 +547,8 @@ def plan(job_file: Path, input_file: Path | None, seconds_per_item: float | None
         return _invalid(job_file, e)
     if isinstance(spec, jobfile.CancelRequest):
         return _invalid(job_file, JobFileError("this is a cancel request, not a job file", field="cancel"))
+    if isinstance(spec, jobfile.RerunRequest):
+        return _invalid(job_file, JobFileError("this is a rerun request, not a job file", field="rerun"))
     if input_file is not None and not input_file.is_file():
         raise CliError(f"input file {input_file} does not exist", NOT_FOUND)
     contracts: list[Contract] = []

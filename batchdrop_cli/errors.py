@@ -24,7 +24,8 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (NOT_FOUND, "unknown run id (the closest runs are listed), task, file or log"),
     (UNREACHABLE, "storage or Batch not configured, not reachable or not authorised; or a download failed its "
                   "size check"),
-    (REFUSED, "results: a file would be overwritten (use --force), or the run has not finished (results, report)"),
+    (REFUSED, "results: a file would be overwritten (use --force), or the run has not finished (results, report, "
+              "rerun)"),
     (TIMED_OUT, "watch/submit --wait/cancel --wait --timeout ran out (the run goes on)"),
     (UNEXPECTED, "an unexpected error (run again with --debug for the traceback)"),
     (INTERRUPTED, "interrupted with Ctrl-C (a watched run goes on)"),

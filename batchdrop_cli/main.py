@@ -280,6 +280,29 @@ def cancel(run_id: str, wait: bool, interval: float, timeout: float | None, sett
 
 
 @cli.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--command", help="Run the tasks again with this command instead of the job file's.")
+@click.option("--image", help="... in this container image instead.")
+@click.option("--retries", type=click.IntRange(0, 100), help="... with this many retries per task instead.")
+@click.option("--task-timeout-minutes", type=click.IntRange(1, 10080), help="... with this time limit per task.")
+@click.option("--wait", is_flag=True, help="Wait until the new run has ended (as watch).")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between status reads.")
+@click.option("--timeout", type=DURATION, help="With --wait: stop waiting after this long (exit 7).")
+@click.option("--plain", is_flag=True, help="With --wait: plain lines instead of a live view.")
+@connection_options
+@handled
+def rerun(run_id: str, command: str | None, image: str | None, retries: int | None,
+          task_timeout_minutes: int | None, wait: bool, interval: float, timeout: float | None, plain: bool,
+          settings_file: str | None, account: str | None, debug: bool) -> None:
+    """Run again the tasks of an ended run that did not succeed: drops {"rerun": RUN, ...} into intake.
+
+    A new run (printed) reuses the outputs of RUN's tasks that succeeded and merges all in task
+    order; the options replace the job file's fields of the same names. A run can be rerun for
+    KEEP_TASK_OUTPUTS_HOURS after it ended (docs/jobfile.md, Rerunning a run). Exit 0 once the
+    request is dropped (with --wait: as watch); 6 for a run that has not ended."""
+
+
+@cli.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
 @click.option("--input", "input_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Count the items of this local file (as `submit --input` would run the job on it).")

@@ -87,6 +87,11 @@ param inputContainers string = ''
 @description('The hourly sweep deletes leftover jobs and work containers older than this (ORPHAN_MAX_AGE_HOURS).')
 param orphanMaxAgeHours int = 48
 
+@minValue(0)
+@maxValue(720)
+@description('A run that ended with tasks that did not succeed keeps their outputs this long for a rerun (KEEP_TASK_OUTPUTS_HOURS); 0 keeps none.')
+param keepTaskOutputsHours int = 72
+
 @minValue(1)
 @maxValue(1000000)
 @description('Job files that would make more tasks are rejected (MAX_TASKS_PER_RUN).')
@@ -275,6 +280,7 @@ module functionApp 'modules/functionapp.bicep' = {
     monitorSchedule: monitorSchedule
     inputContainers: inputContainers
     orphanMaxAgeHours: orphanMaxAgeHours
+    keepTaskOutputsHours: keepTaskOutputsHours
     maxTasksPerRun: maxTasksPerRun
     infraRetries: infraRetries
     poolVmSize: poolVmSize

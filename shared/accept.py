@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from itertools import islice
 
-from shared import admission, batch, claims, jobfile, naming, split, storage, zipcheck
+from shared import admission, batch, claims, jobfile, naming, rerun, split, storage, zipcheck
 from shared.cleanup import clean_up
 from shared.context import Context
 from shared.errors import BatchdropError, BatchError, BatchQuotaError, Conflict, JobFileError
@@ -67,6 +67,23 @@ def accept(ctx: Context, container: str, blob_name: str, etag: str | None = None
         return _reject(ctx, None, fallback_name, source, JobFileError(
             f"there is no run {spec.run_id!r}; use the folder name under {ctx.settings.results_container}/",
             field="cancel"))
+    if isinstance(spec, jobfile.RerunRequest):
+        of = ctx.runs.try_read(spec.run_id)
+        if of is not None and of.name:
+            run_id, existing = _resolve_run_id(ctx, of.name, source)
+            if existing is not None and existing.state != ACCEPTED:
+                # a duplicate delivery of a rerun that got going: not planned (nor refused) again
+                if existing.submitting:
+                    continue_submission(ctx, run_id)
+                return run_id
+        try:
+            planned = rerun.plan(ctx, spec)
+        except JobFileError as e:
+            return _reject(ctx, None, fallback_name, source, e)
+        except storage.BlobChanged:
+            return _reject(ctx, None, fallback_name, source, JobFileError(
+                f"the input of run {spec.run_id} changed while the rerun was being planned", field="rerun"))
+        return _accept_job(ctx, planned.spec, source, planned.raw, started, planned)
     return _accept_job(ctx, spec, source, raw, started)
 
 
@@ -98,7 +115,7 @@ def _continue_claimed(ctx: Context, run_id: str, started: float) -> int | None:
                                          policy=jobfile.ReadPolicy.from_settings(ctx.settings))
         if not isinstance(spec, JobSpec):
             raise JobFileError("the job file kept for this run is not a job")
-        shards = replace(_plan_inputs(ctx, spec, run), total=run.tasks.total)
+        shards = replace(_plan_inputs(ctx, spec, run), total=run.tasks.total, skip=rerun.skipped(run.reused))
         if shards.existing and len(shards.existing) != run.tasks.total:
             raise JobFileError(f"the blobs under the input prefix changed while the run was being submitted "
                                f"({run.tasks.total:,} when it started, {len(shards.existing):,} now); leave "
@@ -110,7 +127,8 @@ def _continue_claimed(ctx: Context, run_id: str, started: float) -> int | None:
     return _submit_or_end(ctx, run_id, spec, run.source, shards, started)
 
 
-def _accept_job(ctx: Context, spec: JobSpec, source: JobFileVersion, raw: bytes, started: float) -> str:
+def _accept_job(ctx: Context, spec: JobSpec, source: JobFileVersion, raw: bytes, started: float,
+                reruns: rerun.RerunPlan | None = None) -> str:
     run_id, existing = _resolve_run_id(ctx, spec.name, source)
     if existing is not None and existing.submitting:
         continue_submission(ctx, run_id)  # the trigger's retry of an intake that died between chunks
@@ -127,25 +145,31 @@ def _accept_job(ctx: Context, spec: JobSpec, source: JobFileVersion, raw: bytes,
         if existing is not None and existing.state != ACCEPTED:
             return run_id
         ctx.runs.mark_active(run_id, source)  # before the (maybe long) checks: a death here is re-driven too
-        resume_at = _accept_claimed(ctx, run_id, spec, source, existing, raw, started)
+        resume_at = _accept_claimed(ctx, run_id, spec, source, existing, raw, started, reruns)
     if resume_at is not None:
         request_continuation(ctx, run_id, resume_at)  # once the claim is let go
     return run_id
 
 
 def _accept_claimed(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVersion,
-                    existing: RunRecord | None, raw: bytes, started: float) -> int | None:
-    shards = _prepare(ctx, run_id, spec, source, existing)
+                    existing: RunRecord | None, raw: bytes, started: float,
+                    reruns: rerun.RerunPlan | None) -> int | None:
+    shards = _prepare(ctx, run_id, spec, source, existing, reruns)
     if shards is None:
         return None
     if existing is None:
+        record = RunRecord.accepted(run_id, spec, source, shards.input_etag, ctx.settings.pool)
+        if reruns is not None:
+            record = record.rerunning(reruns.of.run_id, reruns.reused)
         try:
-            ctx.runs.accept(RunRecord.accepted(run_id, spec, source, shards.input_etag, ctx.settings.pool))
+            ctx.runs.accept(record)
         except Conflict:
             # a concurrent delivery of the same event: both continue, every step is idempotent
             if not source.made(ctx.runs.read(run_id)):
                 raise RunIdTaken(run_id) from None  # another job file took this id at the same moment
     ctx.runs.keep_job_file(run_id, raw)  # what continuations (and reruns) read, whatever becomes of the blob
+    if reruns is not None:
+        rerun.copy_reused(ctx, run_id, reruns)  # before any task runs: the work container is the run's from here
     log.info("accepted run_id=%s job_file=%s tasks=%d", run_id, source.path, shards.total)
     why = admission.must_wait(ctx, run_id)
     if why is not None:
@@ -183,12 +207,20 @@ def _reject(ctx: Context, run_id: str | None, name: str, source: JobFileVersion,
 
 
 def _prepare(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVersion,
-             existing: RunRecord | None) -> Shards | None:
+             existing: RunRecord | None, reruns: rerun.RerunPlan | None = None) -> Shards | None:
     """Check every blob and pool the job file names and plan its shards, before anything is
-    created. None when the run was rejected (or, on a retry, failed) instead."""
+    created. None when the run was rejected (or, on a retry, failed) instead. A rerun's shards
+    are the run's it reruns (its input pinned to the version that run split), less the reused."""
     try:
         _check_pool(ctx, spec)
-        return _counted(ctx, spec, _plan_inputs(ctx, spec, existing))
+        if reruns is None:
+            return _counted(ctx, spec, _plan_inputs(ctx, spec, existing))
+        of = reruns.of
+        shards = _counted(ctx, spec, _plan_inputs(ctx, spec, existing, pin=of.input_etag))
+        if shards.total != of.tasks.total:
+            raise JobFileError(f"the input of run {of.run_id} changed since it ran: it made {of.tasks.total:,} "
+                               f"tasks, now {shards.total:,}; drop the job file again for a new run", field="rerun")
+        return replace(shards, skip=reruns.skip)
     except JobFileError as e:
         _reject(ctx, run_id, spec.name, source, e)
     except storage.BlobChanged:
@@ -201,8 +233,9 @@ def _prepare(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVersion,
     return None
 
 
-def _plan_inputs(ctx: Context, spec: JobSpec, existing: RunRecord | None) -> Shards:
-    """Check every blob the job file names (before anything is created), then plan the shards."""
+def _plan_inputs(ctx: Context, spec: JobSpec, existing: RunRecord | None, pin: str | None = None) -> Shards:
+    """Check every blob the job file names (before anything is created), then plan the shards (an
+    input blob read at version `pin`, when given)."""
     for i, resource in enumerate(spec.resources):
         info = storage.blob_info(ctx.blobs, resource.blob.container, resource.blob.path, f"resources[{i}].blob")
         if resource.unzip:
@@ -217,7 +250,7 @@ def _plan_inputs(ctx: Context, spec: JobSpec, existing: RunRecord | None) -> Sha
             items, items_per_task=spec.items_per_task, tasks=spec.tasks))
     if isinstance(inp, BlobInput):
         info = storage.blob_info(ctx.blobs, inp.blob.container, inp.blob.path, "input.blob")
-        etag = (existing.input_etag if existing else None) or info.etag
+        etag = (existing.input_etag if existing else None) or pin or info.etag
 
         def produce() -> Iterator[bytes]:
             chunks = storage.read_chunks_pinned(ctx.blobs, info.container, info.name, etag)
@@ -323,7 +356,8 @@ def _submit_or_end(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVers
     except storage.BlobChanged:
         _end_submission(ctx, run_id, spec, source, None)
     except RunEnded:
-        clean_up(ctx, run_id)  # ended meanwhile (cancel, monitor): leave nothing behind
+        # ended meanwhile (cancel, monitor): leave nothing behind but the task outputs it keeps for a rerun
+        clean_up(ctx, run_id, keep_outputs=ctx.runs.read(run_id).outputs_kept_until is not None)
     except MustWait as e:
         ctx.runs.queue(run_id, str(e))  # the work containers and shards stay: the admitted intake re-uses them
     except BatchQuotaError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from azure.batch import BatchClient
 from azure.storage.blob import BlobServiceClient
@@ -43,6 +44,7 @@ class Context:
             clock,
             events=publisher,
             cleanup=functools.partial(cleanup.remove_run, batch_client, blobs, settings.work_prefix),
+            keep_outputs=timedelta(hours=settings.keep_task_outputs_hours),
         )
         return cls(
             settings=settings,

@@ -93,7 +93,8 @@ def _report(ctx: Context, run: RunRecord, started: float) -> dict | str:
     def assemble(merged: Merged | None) -> dict:
         tails = {t.task_id: _keep_failure_logs(ctx, out_container, run.run_id, t.task_id)
                  for t in tasks if not t.succeeded}
-        mode = batch.container_execution(ctx.batch, run.run_id, run.attempt(tasks[0].task_id)) if tasks else None
+        ran = [t for t in tasks if t.reused_from is None]  # a rerun's reused tasks are not in its job
+        mode = batch.container_execution(ctx.batch, run.run_id, run.attempt(ran[0].task_id)) if ran else None
         now = ctx.clock()
         made = report.assemble(run, tasks, stderr_tails=tails, container_execution=mode, merged=merged, now=now)
         return {**made, **run_usage.usage_and_cost(run, tasks, now, _prices(ctx))}
@@ -118,9 +119,12 @@ def _report(ctx: Context, run: RunRecord, started: float) -> dict | str:
 
 
 def current_outcomes(ctx: Context, run: RunRecord) -> list[TaskOutcome]:
-    """The outcome of each task's current Batch task (its latest rerun, if it had any), in task order."""
+    """The outcome of each task's current Batch task (its latest rerun, if it had any), in task order;
+    a rerun's reused tasks (shared.rerun) succeeded in the run named by `reused_from`."""
     listed = batch.finished_tasks(ctx.batch, run.run_id)
-    current = [outcome_of(t) for t in listed if t.id == run.attempt(naming.base_task_id(t.id))]
+    current = [outcome_of(t) for t in listed if t.id == run.attempt(naming.base_task_id(t.id))
+               and naming.base_task_id(t.id) not in run.reused]
+    current += [report.reused_outcome(task, source) for task, source in run.reused.items()]
     return sorted((_stopped_if_waiting(run, o) for o in current), key=lambda o: o.index)
 
 

@@ -18,8 +18,8 @@ import difflib
 import json
 import posixpath
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
 from shared import gpus, merge, paramsweep, split
@@ -395,14 +395,35 @@ class _CancelSeen(Exception):
         self.doc = doc
 
 
-def parse_intake_file(raw: bytes, *, blob_name: str, max_bytes: int = MAX_JOB_FILE_BYTES,
-                      policy: ReadPolicy | None = None) -> JobSpec | CancelRequest:
-    """A file dropped into intake: a job file (see parse_job_file) or a cancel request.
+RERUN_OVERRIDES = ("command", "image", "retries", "task_timeout_minutes", "pool")
 
-    Total: for any bytes, returns a JobSpec or CancelRequest, or raises JobFileError.
+
+@dataclass(frozen=True)
+class RerunRequest:
+    """`{"rerun": "<run id>", ...}` dropped into intake: a new run of that run's job that runs only
+    the tasks that did not succeed and reuses the outputs of those that did (shared.rerun).
+    `overrides` replace the job file's fields of the same names (RERUN_OVERRIDES); they are
+    checked as the job file's own when the job is planned again."""
+
+    run_id: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _RerunSeen(Exception):
+    def __init__(self, doc: dict) -> None:
+        self.doc = doc
+
+
+def parse_intake_file(raw: bytes, *, blob_name: str, max_bytes: int = MAX_JOB_FILE_BYTES,
+                      policy: ReadPolicy | None = None) -> JobSpec | CancelRequest | RerunRequest:
+    """A file dropped into intake: a job file (see parse_job_file), a cancel or a rerun request.
+
+    Total: for any bytes, returns a JobSpec, CancelRequest or RerunRequest, or raises JobFileError.
     """
     try:
         return _parse_document(raw, blob_name=blob_name, max_bytes=max_bytes, policy=policy)
+    except _RerunSeen as seen:
+        return _rerun_request(seen.doc)
     except _CancelSeen as seen:
         extra = sorted(set(seen.doc) - {"cancel"})
         if extra:
@@ -441,6 +462,21 @@ def parse_job_file(raw: bytes, *, blob_name: str, max_bytes: int = MAX_JOB_FILE_
         return _parse_document(raw, blob_name=blob_name, max_bytes=max_bytes, policy=policy)
     except _CancelSeen:
         raise JobFileError("this is a cancel request, not a job file", field="cancel") from None
+    except _RerunSeen:
+        raise JobFileError("this is a rerun request, not a job file", field="rerun") from None
+
+
+def _rerun_request(doc: dict) -> RerunRequest:
+    extra = sorted(set(doc) - {"rerun", *RERUN_OVERRIDES})
+    if extra:
+        raise JobFileError(f"a rerun request holds \"rerun\" and, to change them, only "
+                           f"{', '.join(repr(k) for k in RERUN_OVERRIDES)}; remove "
+                           f"{', '.join(_excerpt(k) for k in extra[:5])}", field=_segment(extra[0]))
+    run = doc["rerun"]
+    if not isinstance(run, str) or not is_run_id(run):
+        raise JobFileError(f"must be the id of a run, like \"heavylift-nov-3f2a9c1e5b7d9f01\" (the folder name "
+                           f"under results/), got {_describe(run)}", field="rerun")
+    return RerunRequest(run, {k: doc[k] for k in RERUN_OVERRIDES if k in doc})
 
 
 def _parse_document(raw: bytes, *, blob_name: str, max_bytes: int, policy: ReadPolicy | None) -> JobSpec:
@@ -452,6 +488,8 @@ def _parse_document(raw: bytes, *, blob_name: str, max_bytes: int, policy: ReadP
     _check_values(doc)
     if "cancel" in doc:
         raise _CancelSeen(doc)  # a cancel request, not a job: see parse_intake_file
+    if "rerun" in doc:
+        raise _RerunSeen(doc)  # a rerun request, not a job: see parse_intake_file
     spec = _parse_spec(doc, blob_name)
     if policy is not None:
         check_readable(spec, policy)

@@ -31,6 +31,7 @@ class TaskOutcome:
     end_time: str | None = None
     node_id: str | None = None  # where the last try ran
     attempt: str | None = None  # the Batch task id when it is a rerun (naming.attempt_id)
+    reused_from: str | None = None  # a rerun's task not run again: the run whose output it reuses
 
     @property
     def stopped(self) -> bool:
@@ -44,6 +45,8 @@ class TaskOutcome:
                  "end_time": self.end_time, "node_id": self.node_id}
         if self.attempt:
             entry["attempt"] = self.attempt
+        if self.reused_from:
+            entry["reused_from"] = self.reused_from
         if self.failure:
             entry["failure"] = self.failure
         return entry
@@ -72,6 +75,11 @@ def outcome_of(task: Any) -> TaskOutcome:
                        start_time=iso_ms(info.start_time) if info and info.start_time else None,
                        end_time=iso_ms(info.end_time) if info and info.end_time else None,
                        node_id=getattr(node, "node_id", None), attempt=task.id if task.id != base else None)
+
+
+def reused_outcome(task_id: str, source: str) -> TaskOutcome:
+    """A rerun's task that succeeded in run `source` and was not run again (shared.rerun)."""
+    return TaskOutcome(task_id, naming.task_index(task_id), True, 0, 0, 0, None, None, reused_from=source)
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,9 @@ def _head(run: RunRecord, tasks: Sequence[TaskOutcome], stderr_tails: Mapping[st
                               "warnings": [run.job_ended] if run.job_ended else []}
     if container_execution:
         report["container_execution"] = container_execution
+    if run.rerun_of:
+        report["rerun_of"] = run.rerun_of
+        report["reused"] = sum(1 for t in tasks if t.reused_from)
     return report
 
 

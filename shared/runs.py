@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import jobfile, naming
@@ -47,7 +47,7 @@ _ALLOWED = {
 }
 
 Clock = Callable[[], datetime]
-Cleanup = Callable[[str], None]
+Cleanup = Callable[..., None]  # (run_id, *, keep_outputs: bool): see shared.cleanup.remove_run
 
 
 def utc_now() -> datetime:
@@ -166,7 +166,7 @@ class ActiveMarker:
 
 _BOOKKEEPING = frozenset({"keys", "extra", "etag"})
 _TIMES = frozenset({"created_at", "updated_at", "submitted_at", "last_submitted_at", "job_checked_at",
-                    "finalize_requested_at", "merge_task_started_at", "finished_at"})
+                    "finalize_requested_at", "merge_task_started_at", "finished_at", "outputs_kept_until"})
 _TIME_MAPS = frozenset({"retry_waiting"})
 
 
@@ -221,6 +221,11 @@ class RunRecord:
     queue_position: int | None = None  # 1 = next to be admitted (the monitor keeps it current); None once admitted
     admissions: int = 0  # how often the monitor admitted it from the line
     finished_at: datetime | None = None
+    # a rerun (shared.rerun): the run it reruns, and per task whose output it reuses, the run that made it
+    rerun_of: str | None = None
+    reused: Mapping[str, str] = field(default_factory=dict)
+    # an ended run whose tasks did not all succeed keeps its task outputs until then, for a rerun
+    outputs_kept_until: datetime | None = None
     output: str | None = None
     error: str | None = None
     container_execution: str | None = None
@@ -325,6 +330,11 @@ class RunRecord:
             return None
         return self._with(submitted=max(count, self.submitted or 0), last_submitted_at=now)
 
+    def rerunning(self, of: str, reused: Mapping[str, str]) -> RunRecord:
+        """A new run that reruns run `of`, reusing the outputs of the tasks in `reused` (task id -> the run
+        whose output it is)."""
+        return self._with(rerun_of=of, reused=dict(reused))
+
     def rejected(self, error: str, source: JobFileVersion) -> RunRecord | None:
         """accepted -> rejected, for a retry of this job file's intake that found it cannot run;
         a run that got going (or another job file's) is not rejected."""
@@ -427,12 +437,15 @@ class RunRecord:
         """The merge task could not be added (the job ended meanwhile): report, do not merge."""
         return self._with(job_ended=reason)
 
-    def finished(self, report: Mapping[str, Any], now: datetime) -> RunRecord | None:
+    def finished(self, report: Mapping[str, Any], now: datetime,
+                 outputs_kept_until: datetime | None = None) -> RunRecord | None:
         """merging -> the report's final state, with its counts, output and error."""
         if self.state != MERGING:
             return None
         changes: dict[str, Any] = dict(state=report["state"], tasks=TaskCounts.from_json(report["tasks"]),
                                        finished_at=now)
+        if outputs_kept_until is not None:
+            changes["outputs_kept_until"] = outputs_kept_until
         for key in ("output", "error", "container_execution"):
             if report.get(key):
                 changes[key] = report[key]
@@ -440,11 +453,18 @@ class RunRecord:
 
     # ------------------------------------------------------------------ any step
 
-    def ended(self, state: str, message: str, only_from: frozenset[str]) -> RunRecord | None:
+    def ended(self, state: str, message: str, only_from: frozenset[str],
+              outputs_kept_until: datetime | None = None) -> RunRecord | None:
         """-> a final state (failed, cancelled), saying why; only while in one of `only_from`."""
         if self.state not in only_from:
             return None
+        if outputs_kept_until is not None:
+            return self._with(state=state, error=message, outputs_kept_until=outputs_kept_until)
         return self._with(state=state, error=message)
+
+    def outputs_kept(self, now: datetime) -> bool:
+        """Whether the task outputs of this ended run are still kept (for a rerun)."""
+        return self.outputs_kept_until is not None and now < self.outputs_kept_until
 
 
 _FIELDS = frozenset(f.name for f in fields(RunRecord)) - _BOOKKEEPING
@@ -490,12 +510,17 @@ class RunStore:
     """
 
     def __init__(self, results: JsonBlobs, control: JsonBlobs, clock: Clock = utc_now, *,
-                 events: EventPublisher, cleanup: Cleanup) -> None:
+                 events: EventPublisher, cleanup: Cleanup, keep_outputs: timedelta = timedelta(0)) -> None:
         self._results = results
         self._control = control
         self._clock = clock
         self._events = events
         self._cleanup = cleanup
+        self._keep_outputs = keep_outputs  # KEEP_TASK_OUTPUTS_HOURS
+
+    def _kept_until(self) -> datetime | None:
+        """Until when a run that ends now with tasks that did not succeed keeps their outputs (None: not at all)."""
+        return self.now() + self._keep_outputs if self._keep_outputs > timedelta(0) else None
 
     def now(self) -> datetime:
         return _second(self._clock())
@@ -588,7 +613,7 @@ class RunStore:
                             run_id, error.field)
                 return False
             self.write_error(run_id, failure)
-            self._cleanup(run_id)
+            self._cleanup(run_id, keep_outputs=False)
         self._events.publish("rejected", run_id, {"job_file": source.path, "error": str(error)})
         log.info("rejected run_id=%s job_file=%s field=%s", run_id, source.path, error.field)
         return True
@@ -619,18 +644,19 @@ class RunStore:
         read), so a run somebody else moved on meanwhile is left alone. Returns whether this call
         ended the run. A crash after the state change is covered: the monitor retires every
         finished run it indexes."""
+        kept_until = self._kept_until()
         if record is not None:
-            ended = record.ended(state, message, only_from)
+            ended = record.ended(state, message, only_from, kept_until)
             if ended is None:
                 return False
             try:
                 self.commit(record, ended)
             except Conflict:
                 return False
-        elif self.commit_retrying(run_id, lambda run: run.ended(state, message, only_from)) is None:
+        elif self.commit_retrying(run_id, lambda run: run.ended(state, message, only_from, kept_until)) is None:
             return False
         self.write_error(run_id, {"run_id": run_id, "state": state, "message": message})
-        self._cleanup(run_id)
+        self._cleanup(run_id, keep_outputs=kept_until is not None)
         self._events.publish(state, run_id, event if event is not None else {"error": message})
         log.warning("run ended run_id=%s state=%s reason=%s", run_id, state, message)
         return True
@@ -672,8 +698,11 @@ class RunStore:
         final = report["state"]
         if final == FAILED:
             self.write_error(run_id, {"run_id": run_id, "state": FAILED, "message": report["error"]})
-        self._cleanup(run_id)
-        if self.commit_retrying(run_id, lambda run: run.finished(report, self.now())) is None:
+        counted = TaskCounts.from_json(report["tasks"])
+        all_succeeded = final == SUCCEEDED and counted.succeeded == counted.total
+        kept_until = None if all_succeeded else self._kept_until()  # nothing to rerun: nothing kept
+        self._cleanup(run_id, keep_outputs=kept_until is not None)
+        if self.commit_retrying(run_id, lambda run: run.finished(report, self.now(), kept_until)) is None:
             return False
         self._events.publish(final, run_id, {"output": report.get("output"), "tasks": report["tasks"]})
         log.info("finalized run_id=%s state=%s", run_id, final)
@@ -741,13 +770,19 @@ class RunStore:
     def forget_active(self, run_id: str) -> None:
         self._control.delete(naming.active_marker(run_id))
 
-    def retire(self, run_id: str) -> None:
+    def retire(self, run: RunRecord) -> None:
         """A finished run: make sure nothing of it is left (whoever ended it cleaned up, unless it
-        crashed in between; idempotent), then stop watching it."""
-        self._cleanup(run_id)
-        self.forget_queued(run_id)
+        crashed in between; idempotent), then stop watching it. A run that keeps its task outputs
+        keeps its job file as long (a rerun plans the job again); the orphan sweep deletes both."""
+        kept = run.outputs_kept_until is not None
+        self._cleanup(run.run_id, keep_outputs=kept)
+        self.forget_queued(run.run_id)
+        if not kept:
+            self._control.delete(naming.kept_job_file(run.run_id))
+        self.forget_active(run.run_id)
+
+    def forget_job_file(self, run_id: str) -> None:
         self._control.delete(naming.kept_job_file(run_id))
-        self.forget_active(run_id)
 
     # ------------------------------------------------------------------ the line of queued runs
 

@@ -135,6 +135,9 @@ class Settings:
     eventgrid_endpoint: str | None = None
     eventgrid_key: Secret | None = None
     orphan_max_age_hours: float = 48.0
+    # a run that ended with tasks that did not succeed keeps their outputs this long, for a rerun (shared.rerun);
+    # 0: it keeps nothing and cannot be rerun
+    keep_task_outputs_hours: float = 72.0
     # Containers job files may read besides data_container; never the pipeline's own (see
     # jobfile.ReadPolicy, which refuses those whatever is listed here).
     input_containers: tuple[str, ...] = ()
@@ -208,6 +211,7 @@ class Settings:
             eventgrid_endpoint=read.get("EVENTGRID_TOPIC_ENDPOINT"),
             eventgrid_key=Secret(eg_key) if eg_key else None,
             orphan_max_age_hours=read.get("ORPHAN_MAX_AGE_HOURS", float),
+            keep_task_outputs_hours=read.get("KEEP_TASK_OUTPUTS_HOURS", float),
             input_containers=None if containers is None else _container_list("INPUT_CONTAINERS", containers),
             max_tasks_per_run=read.get("MAX_TASKS_PER_RUN", int),
             infra_retries=read.get("INFRA_RETRIES", int),
@@ -262,6 +266,8 @@ LIMITS: dict[str, Limit] = {
     # at most) for an orphan: at least 2 hours
     "ORPHAN_MAX_AGE_HOURS": Limit("orphan_max_age_hours", 2, 24 * 30, "hours",
                                   "younger leftovers may belong to an intake still within its retries"),
+    "KEEP_TASK_OUTPUTS_HOURS": Limit("keep_task_outputs_hours", 0, 24 * 30, "hours",
+                                     "a run's task outputs are kept this long after it ended, for a rerun"),
 }
 
 

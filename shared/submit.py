@@ -45,6 +45,7 @@ class Shards:
     existing: tuple[storage.BlobInfo, ...] = ()  # pre-split inputs (prefix form), in name order
     input_etag: str | None = None  # the input blob's version: a retry splits exactly the same bytes
     total: int = 0  # how many tasks: counted before anything is created
+    skip: frozenset[int] = frozenset()  # tasks not submitted (a rerun's reused ones): they keep their indices
 
 
 class RunEnded(Exception):
@@ -113,7 +114,7 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
     inputs = _inputs_from(ctx, run_id, shards, start)
     while start < shards.total:
         began = time.monotonic()
-        sent = _send_chunk(ctx, run_id, planned, inputs, min(sizer.next_size(), shards.total - start))
+        sent = _send_chunk(ctx, run_id, planned, inputs, min(sizer.next_size(), shards.total - start), shards.skip)
         if not sent:
             raise BatchdropError(f"run {run_id}: the input gave {start} tasks, {shards.total} were counted")
         start += sent
@@ -209,14 +210,20 @@ def _inputs_from(ctx: Context, run_id: str, shards: Shards, start: int) -> Itera
 
 
 def _send_chunk(ctx: Context, run_id: str, planned: jobplan.Submission, inputs: Iterator[_Input],
-                size: int) -> int:
+                size: int, skip: frozenset[int] = frozenset()) -> int:
     """Upload the next `size` shards (memory stays flat: storage.upload_many), then add their tasks
-    (100 per call, in parallel). Returns how many tasks the chunk held. A run ended meanwhile (its
-    containers or job deleted by a cancel) raises RunEnded."""
+    (100 per call, in parallel). Returns how many task indices the chunk went over (the tasks in
+    `skip` are passed over: the cursor is a task index). A run ended meanwhile (its containers or
+    job deleted by a cancel) raises RunEnded."""
     taken: list[tuple[int, jobplan.TaskInput]] = []
+    passed = 0
 
     def uploads() -> Iterator[tuple[str, bytes]]:
+        nonlocal passed
         for item in islice(inputs, size):
+            passed += 1
+            if item.index in skip:
+                continue
             taken.append((item.index, item.where))
             if item.data is not None:
                 yield item.where.blob, item.data
@@ -236,7 +243,7 @@ def _send_chunk(ctx: Context, run_id: str, planned: jobplan.Submission, inputs: 
         if isinstance(e, BatchError) and e.code == "JobCompleted" and planned.job.pool_id is None:
             _refused_auto_pool(ctx, run_id)
         raise
-    return len(taken)
+    return passed
 
 
 def _note(ctx: Context, run_id: str, first: bool, submitted: int, on_running: Callable[[int], bool]) -> bool:

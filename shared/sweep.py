@@ -30,7 +30,9 @@ def sweep_if_due(ctx: Context) -> list[str] | None:
 
 def sweep(ctx: Context) -> list[str]:
     """Idempotent: deletes jobs and work containers of runs that are finished or unknown, once
-    they are older than ORPHAN_MAX_AGE_HOURS. Never touches an active run."""
+    they are older than ORPHAN_MAX_AGE_HOURS; the task outputs an ended run keeps for a rerun (and
+    its kept job file) once their time (status.json outputs_kept_until) is up. Never touches an
+    active run."""
     limit = ctx.clock() - timedelta(hours=ctx.settings.orphan_max_age_hours)
     deleted = _sweep_jobs(ctx, limit) + _sweep_containers(ctx, limit)
     if deleted:
@@ -67,11 +69,21 @@ def _sweep_containers(ctx: Context, limit: datetime) -> list[str]:
         # metadata written at creation must both say it is a run's work container
         if not naming.is_work_container(prefix, container.name, run_id):
             continue
-        if container.last_modified > limit or _owned_by_active_run(ctx, run_id or ""):
+        run = ctx.runs.try_read(run_id or "")
+        if run is not None and run.state in ACTIVE:
+            continue
+        kept = run is not None and run.outputs_kept_until is not None \
+            and container.name == naming.work_containers(prefix, run.run_id)[1]
+        if kept:
+            if run is not None and run.outputs_kept(ctx.clock()):
+                continue  # task outputs kept for a rerun until then, however old the container
+        elif container.last_modified > limit:
             continue
         try:
             if storage.remove_container(ctx.blobs, container.name):
                 deleted.append(f"container {container.name}")
+            if kept:
+                ctx.runs.forget_job_file(run_id or "")  # kept as long as the outputs, for a rerun
         except BatchdropError as e:
             log.warning("sweep could not delete container %s: %s", container.name, e)
     return deleted

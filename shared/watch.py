@@ -173,7 +173,7 @@ def watch_run(ctx: Context, run_id: str, nodes: NodeCounts | None = None) -> str
     run = ctx.runs.read(run_id)
     if run.state in TERMINAL:
         ctx.claims.forget(run_id)  # first: should it fail, the index entry stays and the next tick retries
-        ctx.runs.retire(run_id)
+        ctx.runs.retire(run)
         return "forgotten"
     if run.state == QUEUED:
         return "queued"  # admitted (or expired) by shared.admission, in arrival order
@@ -220,7 +220,8 @@ def _watch_running(ctx: Context, run: RunRecord, nodes: NodeCounts) -> str:
         return "cancelled"
     # Batch's counts hold the reruns of lost outputs too, and the tasks they replaced (succeeded)
     tasks = TaskCounts(total=run.tasks.total, active=counts.active, running=counts.running,
-                       succeeded=counts.succeeded - run.superseded, failed=counts.failed - len(run.retry_waiting),
+                       succeeded=counts.succeeded - run.superseded + len(run.reused),  # a rerun's reused tasks
+                       failed=counts.failed - len(run.retry_waiting),
                        waiting_retry=len(run.retry_waiting))
     updated, reactivate = _sample_nodes(ctx, run, nodes), tuple[str, ...]()
     if tasks.failed != run.tasks.failed or any(due <= ctx.clock() for due in run.retry_waiting.values()):

@@ -37,6 +37,7 @@ param workContainerPrefix string
 param monitorSchedule string
 param inputContainers string
 param orphanMaxAgeHours int
+param keepTaskOutputsHours int
 param maxTasksPerRun int
 param infraRetries int
 param poolVmSize string
@@ -159,6 +160,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-11-01' = {
     KEY_VAULT_URL: keyVaultUrl
     EVENTGRID_TOPIC_ENDPOINT: eventGridTopicEndpoint
     ORPHAN_MAX_AGE_HOURS: string(orphanMaxAgeHours)
+    KEEP_TASK_OUTPUTS_HOURS: string(keepTaskOutputsHours)
   }
 }
 

@@ -83,7 +83,8 @@ def cli_stack(azurite, batch_emulator, tmp_path_factory):
         pytest.fail(f"{BATCHDROP} is missing: `make setup` installs the project (pip install -e .)")
     tmp = tmp_path_factory.mktemp("cli")
     values = {**json.loads((ROOT / "local.settings.sample.json").read_text())["Values"],
-              **settings_env(azurite, batch_emulator), "DATA_CONTAINER": "data", "MONITOR_SCHEDULE": "*/1 * * * * *"}
+              **settings_env(azurite, batch_emulator), "DATA_CONTAINER": "data", "MONITOR_SCHEDULE": "*/1 * * * * *",
+              "KEEP_TASK_OUTPUTS_HOURS": "72"}  # as deployed: `batchdrop rerun` needs what an ended run keeps
     settings_file = tmp / "local.settings.json"
     settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
     settings = Settings.from_mapping(values)

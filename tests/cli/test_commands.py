@@ -299,3 +299,28 @@ def test_runs_lists_newest_first_and_unknown_ids_get_suggestions(cli_stack, tmp_
     assert f"{second} (succeeded)" in unknown.stderr and "Traceback" not in unknown.stderr
     for command in ("watch", "cancel"):
         assert cli_stack.call(command, typo).returncode == 4, command
+
+
+def test_rerun_runs_the_failed_task_again_with_a_fixed_command(cli_stack, tmp_path):
+    """`batchdrop rerun RUN --command ... --wait`: a new run, printed, in which only the failed task
+    runs and whose output is the whole job's, in task order."""
+    flaky = {"name": "cli-flaky", "command": 'test "$TASK_INDEX" -ne 1 && cat "$INPUT_PATH" > "$OUTPUT_PATH"',
+             "input": {"items": [1, 2, 3]}, "retries": 0, "on_task_failure": "partial"}
+    first = cli_stack.call("submit", str(job(tmp_path, "flaky.json", flaky)), "--wait", "--interval", "0.5")
+    run_id = first.stdout.splitlines()[0]
+    assert first.returncode == 0 and "partial result" in first.stdout, (first, cli_stack.devhost_log())
+
+    again = cli_stack.call("rerun", run_id, "--command", 'cat "$INPUT_PATH" > "$OUTPUT_PATH"', "--wait",
+                           "--interval", "0.5")
+    new_id = again.stdout.splitlines()[0]
+    assert again.returncode == 0, (again, cli_stack.devhost_log())
+    assert new_id != run_id and new_id.startswith("cli-flaky-") and f"rerun of {run_id}" in again.stderr
+    status = cli_stack.status(new_id)
+    assert status["state"] == "succeeded" and status["rerun_of"] == run_id
+    assert status["reused"] == {"t000000": run_id, "t000002": run_id}
+    out = tmp_path / "rerun"
+    assert cli_stack.call("results", new_id, "-o", str(out)).returncode == 0
+    assert (out / "output.jsonl").read_text() == "1\n2\n3\n"
+
+    nothing = cli_stack.call("rerun", "nothing-0123abcd0123abcd")
+    assert nothing.returncode == 4, nothing

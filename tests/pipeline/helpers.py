@@ -41,6 +41,8 @@ def settings_env(azurite, emulator, suffix: str | None = None) -> dict[str, str]
         "MONITOR_SCHEDULE": "*/1 * * * * *",
         "UPLOAD_CONCURRENCY": "8",
         "SUBMIT_CONCURRENCY": "2",
+        # ended runs clean up whole, as these tests check; tests/pipeline/test_rerun.py keeps task outputs
+        "KEEP_TASK_OUTPUTS_HOURS": "0",
     }
 
 

@@ -180,13 +180,23 @@ def submit(job_file: Path, input_file: Path | None, name: str | None, wait: bool
             contract.upload(input_file, settings.data_container, input_ref.split("/", 1)[1], hook)
     etag = contract.drop(blob_name, raw)
     job_path = f"{settings.intake_container}/{blob_name}"
-    candidates = jobfile.run_id_candidates(spec.name, settings.intake_container, blob_name, etag)
+    return _announce(contract, spec.name, blob_name, etag, lambda run_id: f"dropped {job_file} as {job_path}; "
+                     f"run {run_id}", wait=wait, interval=interval, timeout=timeout, plain=plain)
+
+
+def _announce(contract: Contract, name: str, blob_name: str, etag: str, what: Callable[[str], str], *,
+              wait: bool, interval: float, timeout: float | None, plain: bool) -> int:
+    """Print the run id a dropped job file gets (stdout) and what was done (stderr); with `wait`,
+    follow the run to its end. The id is `name`'s; a job file intake rejects is named after its blob."""
+    settings = contract.settings
+    job_path = f"{settings.intake_container}/{blob_name}"
+    candidates = jobfile.run_id_candidates(name, settings.intake_container, blob_name, etag)
     by_blob_name = jobfile.sanitise_name(jobfile.default_name(blob_name))
-    fallback = () if by_blob_name == spec.name else tuple(
+    fallback = () if by_blob_name == name else tuple(
         jobfile.run_id_candidates(by_blob_name, settings.intake_container, blob_name, etag))
     run_id, _ = contract.locate(candidates, job_path, etag)
     click.echo(run_id)
-    click.echo(f"dropped {job_file} as {job_path}; run {run_id}", err=True)
+    click.echo(what(run_id), err=True)
     if not wait:
         click.echo(f"watch it: batchdrop watch {run_id}", err=True)
         return OK
@@ -514,20 +524,10 @@ def rerun(run_id: str, command: str | None, image: str | None, retries: int | No
         raise CliError(f"the rerun request is not valid: {e}", INVALID) from None
     etag = contract.drop(blob_name, raw)
     job_path = f"{settings.intake_container}/{blob_name}"
-    # a rerun is named as the run it reruns; one intake rejects is named after its blob
-    name = str(found.doc.get("name") or jobfile.default_name(blob_name))
-    candidates = jobfile.run_id_candidates(name, settings.intake_container, blob_name, etag)
-    fallback = tuple(jobfile.run_id_candidates(jobfile.sanitise_name(jobfile.default_name(blob_name)),
-                                               settings.intake_container, blob_name, etag))
-    new_id, _ = contract.locate(candidates, job_path, etag)
-    click.echo(new_id)
-    click.echo(f"rerun of {run_id} requested: dropped {job_path}; run {new_id}", err=True)
-    if not wait:
-        click.echo(f"watch it: batchdrop watch {new_id}", err=True)
-        return OK
-    code, _ = follow(contract, lambda: contract.locate(candidates, job_path, etag, fallback), interval_s=interval,
-                     timeout_s=timeout, plain=plain)
-    return code
+    name = str(found.doc.get("name") or jobfile.default_name(blob_name))  # a rerun is named as the run it reruns
+    return _announce(contract, name, blob_name, etag,
+                     lambda new_id: f"rerun of {run_id} requested: dropped {job_path}; run {new_id}",
+                     wait=wait, interval=interval, timeout=timeout, plain=plain)
 
 
 def plan(job_file: Path, input_file: Path | None, seconds_per_item: float | None, sample: int | None,

@@ -137,3 +137,18 @@ def pools_left(client: BatchClient, run_id: str) -> list[str]:
         if meta.get("batchdrop-run") == run_id:
             left.append(pool.id)
     return left
+
+
+def assert_rejected(ctx: Context, batch: BatchClient, run_id: str, field: str, *words: str,
+                    planted: tuple[str, ...] = ()) -> dict:
+    """The run was rejected naming `field`, its error says each of `words`, and nothing was
+    created for it (no job, no work container but the `planted` ones). Returns error.json."""
+    record = status(ctx, run_id)
+    assert record["state"] == "rejected", record
+    error = json.loads(results_blob(ctx, f"{run_id}/error.json") or b"{}")
+    assert error["field"] == field, error
+    for word in words:
+        assert word in error["message"], error
+    assert [j.id for j in batch.list_jobs() if j.id == run_id] == []
+    assert [c for c in work_containers_left(ctx) if c not in planted] == []
+    return error

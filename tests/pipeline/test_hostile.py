@@ -17,25 +17,21 @@ from azure.batch import models as bm
 from shared import jobfile, naming, storage
 from shared.accept import accept
 from shared.runs import RunRecord
-from tests.pipeline.helpers import build_context, drop, put_data, results_blob, run_to_end, status, work_containers_left
+from tests.pipeline.helpers import (
+    assert_rejected,
+    build_context,
+    drop,
+    put_data,
+    results_blob,
+    run_to_end,
+    status,
+)
 
 COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 
 
 def job_ids(batch, run_id):
     return [j.id for j in batch.list_jobs() if j.id == run_id]
-
-
-def assert_rejected(ctx, batch, run_id, field, *words, planted=()):
-    record = status(ctx, run_id)
-    assert record["state"] == "rejected", record
-    error = json.loads(results_blob(ctx, f"{run_id}/error.json"))
-    assert error["field"] == field, error
-    for word in words:
-        assert word in error["message"], error
-    assert job_ids(batch, run_id) == []
-    assert [c for c in work_containers_left(ctx) if c not in planted] == []
-    return error
 
 
 def secret_in(ctx, container: str, path: str) -> str:

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from shared.accept import accept
-from tests.pipeline.helpers import build_context, drop, results_blob, run_to_end, status, work_containers_left
+from tests.pipeline.helpers import (
+    assert_rejected,
+    build_context,
+    drop,
+    results_blob,
+    run_to_end,
+    status,
+)
 from tests.pipeline.test_submit_chunks import CHUNK, submit_all
 
 COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
@@ -104,22 +111,11 @@ def small_limit(env):
     return build_context({**env, "MAX_TASKS_PER_RUN": "50"})
 
 
-def assert_rejected_before_anything_is_created(ctx, batch, run_id: str, field: str, *words: str) -> None:
-    record = status(ctx, run_id)
-    assert record["state"] == "rejected", record
-    error = json.loads(results_blob(ctx, f"{run_id}/error.json"))
-    assert error["field"] == field, error
-    for word in words:
-        assert word in error["message"], error
-    assert [j.id for j in batch.list_jobs() if j.id == run_id] == []
-    assert work_containers_left(ctx) == []
-
-
 def test_a_sweep_of_more_tasks_than_the_limit_is_rejected_and_fits_with_items_per_task(small_limit, batch):
     ctx = small_limit
     sweep = {"model": ["a", "b", "c"], "seed": {"range": [0, 20]}}  # 60 combinations
     d = drop(ctx, "too-many.json", {"command": COPY, "input": {"sweep": sweep}})
-    assert_rejected_before_anything_is_created(ctx, batch, accept(ctx, d.container, d.name), "items_per_task",
+    assert_rejected(ctx, batch, accept(ctx, d.container, d.name), "items_per_task",
                                                "60 tasks", "at most 50")
     ok = drop(ctx, "fits.json", {"command": COPY, "input": {"sweep": sweep}, "items_per_task": 2})
     assert accept(ctx, ok.container, ok.name) == ok.run_id
@@ -132,11 +128,11 @@ def test_a_sweep_of_more_tasks_than_the_limit_is_rejected_and_fits_with_items_pe
 def test_an_astronomical_sweep_is_rejected_naming_it(ctx, batch):
     sweep = {f"p{i}": {"range": [0, 1_000_000]} for i in range(50)}  # 10**300 combinations
     d = drop(ctx, "astronomical.json", {"command": COPY, "input": {"sweep": sweep}, "tasks": 10})
-    assert_rejected_before_anything_is_created(ctx, batch, accept(ctx, d.container, d.name), "input.sweep",
+    assert_rejected(ctx, batch, accept(ctx, d.container, d.name), "input.sweep",
                                                "more than 1,000,000 combinations")
 
 
 def test_a_bad_parameter_is_rejected_naming_it(ctx, batch):
     d = drop(ctx, "bad-param.json", {"command": COPY, "input": {"sweep": {"alpha": [0.1], "model": []}}})
-    assert_rejected_before_anything_is_created(ctx, batch, accept(ctx, d.container, d.name), "input.sweep.model",
+    assert_rejected(ctx, batch, accept(ctx, d.container, d.name), "input.sweep.model",
                                                "empty list")

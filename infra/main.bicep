@@ -95,7 +95,7 @@ param keepTaskOutputsHours int = 72
 @minValue(1)
 @maxValue(1000000)
 @description('Job files that would make more tasks are rejected (MAX_TASKS_PER_RUN).')
-param maxTasksPerRun int = 100000
+param maxTasksPerRun int = 250000
 
 @minValue(0)
 @maxValue(10)

@@ -141,7 +141,8 @@ class Settings:
     # Containers job files may read besides data_container; never the pipeline's own (see
     # jobfile.ReadPolicy, which refuses those whatever is listed here).
     input_containers: tuple[str, ...] = ()
-    max_tasks_per_run: int = 100_000
+    # what one finalize invocation holds in memory for report.json (benchmarks/report_scale.py: 3.2 KiB a task)
+    max_tasks_per_run: int = 250_000
     # how often one task is run again after an infrastructure failure or a lost output (shared.retries)
     infra_retries: int = 3
     price_table_blob: str | None = None  # "container/path" of a price table replacing shared/prices.json

@@ -51,7 +51,7 @@ def test_bad_settings_say_what_to_fix(change, words):
 
 def test_input_containers_and_task_limit_defaults():
     s = Settings.from_mapping(BASE)
-    assert s.input_containers == () and s.max_tasks_per_run == 100_000
+    assert s.input_containers == () and s.max_tasks_per_run == 250_000
 
 
 def test_input_containers_are_a_trimmed_comma_separated_list():
@@ -76,9 +76,9 @@ def test_the_sample_settings_hold_the_new_settings():
     import pathlib
     sample = json.loads((pathlib.Path(__file__).resolve().parents[2] / "local.settings.sample.json").read_text())
     values = sample["Values"]
-    assert values["INPUT_CONTAINERS"] == "" and values["MAX_TASKS_PER_RUN"] == "100000"
+    assert values["INPUT_CONTAINERS"] == "" and values["MAX_TASKS_PER_RUN"] == "250000"
     s = Settings.from_mapping(values)
-    assert s.input_containers == () and s.max_tasks_per_run == 100_000
+    assert s.input_containers == () and s.max_tasks_per_run == 250_000
 
 
 # ----------------------------------------------------------------------------- numeric settings and their ranges

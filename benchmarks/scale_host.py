@@ -17,6 +17,8 @@ that wait is left out here, so wall times are the pipeline's own.
 from __future__ import annotations
 
 import math
+import signal
+import sys
 import threading
 import time
 import traceback
@@ -206,6 +208,12 @@ class Host:
     def errors(self) -> list[Invocation]:
         with self._lock:
             return [i for i in self.invocations if i.error]
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so `services()` still stops Azurite and the
+    emulator (they run in their own sessions and would outlive the script)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -30,7 +30,7 @@ import time
 import urllib.request
 
 from benchmarks.common import env_for, services, table
-from benchmarks.scale_host import Host
+from benchmarks.scale_host import Host, exit_on_sigterm
 from shared.runs import TERMINAL
 from tests.pipeline.helpers import build_context, drop
 
@@ -121,6 +121,7 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=1800.0)
     parser.add_argument("--quick", action="store_true", help="smoke run: 12 runs against a quota of 3")
     args = parser.parse_args()
+    exit_on_sigterm()
     if args.quick:
         args.runs, args.quota = 12, 3
     limited = scenario(args.quota, args.runs, args.task_seconds, args.concurrency, args.workers, args.deadline)

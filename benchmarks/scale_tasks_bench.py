@@ -38,7 +38,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks.common import Timer, env_for, services, table
-from benchmarks.scale_host import Host
+from benchmarks.scale_host import Host, exit_on_sigterm
 from shared import split
 from shared.runs import TERMINAL
 from tests.pipeline.helpers import build_context, drop, put_data
@@ -159,6 +159,7 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=3 * 3600.0, help="seconds per run before giving up")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 and 200 tasks, budget 3 s")
     args = parser.parse_args()
+    exit_on_sigterm()
     if args.quick:
         args.tasks, args.small, args.budget = 2_000, 200, 3.0
 

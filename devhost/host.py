@@ -343,7 +343,8 @@ class Host:
     def _scan_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self._blob_scanner.scan_once()  # type: ignore[union-attr]
+                if self._blob_scanner.scan_once() and self._blob_listener is not None:  # type: ignore[union-attr]
+                    self._blob_listener.notify()  # as the host's BlobTriggerQueueWriter does
             except Exception as e:
                 log.warning("Blob scan failed: %s", e)
             self._stop.wait(self.poll_interval)

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-SCRIPTS = ["benchmarks.emulator_bench", "benchmarks.intake_bench", "benchmarks.monitor_bench",
+SCRIPTS = ["benchmarks.emulator_bench", "benchmarks.local_loop", "benchmarks.intake_bench", "benchmarks.monitor_bench",
            "benchmarks.split_merge_bench", "benchmarks.report_html_20k"]
 
 if __name__ == "__main__":

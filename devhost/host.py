@@ -242,13 +242,17 @@ class Host:
 
     # -- deterministic helpers (tests) -------------------------------------------------------
     def poll_blobs(self, function_name: str | None = None) -> int:
-        """Detect new blob versions once (receipts + enqueue). Returns how many were enqueued."""
+        """Detect new blob versions once (receipts + enqueue). Returns how many were enqueued; when
+        any were, the running blob-trigger listener polls at once (the host's queue writer notifies it)."""
         self._prepare()
         if self._blob_scanner is None:
             return 0
         if function_name is not None:
             self._expect(function_name, "blobTrigger")
-        return self._blob_scanner.scan_once(function_name)
+        queued = self._blob_scanner.scan_once(function_name)
+        if queued and self._blob_listener is not None:
+            self._blob_listener.notify()
+        return queued
 
     def process_blob_queue(self) -> list[InvocationResult]:
         """Fetch one batch of the internal blob-trigger queue and run it."""
@@ -290,6 +294,11 @@ class Host:
         self._expect(function_name, "timerTrigger")
         self._prepare()
         return self._timers[function_name]
+
+    def blob_queue_listener(self) -> QueueListener | None:
+        """The listener of the internal blob-trigger queue (None without blob triggers)."""
+        self._prepare()
+        return self._blob_listener
 
     def queue_listener(self, function_name: str) -> QueueListener:
         self._expect(function_name, "queueTrigger")
@@ -343,8 +352,7 @@ class Host:
     def _scan_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                if self._blob_scanner.scan_once() and self._blob_listener is not None:  # type: ignore[union-attr]
-                    self._blob_listener.notify()  # as the host's BlobTriggerQueueWriter does
+                self.poll_blobs()
             except Exception as e:
                 log.warning("Blob scan failed: %s", e)
             self._stop.wait(self.poll_interval)

@@ -102,6 +102,7 @@ class QueueListener:
         self._thread: threading.Thread | None = None
         self._queue_ready = False
         self._closed = False
+        self.polls = 0  # receive calls so far (introspection)
 
     # -- public -------------------------------------------------------------------------
     def ensure_queue(self) -> bool:
@@ -195,6 +196,7 @@ class QueueListener:
                 return 0, []
             room = self.max_workers - len(self._in_flight)
         n = max(1, min(self.options.batch_size, MAX_BATCH_SIZE, room))
+        self.polls += 1
         pages = self.queue.receive_messages(messages_per_page=n, max_messages=n,
                                             visibility_timeout=int(self.lease_seconds)).by_page()
         raw = list(next(pages, []))

@@ -60,7 +60,12 @@ class SchedulerMixin(EngineCore):
         while True:
             self._run_task(r)
             with self.cv:
-                runs = [] if self.stopping else self._dispatch()
+                try:
+                    runs = [] if self.stopping else self._dispatch()
+                except Exception:
+                    log.exception("dispatch failed")
+                    self._notify_scheduler()  # it tries again
+                    runs = []
             if not runs:
                 return
             r = runs[0]

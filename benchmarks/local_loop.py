@@ -114,6 +114,11 @@ def loop_seconds(azurite, emulator, tasks: int, seconds: float, workdir: Path) -
             by_node.setdefault(t.get("node_id") or "", []).append((s_ or 0.0, e_ or 0.0))
         gaps = [b[0] - a[1] for spans in by_node.values() for a, b in zip(sorted(spans), sorted(spans)[1:])]
         runs = [e_ - s_ for s_, e_ in zip(starts, ends) if s_ and e_]
+        deadline = time.monotonic() + 10  # finalize wrote "succeeded"; devhost logs its end just after
+        while "finalize" not in _durations((workdir / "devhost.log").read_text(errors="replace")):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         durations = _durations((workdir / "devhost.log").read_text(errors="replace"))
         return {"total": done - dropped, "to first task": first - dropped, "tasks": last - first,
                 "after last task": done - last,

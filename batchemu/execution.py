@@ -78,7 +78,7 @@ class ExecutionMixin(EngineCore):
                     self._finish(r, outcome)
                 except Exception:
                     log.exception("finishing task %s failed", r.task.id)
-                self._notify_scheduler()
+                # no scheduler wake-up: the worker dispatches into the freed slots next (scheduler._run_slot)
                 self.state_cv.notify_all()
             r.done.set()
 

@@ -11,10 +11,12 @@ launch problems come back as Batch failureInfo, never as exceptions.
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
 
@@ -144,20 +146,45 @@ class RunnerMixin(EngineCore):
         return (128 - rc if rc < 0 else rc), None
 
     def _wait(self, r: Run, proc: subprocess.Popen[bytes], deadline: float | None) -> int:
-        """The command's exit code; past the deadline the try is killed (wall clock)."""
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                rc = proc.wait(timeout=timeout)
-                break
-            except subprocess.TimeoutExpired:
-                self._kill(r, "wallclock")
+        """The command's exit code, seen as soon as the command exits; past the deadline the try is
+        killed (wall clock). Not ``Popen.wait(timeout)``: it polls with sleeps of up to 50 ms, which
+        added ~25 ms to every task with a wall clock limit (all of batchdrop's)."""
+        if deadline is not None:
+            self._wait_until(r, proc, deadline)
+        rc = proc.wait()
         # make sure no stray children keep the group alive
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         return rc
+
+    def _wait_until(self, r: Run, proc: subprocess.Popen[bytes], deadline: float) -> None:
+        """Return when the command exits or, killing it, at the deadline. A pidfd becomes readable when
+        the process exits (Linux); elsewhere a timer thread kills it at the deadline."""
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
+            timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._kill, args=(r, "wallclock"))
+            timer.daemon = True
+            timer.start()
+            try:
+                proc.wait()
+            finally:
+                timer.cancel()
+            return
+        try:
+            poller = select.poll()  # not select(): descriptors past 1024 are fine
+            poller.register(fd, select.POLLIN)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._kill(r, "wallclock")
+                    return
+                if poller.poll(min(remaining * 1000, 2**31 - 1)):
+                    return
+        finally:
+            os.close(fd)
 
     def _prepare_dir(self, task_dir: str) -> str:
         """A clean task directory with an empty wd/ (each try starts from scratch)."""

@@ -2,7 +2,8 @@
 
 Guarantees: jobs are served by priority then creation order, tasks within a job in queue order; the host
 never runs more than ``max_concurrency`` slots, a pool never more than its nodes' slots, a job never more
-than ``maxParallelTasks`` tries; each dispatched try gets its own worker thread, started outside the lock.
+than ``maxParallelTasks`` tries; each try runs on a worker thread, started outside the lock, and a worker
+whose try ends dispatches the next tries itself (the scheduler thread handles what arrives otherwise).
 Housekeeping (about once a second) re-evaluates autoscale pools and terminates jobs past their
 ``maxWallClockTime``.
 """
@@ -44,19 +45,39 @@ class SchedulerMixin(EngineCore):
                 except Exception:
                     log.exception("dispatch failed")
                     runs = []
-            for r in runs:
-                r.thread = threading.Thread(target=self._run_task, args=(r,), name=f"task-{r.task.id}", daemon=True)
-                r.thread.start()
+            self._start_runs(runs)
+
+    def _start_runs(self, runs: list[Run]) -> None:
+        """Outside the lock: a worker thread for each try."""
+        for r in runs:
+            r.thread = threading.Thread(target=self._run_slot, args=(r,), name=f"task-{r.task.id}", daemon=True)
+            r.thread.start()
+
+    def _run_slot(self, r: Run) -> None:
+        """A worker thread: run the try, then refill the slots it freed at once, the first new try on
+        this same thread. For short tasks the hand-off to the scheduler thread and a thread start per
+        try were a large part of the emulator's cost (benchmarks/emulator_bench.py)."""
+        while True:
+            self._run_task(r)
+            with self.cv:
+                try:
+                    runs = [] if self.stopping else self._dispatch()
+                except Exception:
+                    log.exception("dispatch failed")
+                    self._notify_scheduler()  # it tries again
+                    runs = []
+            if not runs:
+                return
+            r = runs[0]
+            r.thread = threading.current_thread()
+            r.thread.name = f"task-{r.task.id}"
+            self._start_runs(runs[1:])
 
     def _housekeeping(self) -> None:
         self._recover_nodes()
         for p in list(self.pools.values()):
             if p.state == "active" and p.spec.get("enableAutoScale"):  # fixed pools keep their nodes
-                before, etag = len(p.nodes), p.etag
-                self._run_autoscale(p)
-                removed = self._reconcile_nodes(p)
-                if len(p.nodes) != before or removed or p.etag != etag:
-                    self._persist_pool(p)
+                self._autoscale(p)
         now = time.time()
         for j in list(self.jobs.values()):
             if j.state in ("active", "disabled"):
@@ -69,6 +90,14 @@ class SchedulerMixin(EngineCore):
                         continue
                     if now - j.created_ts > limit:
                         self._terminate_job(j, "MaxWallClockTimeExpiry")
+
+    def _autoscale(self, p: Pool) -> None:
+        """Lock held: evaluate the pool's formula now and materialise its nodes."""
+        before, etag = len(p.nodes), p.etag
+        self._run_autoscale(p)
+        removed = self._reconcile_nodes(p)
+        if len(p.nodes) != before or removed or p.etag != etag:
+            self._persist_pool(p)
 
     def _choose_node(self, p: Pool, slots_needed: int) -> Node | None:
         best = None
@@ -98,11 +127,10 @@ class SchedulerMixin(EngineCore):
             p = self.pools.get(j.pool_key) if j.pool_key else None
             if p is None or p.state != "active":
                 continue
-            if p.spec.get("enableAutoScale") and not p.nodes:
-                # tasks arrived at a pool without nodes: evaluate its formula now (not at the next second), so
-                # that the one-node stand-in is for formulas that really ask for no nodes
-                self._run_autoscale(p)
-                self._reconcile_nodes(p)
+            if p.spec.get("enableAutoScale") and (not p.nodes or p.fallback != (0, 0)):
+                # no nodes, or only the stand-in node of a formula that said 0 before these tasks came:
+                # evaluate now rather than at the next housekeeping, up to a second later
+                self._autoscale(p)
             self._dispatch_job(j, p, out)
             if not j.ready:
                 self.ready_jobs.pop(j.key, None)

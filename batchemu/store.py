@@ -3,7 +3,8 @@
 The in-memory model is the source of truth while the emulator runs; every mutation is queued here and
 committed by a single writer thread in batches (coalesced by key). Creating operations wait for their
 batch to be committed before answering, so an acknowledged create survives a crash; state transitions
-of running tasks are committed within milliseconds. On a clean stop everything is flushed.
+of running tasks, which nobody waits for, are gathered for `LINGER_S` and committed within milliseconds
+(one transaction for many short tasks instead of one each). On a clean stop everything is flushed.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ CREATE TABLE IF NOT EXISTS faults (jk TEXT NOT NULL, tk TEXT NOT NULL, doc TEXT 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
+# How long the writer gathers changes nobody waits for before committing them (a waiter ends it at once)
+LINGER_S = 0.005
+
 Doc = dict[str, Any]
 Key = tuple[str, ...]  # ("pool", k) | ("job", k) | ("task", jk, tk) | ("fault", jk, tk)
 
@@ -45,6 +49,8 @@ class Store:
         self._job_task_deletes: set[str] = set()
         self._gen = 0
         self._committed = 0
+        self._waiters = 0
+        self._lingering = False  # the writer is gathering: a change needs no wake-up
         self._stop = False
         self._error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="batchemu-store", daemon=True)
@@ -71,7 +77,8 @@ class Store:
         with self._cv:
             self._pending[key] = value
             self._gen += 1
-            self._cv.notify()
+            if not self._lingering:
+                self._cv.notify()
             return self._gen
 
     def put_pool(self, k: str, doc: Doc) -> int:
@@ -113,13 +120,22 @@ class Store:
 
     def wait(self, gen: int, timeout: float = 30.0) -> None:
         with self._cv:
-            self._cv.wait_for(lambda: self._committed >= gen or self._error is not None or self._stop, timeout)
+            self._waiters += 1
+            self._cv.notify_all()  # a lingering writer commits now
+            try:
+                self._cv.wait_for(lambda: self._committed >= gen or self._error is not None or self._stop, timeout)
+            finally:
+                self._waiters -= 1
 
     # ---- writer -------------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._cv:
                 self._cv.wait_for(lambda: self._pending or self._job_task_deletes or self._stop)
+                if not self._waiters and not self._stop:
+                    self._lingering = True
+                    self._cv.wait_for(lambda: self._waiters > 0 or self._stop, LINGER_S)
+                    self._lingering = False
                 if self._stop and not self._pending and not self._job_task_deletes:
                     return
                 pending, self._pending = self._pending, {}

@@ -5,7 +5,8 @@
                                                   [--submit-tasks 10000] [--submit-concurrency 0]
 
 Cases:
-  (a) N-slot pool runs `true` x 2000, submitted with client.create_tasks, until all complete;
+  (a) N-slot pool runs `true` x 2000, submitted with client.create_tasks, until all complete
+      (--rounds times, in turn with xargs; the round with the median ratio is reported);
   (b) the same with `sleep 0.05` x 1000 (slot utilisation = ideal time / emulator time);
   (c) submission of 10,000 tasks to a job whose pool has 0 nodes (nothing runs): tasks/s;
   (d) peak RSS (VmHWM) of the emulator process holding those 10,000 tasks.
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slots", type=int, default=2, help="N: pool slots, emulator max concurrency and xargs -P")
     ap.add_argument("--true-tasks", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of case (a); the median round is reported")
     ap.add_argument("--sleep-tasks", type=int, default=1000)
     ap.add_argument("--sleep", type=float, default=0.05)
     ap.add_argument("--submit-tasks", type=int, default=10000)
@@ -95,9 +97,15 @@ def main(argv=None) -> int:
             # warm-up (imports, first fork, sqlite)
             run_emulator_case(client, "bench", "warmup", "true", 20, 0)
 
-            # (a) true x 2000
-            x_true = run_xargs(["true"], args.true_tasks, n, "x")
-            e_true = run_emulator_case(client, "bench", "true-job", "true", args.true_tasks, 0)
+            # (a) true x 2000, `rounds` times, xargs and emulator in turn; the median round by ratio
+            rounds = []
+            for i in range(max(1, args.rounds)):
+                x = run_xargs(["true"], args.true_tasks, n, "x")
+                e = run_emulator_case(client, "bench", f"true-job-{i}", "true", args.true_tasks, 0)
+                rounds.append((e["total_s"] / x, x, e))
+            rounds.sort(key=lambda r: r[0])
+            _, x_true, e_true = rounds[len(rounds) // 2]
+            results["true_rounds"] = [round(r[0], 3) for r in rounds]
             results["true"] = {"tasks": args.true_tasks, "xargs_s": round(x_true, 3),
                                "emulator_s": round(e_true["total_s"], 3), "submit_s": round(e_true["submit_s"], 3),
                                "emulator_tasks_per_s": round(args.true_tasks / e_true["total_s"], 1),
@@ -149,7 +157,8 @@ def main(argv=None) -> int:
                                  "baseline_rss_mb": round(base_mem["VmRSS"] / 1024, 1),
                                  "tasks_held": counts.active}
 
-    goals = {"sleep_within_1.25x_xargs": results["sleep"]["ratio"] <= 1.25,
+    goals = {"true_within_1.3x_xargs": results["true"]["ratio"] <= 1.3,
+             "sleep_within_1.1x_xargs": results["sleep"]["ratio"] <= 1.1,
              "submission_ge_1000_per_s": results["submit"]["tasks_per_s"] >= 1000}
     results["goals"] = goals
 
@@ -158,7 +167,7 @@ def main(argv=None) -> int:
         ("case", "emulator", "xargs -P %d" % n, "ratio", "notes"),
         ("(a) true x%d" % t["tasks"], f"{t['emulator_s']:.2f}s ({t['emulator_tasks_per_s']:.0f}/s)",
          f"{t['xargs_s']:.2f}s ({t['xargs_tasks_per_s']:.0f}/s)", f"{t['ratio']:.2f}x",
-         f"submit {t['submit_s']:.2f}s"),
+         f"submit {t['submit_s']:.2f}s; median of rounds {', '.join(f'{x:.2f}' for x in results['true_rounds'])}"),
         ("(b) sleep %s x%d" % (s["sleep_s"], s["tasks"]), f"{s['emulator_s']:.2f}s ({s['emulator_tasks_per_s']:.0f}/s)",
          f"{s['xargs_s']:.2f}s ({s['xargs_tasks_per_s']:.0f}/s)", f"{s['ratio']:.3f}x",
          f"ideal {s['ideal_s']:.2f}s, slot utilisation {s['slot_utilisation']:.1%} "

@@ -2,8 +2,9 @@
 import subprocess
 import sys
 
-SCRIPTS = ["benchmarks.emulator_bench", "benchmarks.intake_bench", "benchmarks.monitor_bench",
-           "benchmarks.split_merge_bench", "benchmarks.report_html_20k", "benchmarks.sweep_bench",
+SCRIPTS = ["benchmarks.emulator_bench", "benchmarks.local_loop", "benchmarks.intake_bench",
+           "benchmarks.monitor_bench", "benchmarks.split_merge_bench", "benchmarks.report_html_20k",
+           "benchmarks.sweep_bench",
            # issue 12, scale past one invocation (the last is the longest: 100,000 tasks end to end)
            "benchmarks.scale_quota_bench", "benchmarks.scale_runs_bench", "benchmarks.scale_tasks_bench"]
 

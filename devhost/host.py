@@ -35,10 +35,10 @@ from .blob_trigger import (
     poison_queue_for,
     shared_queue_name,
 )
-from .errors import ConfigurationError, DevhostError
+from .errors import ConfigurationError, DevhostError, IndexingError
 from .hostconfig import HostConfig, load_host_json
 from .indexing import FunctionSpec, index_functions
-from .invoker import Datum, EventLoopThread, InvocationResult, Invoker
+from .invoker import THREADPOOL_SETTING, Datum, EventLoopThread, InvocationResult, Invoker, SyncPool, sync_pool_size
 from .logs import register_secrets
 from .queue_listener import QueueListener, ReceivedMessage
 from .settings import Settings, StorageConnection, default_host_id, validate_host_id
@@ -83,8 +83,9 @@ class Host:
         self.invocations: deque[InvocationResult] = deque(maxlen=10_000)
         self._results_cond = threading.Condition()
         self._loop = EventLoopThread()
+        self.sync_pool = SyncPool(sync_pool_size(self.settings.get(THREADPOOL_SETTING)))
         self.invoker = Invoker(function_timeout=self.config.function_timeout, loop=self._loop,
-                               history=self.invocations, on_result=self._notify)
+                               history=self.invocations, on_result=self._notify, sync_pool=self.sync_pool)
         self._now = now or _dt.datetime.now
         self._connections: dict[str, StorageConnection] = {}
         self._clients: dict[tuple[str, str], Any] = {}
@@ -98,10 +99,26 @@ class Host:
         self._started = False
         self._prepared = False
         self._lock = threading.Lock()
+        self._check_connections()
         for spec in self.functions:
             if spec.trigger_type == "blobTrigger" and spec.source == "EventGrid":
                 log.info("Function '%s' uses an Event Grid blob trigger: devhost simulates Event Grid "
                          "delivery by polling container '%s'", spec.name, (spec.path or "").split("/")[0])
+
+    def _check_connections(self) -> None:
+        """The host fails indexing when a trigger's connection is not configured (the storage
+        extensions' ``StorageClientProvider.Create``); so does devhost, before anything runs.
+        Blob triggers and monitored timers also need AzureWebJobsStorage (receipts, status)."""
+        needs_host_storage = any(s.trigger_type == "blobTrigger" or s.use_monitor for s in self.functions)
+        for spec in self.functions:
+            if spec.trigger_type in ("blobTrigger", "queueTrigger"):
+                try:
+                    self.connection(spec.connection)
+                except ConfigurationError as e:
+                    raise IndexingError(f"devhost: function '{spec.name}': {str(e).removeprefix('devhost: ')}") \
+                        from None
+        if needs_host_storage:
+            self.connection(None)
 
     # -- introspection -------------------------------------------------------------------
     def function(self, name: str) -> FunctionSpec:
@@ -225,13 +242,17 @@ class Host:
 
     # -- deterministic helpers (tests) -------------------------------------------------------
     def poll_blobs(self, function_name: str | None = None) -> int:
-        """Detect new blob versions once (receipts + enqueue). Returns how many were enqueued."""
+        """Detect new blob versions once (receipts + enqueue). Returns how many were enqueued; when
+        any were, the running blob-trigger listener polls at once (the host's queue writer notifies it)."""
         self._prepare()
         if self._blob_scanner is None:
             return 0
         if function_name is not None:
             self._expect(function_name, "blobTrigger")
-        return self._blob_scanner.scan_once(function_name)
+        queued = self._blob_scanner.scan_once(function_name)
+        if queued and self._blob_listener is not None:
+            self._blob_listener.notify()
+        return queued
 
     def process_blob_queue(self) -> list[InvocationResult]:
         """Fetch one batch of the internal blob-trigger queue and run it."""
@@ -273,6 +294,11 @@ class Host:
         self._expect(function_name, "timerTrigger")
         self._prepare()
         return self._timers[function_name]
+
+    def blob_queue_listener(self) -> QueueListener | None:
+        """The listener of the internal blob-trigger queue (None without blob triggers)."""
+        self._prepare()
+        return self._blob_listener
 
     def queue_listener(self, function_name: str) -> QueueListener:
         self._expect(function_name, "queueTrigger")
@@ -326,7 +352,7 @@ class Host:
     def _scan_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self._blob_scanner.scan_once()  # type: ignore[union-attr]
+                self.poll_blobs()
             except Exception as e:
                 log.warning("Blob scan failed: %s", e)
             self._stop.wait(self.poll_interval)
@@ -343,6 +369,7 @@ class Host:
             listener.stop(timeout)
         if self._blob_listener is not None:
             self._blob_listener.stop(timeout)
+        self.sync_pool.stop()
         self._loop.stop()
         if self._started:
             log.info("Host stopped")

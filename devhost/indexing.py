@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 import typing
 from collections.abc import Callable
@@ -98,19 +99,22 @@ def load_function_app(app_dir: str | os.PathLike[str], script_file: str = SCRIPT
 
 
 def find_function_app(module: Any, script_file: str = SCRIPT_FILE_NAME) -> Any:
-    """The single top-level FunctionRegister instance of the module (the worker's rule)."""
-    found = None
-    for attr in dir(module):
-        value = getattr(module, attr, None)
-        if isinstance(value, func.FunctionRegister):
-            if found is not None and value is not found:
-                raise IndexingError(
-                    f"devhost: more than one {type(found).__name__} or other top level function "
-                    f"app instances are defined in {script_file}.")
-            found = value
-    if found is None:
+    """The single top-level FunctionRegister of the module (the worker's rule).
+
+    As the worker's ``loader.index_function_app`` does, every module attribute holding a
+    FunctionRegister counts, so a second name for the same app (``application = app``) is
+    refused like a second app.
+    """
+    names = [attr for attr in dir(module) if isinstance(getattr(module, attr, None), func.FunctionRegister)]
+    if len(names) > 1:
+        kind = type(getattr(module, names[0])).__name__
+        raise IndexingError(
+            f"devhost: more than one {kind} or other top level function app instances are defined "
+            f"in {script_file} ({', '.join(names)}); the Python worker refuses such a module: keep "
+            "exactly one module-level name for the app")
+    if not names:
         raise IndexingError(f"devhost: could not find top level function app instances in {script_file}.")
-    return found
+    return getattr(module, names[0])
 
 
 # -- indexing ----------------------------------------------------------------------------
@@ -239,9 +243,7 @@ def _resolve(spec: FunctionSpec, settings: Settings) -> None:
         spec.path = path.strip("/") if path.startswith("/") else path
         spec.connection = settings.resolve(t.get("connection") or "", function_name=spec.name,
                                            what="connection")
-        source = t.get("source") or "LogsAndContainerScan"
-        if source not in ("LogsAndContainerScan", "EventGrid"):
-            raise IndexingError(f"devhost: function '{spec.name}': unknown blob trigger source '{source}'")
+        source = _blob_source(spec.name, t.get("source"))
         spec.source = source
     elif spec.trigger_type == "queueTrigger":
         q = settings.resolve(t.get("queueName"), function_name=spec.name, what="queue name")
@@ -271,7 +273,30 @@ def _resolve(spec: FunctionSpec, settings: Settings) -> None:
                             if use_monitor is None else bool(use_monitor))
 
 
-def _valid_queue_name(q: str) -> bool:
-    import re
+BLOB_SOURCES = ("LogsAndContainerScan", "EventGrid")  # BlobTriggerSource, in its numeric order
 
+
+def _blob_source(function_name: str, value: Any) -> str:
+    """The blob trigger's ``source`` as the host reads it into the ``BlobTriggerSource`` enum.
+
+    The host converts the binding's JSON to the attribute with Newtonsoft (``JToken.ToObject``):
+    names match ignoring case, an integer is the enum's number, anything else fails indexing with
+    "Could not convert 'X' to BlobTriggerSource.". ``source`` is not an auto-resolved property, so
+    ``%SETTING%`` is not replaced (choose the source in Python, as functions/wiring.py does).
+    """
+    if value is None:
+        return BLOB_SOURCES[0]
+    text = str(value) if not isinstance(value, bool) else ""
+    for name in BLOB_SOURCES:
+        if text.lower() == name.lower():
+            return name
+    if re.fullmatch(r"[0-9]+", text) and int(text) < len(BLOB_SOURCES):
+        return BLOB_SOURCES[int(text)]
+    hint = (" (%SETTING% is not resolved in 'source': pick the value in Python)" if "%" in text else "")
+    raise IndexingError(
+        f"devhost: function '{function_name}': Could not convert '{value}' to BlobTriggerSource.{hint} "
+        f"Use one of: {', '.join(BLOB_SOURCES)}")
+
+
+def _valid_queue_name(q: str) -> bool:
     return bool(re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]", q)) and 3 <= len(q) <= 63

@@ -3,8 +3,10 @@
 The host hands the worker the trigger value (a typed datum) and the trigger metadata; the
 worker decodes the trigger parameter with the converter registered in azure.functions
 (``func.get_binding_registry()``; ``str``/``bytes`` annotations use the generic binding),
-adds ``context`` when the function declares it, and calls the function (coroutines on the
-worker's event loop, plain functions on a thread). devhost does the same with the same
+adds ``context`` when the function declares it, and calls the function: coroutines on the
+worker's event loop, plain functions on its one sync thread pool (``SyncPool``, sized by
+PYTHON_THREADPOOL_THREAD_COUNT). A function without a ``$return`` binding that returns
+something fails, as in the worker. devhost does the same with the same
 converters, so the function receives the very classes the worker builds
 (``azure.functions.blob.InputStream``, ``azure.functions.queue.QueueMessage``,
 ``azure.functions.timer.TimerRequest``).
@@ -12,7 +14,9 @@ converters, so the function receives the very classes the worker builds
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import logging
+import os
 import threading
 import time
 import traceback
@@ -29,7 +33,8 @@ from .hostconfig import format_timespan
 from .indexing import FunctionSpec
 from .logs import invocation_scope
 
-__all__ = ["InvocationResult", "Invoker", "Datum", "EventLoopThread", "InvocationContext"]
+__all__ = ["InvocationResult", "Invoker", "Datum", "EventLoopThread", "InvocationContext", "SyncPool",
+           "sync_pool_size", "THREADPOOL_SETTING"]
 
 Datum = meta.Datum
 log = logging.getLogger("devhost.function")
@@ -92,7 +97,6 @@ class InvocationContext(func.Context):
         self._function_directory = function_directory
         self._invocation_id = invocation_id
         self._thread_local_storage = threading.local()
-        self._thread_local_storage.invocation_id = invocation_id
         self._trace_context = _TraceContext(f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-00", "", {})
         self._retry_context = _RetryContext(0, 0, None)
 
@@ -158,14 +162,69 @@ class EventLoopThread:
             loop.close()
 
 
+THREADPOOL_SETTING = "PYTHON_THREADPOOL_THREAD_COUNT"
+
+
+def sync_pool_size(value: str | None) -> int | None:
+    """The worker's sync thread pool size for a PYTHON_THREADPOOL_THREAD_COUNT value.
+
+    As ``Dispatcher._get_sync_tp_max_workers`` (azure-functions-python-worker, Python 3.9+): unset,
+    not an integer or below 1 means None, i.e. ThreadPoolExecutor's own default,
+    ``min(32, cpu count + 4)``; the worker logs a warning for an invalid value.
+    """
+    if value is None:
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        log.warning("%s must be an integer", THREADPOOL_SETTING)
+        return None
+    if size < 1:
+        log.warning("%s must be set to a value between 1 and sys.maxint. Reverting to default value for "
+                    "max_workers", THREADPOOL_SETTING)
+        return None
+    return size
+
+
+class SyncPool:
+    """The one thread pool every plain (``def``) function of the app runs on, as in the worker
+    (``Dispatcher._sync_call_tp``): the triggers' own threads only wait for it, so at most
+    ``max_workers`` sync invocations run at once, whatever the triggers' concurrency."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self.requested = max_workers
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def max_workers(self) -> int:
+        return self.requested or min(32, (os.cpu_count() or 1) + 4)
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            if self._pool is None:  # (re)created on first use: a stopped host can start again
+                self._pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="devhost-sync")
+            pool = self._pool
+        return pool.submit(fn, *args).result()
+
+    def stop(self) -> None:
+        """Wait for running invocations, then end the threads."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
 class Invoker:
     """Decodes trigger data and runs a function, logging like the host."""
 
     def __init__(self, *, function_timeout: float | None, loop: EventLoopThread,
                  history: deque[InvocationResult] | None = None,
-                 on_result: Callable[[InvocationResult], None] | None = None) -> None:
+                 on_result: Callable[[InvocationResult], None] | None = None,
+                 sync_pool: SyncPool | None = None) -> None:
         self.function_timeout = function_timeout
         self.loop = loop
+        self.sync_pool = sync_pool if sync_pool is not None else SyncPool()
         self.history = history if history is not None else deque(maxlen=1000)
         self.on_result = on_result
 
@@ -202,9 +261,16 @@ class Invoker:
                     if spec.requires_context:
                         kwargs["context"] = InvocationContext(spec.name, spec.directory, invocation_id)
                     if spec.is_async:
-                        self.loop.run(self._scoped(spec, invocation_id, spec.func(**kwargs)))
+                        returned = self.loop.run(self._scoped(spec, invocation_id, kwargs))
                     else:
-                        spec.func(**kwargs)
+                        returned = self.sync_pool.run(self._run_sync, spec, invocation_id, kwargs)
+                    if returned is not None:
+                        # The worker (dispatcher.py, _handle__invocation_request) fails such an
+                        # invocation; devhost supports no output binding, so there is no $return.
+                        raise RuntimeError(
+                            f"function {spec.name!r} without a $return binding returned a non-None "
+                            f"value ({type(returned).__name__}); return None, or write the result "
+                            "with an SDK client")
                 except Exception as e:  # a failing function is an outcome, not a host error
                     error = e
         finally:
@@ -229,9 +295,26 @@ class Invoker:
         return result
 
     @staticmethod
-    async def _scoped(spec: FunctionSpec, invocation_id: str, coro: Any) -> Any:
+    def _run_sync(spec: FunctionSpec, invocation_id: str, kwargs: dict[str, Any]) -> Any:
+        """On a pool thread: the invocation's log scope and ``context.thread_local_storage``
+        (the worker's ``_run_sync_func`` sets it on the thread that runs the function)."""
+        context = kwargs.get("context")
+        if isinstance(context, InvocationContext):
+            context.thread_local_storage.invocation_id = invocation_id
+        try:
+            with invocation_scope(spec.name, invocation_id):
+                return spec.func(**kwargs)
+        finally:
+            if isinstance(context, InvocationContext):
+                context.thread_local_storage.invocation_id = None
+
+    @staticmethod
+    async def _scoped(spec: FunctionSpec, invocation_id: str, kwargs: dict[str, Any]) -> Any:
+        context = kwargs.get("context")
+        if isinstance(context, InvocationContext):  # the worker sets it on its event loop's thread
+            context.thread_local_storage.invocation_id = invocation_id
         with invocation_scope(spec.name, invocation_id):
-            return await coro
+            return await spec.func(**kwargs)
 
     def _timeout_warning(self, spec: FunctionSpec, invocation_id: str) -> None:
         log.warning(

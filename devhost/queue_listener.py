@@ -10,7 +10,8 @@
 * After running: success deletes the message; failure with ``dequeueCount >= maxDequeueCount``
   copies the message text to the poison queue (created if missing) and deletes it; any other
   failure releases it with ``visibilityTimeout`` (default 0: visible again at once).
-* An empty poll backs off from 100 ms, doubling up to the maximum polling interval.
+* An empty poll backs off from 100 ms, doubling up to the maximum polling interval; `notify`
+  (a message this host just enqueued) ends the wait and starts the back-off again.
 """
 from __future__ import annotations
 
@@ -97,9 +98,11 @@ class QueueListener:
         self._in_flight: dict[str, ReceivedMessage] = {}
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # ends an idle wait early (notify, stop)
         self._thread: threading.Thread | None = None
         self._queue_ready = False
         self._closed = False
+        self.polls = 0  # receive calls so far (introspection)
 
     # -- public -------------------------------------------------------------------------
     def ensure_queue(self) -> bool:
@@ -133,12 +136,19 @@ class QueueListener:
         if self._thread is not None:
             return
         self._stop.clear()
+        self._wake.clear()
         self._thread = threading.Thread(target=self._run, name=f"devhost-listen-{self.name}", daemon=True)
         self._thread.start()
+
+    def notify(self) -> None:
+        """A message was just put on this queue by this host: poll now, backing off from the start
+        again (the WebJobs SDK's QueueListener.Notify, called by its blob-trigger queue writer)."""
+        self._wake.set()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop fetching, let running invocations finish, release fetched-but-unstarted ones."""
         self._stop.set()
+        self._wake.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread is not None:
@@ -167,8 +177,10 @@ class QueueListener:
                     while not self._stop.is_set() and not self._has_room():
                         self._cond.wait(1.0)
                         self._renew_due()
+            elif self._wake.wait(delay):
+                self._wake.clear()
+                delay = MIN_POLL_INTERVAL
             else:
-                self._stop.wait(delay)
                 delay = min(delay * 2, self.max_polling_interval)
 
     def _has_room(self) -> bool:
@@ -184,6 +196,7 @@ class QueueListener:
                 return 0, []
             room = self.max_workers - len(self._in_flight)
         n = max(1, min(self.options.batch_size, MAX_BATCH_SIZE, room))
+        self.polls += 1
         pages = self.queue.receive_messages(messages_per_page=n, max_messages=n,
                                             visibility_timeout=int(self.lease_seconds)).by_page()
         raw = list(next(pages, []))

@@ -36,9 +36,6 @@ __all__ = [
     "validate_host_id", "apply_to_environ",
 ]
 
-_SETTING_TOKEN = re.compile(r"%([^%]+)%")
-
-
 def _norm(key: str) -> str:
     return key.replace("__", ":").lower()
 
@@ -75,20 +72,35 @@ class Settings:
     # -- %NAME% -----------------------------------------------------------------------
     def resolve(self, expression: str | None, *, function_name: str | None = None,
                 what: str = "value") -> str | None:
-        """Replace every ``%NAME%`` by the setting's value (IndexingError when missing)."""
+        """Replace every ``%NAME%`` by the setting's value, as the WebJobs SDK's
+        ``NameResolverExtensions.ResolveWholeString`` does: tokens are read left to right, ``%%``
+        names the empty setting (which never resolves), a ``%`` without its closing ``%`` is an
+        error, and a setting that is set but empty resolves to the empty string."""
         if expression is None:
             return None
-
-        def repl(m: re.Match[str]) -> str:
-            value = self.get(m.group(1))
-            if value is None:
-                where = f"function '{function_name}': " if function_name else ""
+        where = f"function '{function_name}': " if function_name else ""
+        out: list[str] = []
+        i = 0
+        while True:
+            start = expression.find("%", i)
+            if start < 0:
+                out.append(expression[i:])
+                return "".join(out)
+            end = expression.find("%", start + 1)
+            if end < 0:
                 raise IndexingError(
-                    f"devhost: {where}'%{m.group(1)}%' does not resolve to a value "
-                    f"(the {what} names app setting '{m.group(1)}', which is not set).")
-            return value
-
-        return _SETTING_TOKEN.sub(repl, expression)
+                    f"devhost: {where}the {what} '{expression}': The '%' at position {start} does not "
+                    "have a closing '%'")
+            name = expression[start + 1:end]
+            value = self.get(name) if name else None
+            if value is None:
+                why = (f"app setting '{name}' is not set" if name
+                       else "'%%' names no setting; a literal '%' cannot be written here")
+                raise IndexingError(
+                    f"devhost: {where}'%{name}%' does not resolve to a value (the {what} names it; {why}).")
+            out.append(expression[i:start])
+            out.append(value)
+            i = end + 1
 
     # -- connections ------------------------------------------------------------------
     def connection(self, name: str | None) -> StorageConnection:

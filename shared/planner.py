@@ -48,9 +48,9 @@ MIN_TASK_S = 10.0  # the same page's minimum of work per task
 # ends on average half a tick before the monitor sees it and asks for the finalize step.
 MONITOR_TICK_S = 30.0
 # Azure Functions queue trigger, host.json (learn.microsoft.com/azure/azure-functions/
-# functions-bindings-storage-queue): maxPollingInterval defaults to one minute, the longest an idle
-# queue goes between polls; our host.json keeps it, so the finalize message waits half of it on average.
-QUEUE_POLL_S = 60.0
+# functions-bindings-storage-queue): maxPollingInterval, the longest an idle queue goes between polls,
+# defaults to one minute; our host.json sets 2 seconds, so the finalize message waits about 1 s on average.
+QUEUE_POLL_S = 2.0
 # Batch pool autoScaleEvaluationInterval (Batch REST, pool enable autoscale): 5 minutes at least, our
 # auto pool's value (shared.batch). A node idle in the last wave leaves at the next evaluation: after
 # half an interval on average.

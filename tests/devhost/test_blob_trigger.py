@@ -193,3 +193,21 @@ def test_background_host_processes_new_blobs_and_stops_cleanly(blobs_app, make_h
         host.stop()
     assert [c["data"] for c in bp.CALLS] == [b"hello"]
     wait_until(lambda: not devhost_threads(), timeout=5, message="devhost threads gone")
+
+
+def test_a_scan_that_queues_a_blob_wakes_the_idle_blob_listener(blobs_app, make_host, blob_service, uid,
+                                                                monkeypatch):
+    """As the host's blob-trigger queue writer notifies its queue listener: the blob runs at once, not
+    after the listener's idle wait (30 s here, against a 10 s deadline)."""
+    from devhost import queue_listener
+
+    app, bp, container, settings = blobs_app
+    monkeypatch.setattr(queue_listener, "MIN_POLL_INTERVAL", 30.0)
+    host = make_host(app, "blobs", settings, host_id=f"h-{uid}", poll_interval=60.0)
+    host.start()  # the scan loop scans the empty container now, then waits 60 s
+    listener = host.blob_queue_listener()
+    assert listener is not None
+    wait_until(lambda: listener.polls >= 1, timeout=10, message="the blob listener's first (empty) poll")
+    upload(blob_service, container, "wake.json", b"{}")
+    assert host.poll_blobs("intake") == 1
+    host.wait_for(lambda inv: any(r.details.get("blob") == f"{container}/wake.json" for r in inv), timeout=10)

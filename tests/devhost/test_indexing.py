@@ -116,3 +116,41 @@ def test_host_json_functions_list_and_disabled_setting(load_app):
     assert [f.name for f in index_functions(app, s, only=["daily"])] == ["daily"]
     s = Settings({"TICK_SCHEDULE": "00:00:01", "AzureWebJobs.daily.Disabled": "true"})
     assert [f.name for f in index_functions(app, s)] == ["tick"]
+
+
+def test_two_names_for_the_app_fail_indexing_as_in_the_worker(load_app):
+    # The worker's loader counts module attributes holding a FunctionRegister, not distinct apps.
+    with pytest.raises(IndexingError) as e:
+        load_app("twonames")
+    assert "more than one FunctionApp or other top level function app instances are defined" in str(e.value)
+    assert "(app, application)" in str(e.value)
+
+
+def _blob_app(source):
+    app = func.FunctionApp()
+
+    @app.blob_trigger(arg_name="blob", path="in/{name}", connection="", source=source)
+    def f(blob: func.InputStream) -> None:
+        pass
+
+    return app
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    (func.BlobSource.EVENT_GRID, "EventGrid"), ("eventgrid", "EventGrid"), ("LOGSANDCONTAINERSCAN", "LogsAndContainerScan"),
+    ("1", "EventGrid"), ("0", "LogsAndContainerScan"), (None, "LogsAndContainerScan")])
+def test_blob_source_is_read_as_the_host_reads_the_enum(source, expected):
+    [spec] = index_functions(_blob_app(source), Settings({}))
+    assert spec.source == expected
+
+
+@pytest.mark.parametrize("source", ["%INTAKE_SOURCE%", "Events", "", "7"])
+def test_a_source_the_host_cannot_convert_fails_indexing(source):
+    with pytest.raises(IndexingError, match=f"Could not convert '{source}' to BlobTriggerSource"):
+        index_functions(_blob_app(source), Settings({"INTAKE_SOURCE": "EventGrid"}))
+
+
+def test_a_trigger_connection_that_is_not_configured_fails_at_host_start(load_app):
+    app, _ = load_app("queues")
+    with pytest.raises(IndexingError, match="function 'finalize': storage connection 'AzureWebJobsStorage' is not configured"):
+        Host(app, {"WORK_QUEUE": "work", "ASYNC_QUEUE": "aq1"}, app_dir=APPS / "queues")

@@ -159,3 +159,15 @@ def test_host_json_defaults_and_overrides(tmp_path):
     with pytest.raises(ConfigurationError):
         parse_host_json({"functionTimeout": "ten minutes"})
     assert parse_host_json({"functionTimeout": "-1"}).function_timeout is None
+
+
+def test_setting_tokens_follow_the_webjobs_resolver():
+    # NameResolverExtensions.ResolveWholeString: left to right, '%%' never resolves, an unclosed '%' is an error
+    s = Settings({"A": "x", "EMPTY": ""})
+    assert s.resolve("%A%-%EMPTY%-%A%") == "x--x"  # a setting that is set but empty resolves to ''
+    with pytest.raises(IndexingError, match="The '%' at position 4 does not have a closing '%'"):
+        s.resolve("%A%/%B", function_name="f", what="blob path")
+    with pytest.raises(IndexingError, match="'%%' does not resolve to a value"):
+        s.resolve("50%%", what="queue name")
+    with pytest.raises(IndexingError, match="'%B%' does not resolve to a value"):
+        s.resolve("%A%%B%")

@@ -116,16 +116,16 @@ def candidates(deadline_s):
 
 def test_the_cheapest_that_meets_the_deadline_is_recommended():
     by_size = {c.items_per_task: c for c in candidates(None).candidates}
-    # Azure defaults: allocation 240, per task 5, tick 30 / 2, poll 60 / 2, intake 5 + 2.5 ms a task,
-    # finalize 5 + 10 ms a task. 1 item a task: 100 tasks, 10 nodes, 10 waves of 35 s:
-    #   5.25 + 240 + 350 + (15 + 30 + 5 + 1) = 646.25 s; nodes 10 x (240 + 9 x 35) + 10 x (35 + 51) = 6410
-    # 10 a task: 10 tasks, 1 wave of 305 s: 5.025 + 240 + 305 + 50.1 = 600.125; 10 x 240 + 10 x 355.1 = 5951
-    # 50 a task: 2 tasks on 2 nodes: 5.005 + 240 + 1505 + 50.02 = 1800.025; 2 x 240 + 2 x 1555.02 = 3590.04
-    # 100 a task: 1 task: 5.0025 + 240 + 3005 + 50.01 = 3300.0125; 240 + 3055.01 = 3295.01
-    assert {k: round(c.wall_s, 4) for k, c in by_size.items()} == {1: 646.25, 10: 600.125, 50: 1800.025,
-                                                                   100: 3300.0125}
-    assert {k: round(c.node_s, 4) for k, c in by_size.items()} == {1: 6410, 10: 5951, 50: 3590.04, 100: 3295.01}
-    assert by_size[50].cost is not None and by_size[50].cost.amount == pytest.approx(3590.04 / 3600 * 3.6, abs=1e-4)
+    # Azure defaults: allocation 240, per task 5, tick 30 / 2, poll 2 / 2 (host.json), intake 5 + 2.5 ms a
+    # task, finalize 5 + 10 ms a task. 1 item a task: 100 tasks, 10 nodes, 10 waves of 35 s:
+    #   5.25 + 240 + 350 + (15 + 1 + 5 + 1) = 617.25 s; nodes 10 x (240 + 9 x 35) + 10 x (35 + 22) = 6120
+    # 10 a task: 10 tasks, 1 wave of 305 s: 5.025 + 240 + 305 + 21.1 = 571.125; 10 x 240 + 10 x 326.1 = 5661
+    # 50 a task: 2 tasks on 2 nodes: 5.005 + 240 + 1505 + 21.02 = 1771.025; 2 x 240 + 2 x 1526.02 = 3532.04
+    # 100 a task: 1 task: 5.0025 + 240 + 3005 + 21.01 = 3271.0125; 240 + 3026.01 = 3266.01
+    assert {k: round(c.wall_s, 4) for k, c in by_size.items()} == {1: 617.25, 10: 571.125, 50: 1771.025,
+                                                                   100: 3271.0125}
+    assert {k: round(c.node_s, 4) for k, c in by_size.items()} == {1: 6120, 10: 5661, 50: 3532.04, 100: 3266.01}
+    assert by_size[50].cost is not None and by_size[50].cost.amount == pytest.approx(3532.04 / 3600 * 3.6, abs=1e-4)
     rec = candidates(35 * 60).recommendation  # 1, 10 and 50 finish within 35 minutes; 50 is the cheapest
     assert rec.choice is not None and rec.choice.items_per_task == 50 and rec.meets_deadline is True
     assert "within the deadline" in rec.reason

@@ -34,6 +34,13 @@ def is_quota(reason: str | None) -> bool:
     return bool(reason) and "MAX_ACTIVE_RUNS" not in (reason or "") and reason != BEHIND
 
 
+def room_unknown(reason: str | None) -> bool:
+    """Whether only Batch can tell if this run fits: refused for quota, or waiting behind a line that
+    was not there for MAX_ACTIVE_RUNS (most likely for quota). Such runs are tried one at a time, or
+    two admitted together could reach Batch in either order and the later one take the room."""
+    return is_quota(reason) or reason == BEHIND
+
+
 def admitted_count(ctx: Context, but: str | None = None) -> int:
     """Runs admitted now (accepted, running, merging), `but` one."""
     count = 0
@@ -53,11 +60,11 @@ def must_wait(ctx: Context, run_id: str) -> str | None:
     behind any run in line. Runs count as admitted from their record's creation, before this check,
     so two intakes at once both see each other (at worst both wait, never both go over the cap)."""
     line = ctx.runs.queued_run_ids()
-    if run_id not in line and line:
-        return BEHIND
     cap = ctx.settings.max_active_runs
     if cap is not None and admitted_count(ctx, but=run_id) >= cap:
-        return cap_reason(cap)
+        return cap_reason(cap)  # also behind a line: the cap is what admits it, and its room is known
+    if run_id not in line and line:
+        return BEHIND
     return None
 
 
@@ -84,7 +91,7 @@ def admit(ctx: Context) -> dict[str, str]:
                 outcome[run_id] = "failed: queued too long"
             continue
         line.append(run)
-    quota_limited = any(is_quota(r.queued_reason) for r in line)
+    quota_limited = any(room_unknown(r.queued_reason) for r in line)
     cap = ctx.settings.max_active_runs
     room = None if cap is None else cap - admitted_count(ctx)
     if quota_limited:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobLeaseClient, BlobServiceClient
+from azure.storage.blob import BlobClient, BlobLeaseClient, BlobServiceClient
 
 from shared import naming
 from shared.storage import scrub
@@ -103,13 +103,27 @@ class Claims:
         """Remove a finished run's claim blobs. A claimant that died keeps its lease for up to a
         minute and the run is final: its lease is broken rather than left to outlive the run."""
         for step in (INTAKE, FINALIZE):
-            blob = self._container.get_blob_client(naming.claim_blob(run_id, step))
+            self._delete_claim(self._container.get_blob_client(naming.claim_blob(run_id, step)))
+
+    @staticmethod
+    def _delete_claim(blob: BlobClient, attempts: int = 3) -> None:
+        """Delete a claim blob, breaking a lease on it. The claimant may let its lease go (or the blob)
+        between our calls: 409 on the break (no lease any more) and 404 are fine, and a lease taken
+        again meanwhile is broken again."""
+        for _ in range(attempts):
             try:
                 blob.delete_blob()
+                return
             except ResourceNotFoundError:
-                pass
+                return
             except HttpResponseError as e:
                 if e.status_code != 412:  # 412: leased
                     raise
+            try:
                 BlobLeaseClient(blob).break_lease(lease_break_period=0)
-                blob.delete_blob()
+            except ResourceNotFoundError:
+                return
+            except HttpResponseError as e:
+                if e.status_code != 409:  # 409: the lease was let go meanwhile
+                    raise
+        blob.delete_blob()

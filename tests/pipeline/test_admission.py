@@ -184,3 +184,29 @@ def test_a_run_queued_longer_than_max_queued_hours_fails(quota_env, quota_emulat
     assert finals[run_ids[0]]["state"] == "succeeded"
     watch(ctx)
     assert ctx.runs.queued_run_ids() == [] and work_containers_left(ctx) == []
+
+
+def test_runs_waiting_behind_the_line_are_admitted_one_at_a_time(quota_env, quota_emulator):
+    """The line's head leaves (cancelled), the rest waited only behind it: Batch alone knows whether
+    they fit, so the monitor tries them one at a time; admitting both at once let the later one's
+    intake take the single free job slot first (seen with concurrent intakes in scale_quota_bench)."""
+    set_quotas(quota_emulator, activeJobs=1)
+    ctx, publisher = context(quota_env)
+    run_ids, _ = drop_runs(ctx, quota_emulator, 4, "behind")
+    assert [ctx.runs.read(r).state for r in run_ids] == ["running"] + ["queued"] * 3
+    cancel = drop(ctx, "cancel-head.json", {"cancel": run_ids[1]})
+    accept(ctx, cancel.container, cancel.name)
+    set_quotas(quota_emulator, activeJobs=2)  # room for exactly one more
+    outcome = watch(ctx)
+    assert outcome[run_ids[2]] == "admitted" and outcome[run_ids[3]] == "queued #1"
+    # the admitted intakes in the worst order: the later run's first
+    requests = list(ctx.intake_queue.receive_messages(messages_per_page=16, visibility_timeout=60))
+    for msg in reversed(requests):
+        request = intake_request_of_message(msg.content)
+        accept(ctx, request.container, request.name, request.etag)
+        ctx.intake_queue.delete_message(msg)
+    assert ctx.runs.read(run_ids[2]).state == "running" and ctx.runs.read(run_ids[3]).state == "queued"
+    finals, during = drive(ctx, quota_emulator, run_ids)
+    assert [finals[r]["state"] for r in run_ids] == ["succeeded", "cancelled", "succeeded", "succeeded"]
+    assert during <= 2
+    assert started_order(publisher) == [run_ids[0], run_ids[2], run_ids[3]]

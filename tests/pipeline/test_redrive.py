@@ -223,3 +223,30 @@ def test_a_finished_runs_claims_are_removed_even_while_a_dead_claimants_lease_ru
     BlobLeaseClient(blob).acquire(lease_duration=60)  # its holder was killed a moment ago
     ctx.claims.forget("gone-0000000000000003")
     assert not blob.exists()
+
+
+def test_removing_a_claim_whose_holder_lets_go_meanwhile_is_not_an_error(ctx):
+    """The holder (a finishing invocation) releases its lease between our delete (412: leased) and our
+    break: the break answers 409, which means the way is free. Seen once in scale_runs_bench as a
+    monitor error."""
+    from azure.storage.blob import BlobClient
+
+    from shared.claims import Claims as ClaimsOwner
+
+    blob = ctx.blobs.get_blob_client(ctx.settings.control_container, naming.claim_blob("late-0000000000000004",
+                                                                                       claims.INTAKE))
+    blob.upload_blob(b"")
+    lease = BlobLeaseClient(blob)
+    lease.acquire(lease_duration=60)
+
+    class HolderLetsGo(BlobClient):
+        def delete_blob(self, *args, **kwargs):
+            try:
+                return super().delete_blob(*args, **kwargs)
+            except Exception:
+                lease.release()  # the holder, in between our two calls
+                raise
+
+    racing = HolderLetsGo.from_blob_url(blob.url, credential=blob.credential)
+    ClaimsOwner._delete_claim(racing)
+    assert not blob.exists()

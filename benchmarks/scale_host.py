@@ -193,13 +193,24 @@ class Host:
 
     def wait_until(self, done: Callable[[], bool], deadline_s: float, every: float = 1.0,
                    what: str = "condition") -> float:
-        """Poll `done` until true; the seconds it took. TimeoutError after `deadline_s`."""
-        began = time.monotonic()
+        """Poll `done` until true; the seconds it took. TimeoutError after `deadline_s`. Every minute a
+        line on stderr says how far the invocations got, so a run that never ends still tells."""
+        began = told = time.monotonic()
         while time.monotonic() - began < deadline_s:
             if done():
                 return time.monotonic() - began
             time.sleep(every)
+            if time.monotonic() - told >= 60:
+                told = time.monotonic()
+                print(f"[{told - began:.0f} s] waiting for {what}: {self.progress()}", file=sys.stderr, flush=True)
         raise TimeoutError(f"{what} not reached within {deadline_s:.0f} s")
+
+    def progress(self) -> str:
+        with self._lock:
+            done = list(self.invocations)
+        kinds = sorted({i.kind for i in done})
+        return "; ".join(f"{k} {sum(1 for i in done if i.kind == k)} (longest "
+                         f"{max(i.seconds for i in done if i.kind == k):.1f} s)" for k in kinds) or "no invocation yet"
 
     def of(self, *kinds: str) -> list[Invocation]:
         with self._lock:

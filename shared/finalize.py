@@ -13,6 +13,7 @@ INFRA_RETRIES budget, and the run back to running. The report is assembled by `s
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import time
@@ -88,7 +89,8 @@ def _report(ctx: Context, run: RunRecord, started: float) -> dict | str:
     if not storage.container_exists(ctx.blobs, out_container):
         # only a finished finalize deletes it, and that one wrote the report we did not find
         raise BatchdropError(f"run {run.run_id}: the task output container is gone; not merging from nothing")
-    tasks = current_outcomes(ctx, run)
+    kept = ctx.runs.kept_outcomes(run) if run.merge_progress else None
+    tasks = [TaskOutcome(**t) for t in kept] if kept is not None else current_outcomes(ctx, run)
 
     def assemble(merged: Merged | None) -> dict:
         tails = {t.task_id: _keep_failure_logs(ctx, out_container, run.run_id, t.task_id)
@@ -106,6 +108,8 @@ def _report(ctx: Context, run: RunRecord, started: float) -> dict | str:
         if run.merge != "command":
             merged = merge_parts.merge_in_parts(ctx, run, succeeded, out_container, started)
             if merged is merge_parts.CONTINUES:
+                if kept is None:
+                    ctx.runs.keep_outcomes(run, [dataclasses.asdict(t) for t in tasks])
                 return CONTINUES
             return MERGING if merged is None else assemble(merged)
         if run.merge_task != "done":

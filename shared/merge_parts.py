@@ -1,6 +1,7 @@
 """Merging a run's outputs in parts, each finalize invocation within FINALIZE_BUDGET_SECONDS.
 
-A part is the next FINALIZE_PART_TASKS succeeded tasks: their outputs are checked against their
+A part is the next succeeded tasks (as many as the measured rate merges in a twentieth of the
+budget, at most FINALIZE_PART_TASKS): their outputs are checked against their
 manifests, the files not merged are kept under results/<run>/tasks/, and the merged bytes are staged
 as uncommitted blocks of the output blob (invisible to readers) with ids made of the part's number, so
 a part replayed after a crash stages the same blocks again. After each part the progress (the next
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,10 +28,13 @@ from shared import manifest, merge, naming, storage
 from shared.context import Context
 from shared.report import Merged, TaskOutcome
 from shared.runs import RunPaths, RunRecord
-from shared.task_outputs import LostOutputs, keep_other_outputs, listed_sizes, verified_manifests
+from shared.task_outputs import LostOutputs, OutputSizes, keep_other_outputs, verified_manifests
 
 log = logging.getLogger(__name__)
 
+FIRST_PART = 100  # tasks: a first measure of the rate
+PART_SHARE = 0.05  # a part takes at most this share of the budget (an invocation overruns it by about as much)
+MAX_PARTS = 10_000  # each part stages at least one block; a block blob holds 50,000
 CONTINUES = Merged(failure="continues")  # the marker merge_in_parts returns when the next invocation goes on
 
 
@@ -84,14 +89,16 @@ def merge_in_parts(ctx: Context, run: RunRecord, succeeded: Sequence[TaskOutcome
     progress = MergeProgress.of(run.merge_progress)
     fresh = progress.next == 0
     whole = _Whole()
-    sizes = listed_sizes(ctx, out_container)
-    part_size = ctx.settings.finalize_part_tasks
+    sizes = OutputSizes(ctx, out_container)
+    sizer = PartSizer(ctx.settings.finalize_budget_seconds, ctx.settings.finalize_part_tasks,
+                      smallest=math.ceil(len(succeeded) / MAX_PARTS))
     spent: list[float] = []
     while progress.next < len(succeeded):
         began = time.monotonic()
-        part = succeeded[progress.next:progress.next + part_size]
+        part = succeeded[progress.next:progress.next + sizer.next_size()]
         progress = _merge_part(ctx, run, part, out_container, sizes, progress, whole)
         spent.append(time.monotonic() - began)
+        sizer.record(len(part), spent[-1])
         handing_over = progress.next < len(succeeded) and not _fits(ctx, started, spent)
         if handing_over:
             progress = replace(progress, invocations=progress.invocations + 1)
@@ -103,6 +110,29 @@ def merge_in_parts(ctx: Context, run: RunRecord, succeeded: Sequence[TaskOutcome
     return _commit(ctx, run, progress, whole if fresh else None)
 
 
+@dataclass
+class PartSizer:
+    """How many tasks the next part takes: FIRST_PART, then what the rate measured so far merges in
+    PART_SHARE of the budget, at most FINALIZE_PART_TASKS (the size of every part with a budget of
+    0). A fixed size overran small budgets: 2,000 tasks took 30 s locally against a budget of 20."""
+
+    budget: float
+    largest: int
+    smallest: int = 1  # so that the parts' blocks stay far below a block blob's 50,000
+    done: int = 0
+    spent: float = 0.0
+
+    def next_size(self) -> int:
+        if self.budget <= 0:
+            return self.largest
+        if self.done == 0 or self.spent <= 0:
+            return max(self.smallest, min(FIRST_PART, self.largest))
+        return max(self.smallest, min(self.largest, math.floor(self.done / self.spent * self.budget * PART_SHARE)))
+
+    def record(self, tasks: int, seconds: float) -> None:
+        self.done, self.spent = self.done + tasks, self.spent + seconds
+
+
 def _fits(ctx: Context, started: float, spent: list[float]) -> bool:
     budget = ctx.settings.finalize_budget_seconds
     if budget <= 0:
@@ -111,8 +141,8 @@ def _fits(ctx: Context, started: float, spent: list[float]) -> bool:
 
 
 def _merge_part(ctx: Context, run: RunRecord, part: Sequence[TaskOutcome], out_container: str,
-                sizes: Mapping[str, int], progress: MergeProgress, whole: _Whole) -> MergeProgress:
-    manifests = verified_manifests(ctx, out_container, part, sizes)
+                sizes: OutputSizes, progress: MergeProgress, whole: _Whole) -> MergeProgress:
+    manifests = verified_manifests(ctx, out_container, part, sizes.of(t.task_id for t in part))
     keep_other_outputs(ctx, run, out_container, part, manifests,
                        frozenset() if run.merge == "none" else frozenset({run.output_file}))
     if run.merge == "none":

@@ -267,6 +267,13 @@ def kept_job_file(run_id: str) -> str:
     return f"{JOB_FILE_PREFIX}{run_id}.json"
 
 
+OUTCOMES_PREFIX = "outcomes/"  # control container: a merging run's task outcomes, for finalize's later parts
+
+
+def kept_outcomes(run_id: str) -> str:
+    return f"{OUTCOMES_PREFIX}{run_id}.json"
+
+
 def active_marker(run_id: str) -> str:
     return f"{ACTIVE_PREFIX}{run_id}"
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from shared import jobfile, manifest, naming, storage
+from shared import jobfile, manifest, naming, storage, task_outputs
 from shared.cleanup import work_containers
 from shared.context import Context
 from shared.errors import JobFileError
@@ -125,7 +125,7 @@ def _check_input_unchanged(ctx: Context, of: RunRecord, spec: JobSpec) -> None:
 def _succeeded(ctx: Context, of: RunRecord, outputs: str) -> dict[str, Manifest]:
     """Task id -> manifest of each task of `of` that succeeded and whose outputs are all there as
     its manifest lists them (an output lost since: the task runs again), in task order."""
-    sizes = storage.blob_sizes(ctx.blobs, outputs, "tasks/")
+    sizes = task_outputs.listed_sizes(ctx, outputs)
     tasks = [name[len("manifests/"):-len(".txt")] for name in storage.blob_names(ctx.blobs, outputs, "manifests/")]
     tasks = [t for t in tasks if t == naming.task_id(naming.task_index(t)) and naming.task_index(t) < of.tasks.total]
 
@@ -137,9 +137,7 @@ def _succeeded(ctx: Context, of: RunRecord, outputs: str) -> dict[str, Manifest]
             return task, None
         if found is None:
             return task, None
-        prefix = naming.task_outputs(task)
-        listed = {name[len(prefix):]: size for name, size in sizes.items() if name.startswith(prefix)}
-        return task, None if manifest.check_listing(found, listed) else found
+        return task, None if manifest.check_listing(found, sizes.get(task, {})) else found
 
     with ThreadPoolExecutor(ctx.settings.upload_concurrency, thread_name_prefix="manifest") as pool:
         return {task: found for task, found in pool.map(read, sorted(tasks)) if found is not None}

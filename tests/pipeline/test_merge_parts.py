@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from shared import storage
+from shared import naming, storage
 from shared.accept import accept
 from shared.cleanup import work_containers
 from shared.finalize import CONTINUES, finalize
@@ -42,9 +42,10 @@ def finalize_messages(ctx) -> list[str]:
     return found
 
 
-def invocations_until_done(ctx, run_id: str, output: str) -> int:
-    """Deliver finalize messages one at a time; the output must not appear before the last."""
-    count = 0
+def invocations_until_done(ctx, run_id: str, output: str, done: int = 0) -> int:
+    """Deliver finalize messages one at a time (`done` invocations were already); the output must
+    not appear before the last."""
+    count = done
     while finalize_messages(ctx):
         outcome = finalize(ctx, run_id)
         count += 1
@@ -69,11 +70,22 @@ def test_a_jsonl_run_merged_over_several_invocations_appears_once_complete(parte
     d = drop(ctx, "parts.json", {"command": COPY, "input": {"items": list(range(18))}})
     accept(ctx, d.container, d.name)
     to_merging(ctx, d.run_id)
-    assert invocations_until_done(ctx, d.run_id, f"{d.run_id}/output.jsonl") == 5  # 4+4+4+4+2
+    assert finalize_messages(ctx) and finalize(ctx, d.run_id) == CONTINUES
+    # later parts read the task outcomes the first kept instead of listing the job's tasks again
+    control = ctx.blobs.get_container_client(ctx.settings.control_container)
+    kept = json.loads(control.download_blob(naming.kept_outcomes(d.run_id)).readall())
+    assert [t["task_id"] for t in kept["outcomes"]] == [f"t{i:06d}" for i in range(18)]
+    kept["outcomes"][17]["node_id"] = "as-kept"
+    control.upload_blob(naming.kept_outcomes(d.run_id), json.dumps(kept), overwrite=True)
+    ctx.finalize_queue.send_message(d.run_id)
+    assert invocations_until_done(ctx, d.run_id, f"{d.run_id}/output.jsonl", done=1) == 5  # 4+4+4+4+2
     final = status(ctx, d.run_id)
     assert final["state"] == "succeeded" and final["merge_progress"]["invocations"] == 4
     data = assert_digests(ctx, d.run_id, f"{d.run_id}/output.jsonl")
     assert [json.loads(x) for x in data.splitlines()] == list(range(18))
+    report = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))
+    assert report["entries"][17]["node_id"] == "as-kept"
+    assert not control.get_blob_client(naming.kept_outcomes(d.run_id)).exists()  # gone with the run
 
 
 def test_a_csv_header_is_kept_once_across_parts(parted):
@@ -141,3 +153,6 @@ def test_an_output_lost_in_a_later_part_reruns_its_task_and_the_merge_starts_ove
     assert final["state"] == "succeeded"
     data = assert_digests(ctx, d.run_id, f"{d.run_id}/output.jsonl")
     assert [json.loads(x) for x in data.splitlines()] == list(range(10))
+    # the outcomes kept before the rerun were not used after it: the report has the task's new attempt
+    report = json.loads(results_blob(ctx, f"{d.run_id}/report.json"))
+    assert report["entries"][6]["attempt"] == "t000006-r1"

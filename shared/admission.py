@@ -29,16 +29,11 @@ def cap_reason(cap: int) -> str:
     return f"{cap} runs are admitted already (setting MAX_ACTIVE_RUNS)"
 
 
-def is_quota(reason: str | None) -> bool:
-    """Queued because Batch refused (quota): only Batch knows when there is room again."""
-    return bool(reason) and "MAX_ACTIVE_RUNS" not in (reason or "") and reason != BEHIND
-
-
 def room_unknown(reason: str | None) -> bool:
     """Whether only Batch can tell if this run fits: refused for quota, or waiting behind a line that
     was not there for MAX_ACTIVE_RUNS (most likely for quota). Such runs are tried one at a time, or
     two admitted together could reach Batch in either order and the later one take the room."""
-    return is_quota(reason) or reason == BEHIND
+    return bool(reason) and "MAX_ACTIVE_RUNS" not in (reason or "")
 
 
 def admitted_count(ctx: Context, but: str | None = None) -> int:

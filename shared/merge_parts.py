@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared import manifest, merge, naming, storage
+from shared.budget import RateSizer
 from shared.context import Context
 from shared.report import Merged, TaskOutcome
 from shared.runs import RunPaths, RunRecord
@@ -111,26 +112,17 @@ def merge_in_parts(ctx: Context, run: RunRecord, succeeded: Sequence[TaskOutcome
 
 
 @dataclass
-class PartSizer:
-    """How many tasks the next part takes: FIRST_PART, then what the rate measured so far merges in
-    PART_SHARE of the budget, at most FINALIZE_PART_TASKS (the size of every part with a budget of
-    0). A fixed size overran small budgets: 2,000 tasks took 30 s locally against a budget of 20."""
+class PartSizer(RateSizer):
+    """How many tasks the next part takes (shared.budget.RateSizer: FIRST_PART, then what the rate
+    measured so far merges in PART_SHARE of the budget, at most FINALIZE_PART_TASKS); with a budget
+    of 0, every part FINALIZE_PART_TASKS. A fixed size overran small budgets: 2,000 tasks took 30 s
+    locally against a budget of 20."""
 
-    budget: float
-    largest: int
-    smallest: int = 1  # so that the parts' blocks stay far below a block blob's 50,000
-    done: int = 0
-    spent: float = 0.0
+    first: int = FIRST_PART
+    share: float = PART_SHARE
 
     def next_size(self) -> int:
-        if self.budget <= 0:
-            return self.largest
-        if self.done == 0 or self.spent <= 0:
-            return max(self.smallest, min(FIRST_PART, self.largest))
-        return max(self.smallest, min(self.largest, math.floor(self.done / self.spent * self.budget * PART_SHARE)))
-
-    def record(self, tasks: int, seconds: float) -> None:
-        self.done, self.spent = self.done + tasks, self.spent + seconds
+        return self.largest if self.budget <= 0 else super().next_size()
 
 
 def _fits(ctx: Context, started: float, spent: list[float]) -> bool:

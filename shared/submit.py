@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 
 from shared import batch, jobplan, naming, storage
+from shared.budget import RateSizer
 from shared.cleanup import work_containers
 from shared.context import Context
 from shared.errors import BatchdropError, BatchError
@@ -58,36 +58,22 @@ class MustWait(Exception):
 
 
 @dataclass
-class ChunkSizer:
-    """How many tasks the next chunk takes: FIRST_CHUNK, then what the measured rate does in a
-    chunk's share of the budget, at most `largest`. `fits` says whether one more chunk ends within
-    the budget."""
+class ChunkSizer(RateSizer):
+    """How many tasks the next chunk takes (shared.budget.RateSizer: FIRST_CHUNK, then what the
+    measured rate does in a chunk's share of the budget, at most `largest`); `fits` says whether one
+    more chunk ends within the budget."""
 
-    budget: float  # seconds
-    largest: int
-    started: float  # time.monotonic() when the invocation began
-    done: int = 0
-    spent: float = 0.0
-    chunks: int = 0
-
-    def next_size(self) -> int:
-        if self.chunks == 0 or self.spent <= 0:
-            return min(FIRST_CHUNK, self.largest)
-        rate = self.done / self.spent
-        return max(1, min(self.largest, math.floor(rate * self._chunk_seconds())))
-
-    def record(self, tasks: int, seconds: float) -> None:
-        self.done, self.spent, self.chunks = self.done + tasks, self.spent + seconds, self.chunks + 1
+    first: int = FIRST_CHUNK
+    share: float = CHUNK_SHARE
+    min_seconds: float = MIN_CHUNK_SECONDS
+    started: float = field(kw_only=True)  # time.monotonic() when the invocation began
 
     def fits(self, now: float) -> bool:
         """Whether another chunk ends within the budget (a budget of 0: one chunk per invocation)."""
         if self.budget <= 0:
             return False
-        per_chunk = self.spent / self.chunks if self.chunks else 0.0
+        per_chunk = self.spent / self.batches if self.batches else 0.0
         return (now - self.started) + per_chunk <= self.budget
-
-    def _chunk_seconds(self) -> float:
-        return max(MIN_CHUNK_SECONDS, self.budget * CHUNK_SHARE)
 
 
 def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: float,
@@ -110,7 +96,7 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
         raise RunEnded(run_id)
     else:
         return None  # all in already (a repeated continuation), or failed fast and merging
-    sizer = ChunkSizer(ctx.settings.intake_budget_seconds, ctx.settings.submit_chunk_tasks, started)
+    sizer = ChunkSizer(ctx.settings.intake_budget_seconds, ctx.settings.submit_chunk_tasks, started=started)
     inputs = _inputs_from(ctx, run_id, shards, start)
     while start < shards.total:
         began = time.monotonic()
@@ -118,12 +104,12 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
         if not sent:
             raise BatchdropError(f"run {run_id}: the input gave {start} tasks, {shards.total} were counted")
         start += sent
-        if not _note(ctx, run_id, run.state == ACCEPTED and sizer.chunks == 0, start, on_running):
+        if not _note(ctx, run_id, run.state == ACCEPTED and sizer.batches == 0, start, on_running):
             return None
         sizer.record(sent, time.monotonic() - began)
         if start < shards.total and not sizer.fits(time.monotonic()):
             log.info("submission continues in another invocation run_id=%s submitted=%d total=%d chunks=%d",
-                     run_id, start, shards.total, sizer.chunks)
+                     run_id, start, shards.total, sizer.batches)
             return start
     log.info("all tasks submitted run_id=%s tasks=%d", run_id, shards.total)
     return None

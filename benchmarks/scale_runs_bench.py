@@ -34,9 +34,7 @@ from benchmarks.common import env_for, services, table
 from benchmarks.scale_host import Host, exit_on_sigterm, percentile
 from shared.runs import TERMINAL
 from shared.watch import TICK_BUDGET, TICK_PARALLELISM
-from tests.pipeline.helpers import build_context, drop
-
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
+from tests.pipeline.helpers import COPY, build_context, drop
 
 
 def shared_pool(ctx, nodes: int) -> str:

@@ -46,9 +46,7 @@ from benchmarks.common import Timer, env_for, services, table
 from benchmarks.scale_host import Host, exit_on_sigterm
 from shared import split
 from shared.runs import TERMINAL
-from tests.pipeline.helpers import build_context, drop, put_data
-
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
+from tests.pipeline.helpers import COPY, build_context, drop, put_data
 
 
 def records(n: int) -> bytes:

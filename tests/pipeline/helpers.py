@@ -21,6 +21,8 @@ from shared.settings import Settings
 from shared.watch import watch
 from tests.services import wait_for  # noqa: F401  (re-exported for the pipeline tests)
 
+COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'  # the task most tests run: its input is its output
+
 
 def settings_env(azurite, emulator, suffix: str | None = None) -> dict[str, str]:
     """App settings for one test: its own containers and queue, so tests never see each other's runs."""

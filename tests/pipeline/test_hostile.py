@@ -18,6 +18,7 @@ from shared import jobfile, naming, storage
 from shared.accept import accept
 from shared.runs import RunRecord
 from tests.pipeline.helpers import (
+    COPY,
     assert_rejected,
     build_context,
     drop,
@@ -26,8 +27,6 @@ from tests.pipeline.helpers import (
     run_to_end,
     status,
 )
-
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 
 
 def job_ids(batch, run_id):

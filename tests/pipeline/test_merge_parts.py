@@ -17,9 +17,8 @@ from shared.cleanup import work_containers
 from shared.finalize import CONTINUES, finalize
 from shared.naming import run_id_of_message
 from shared.watch import watch
-from tests.pipeline.helpers import build_context, drop, put_data, results_blob, run_to_end, status, wait_for
+from tests.pipeline.helpers import COPY, build_context, drop, put_data, results_blob, run_to_end, status, wait_for
 
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 PART = 4
 
 

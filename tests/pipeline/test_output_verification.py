@@ -14,9 +14,8 @@ from shared.accept import accept
 from shared.cleanup import work_containers
 from shared.finalize import RERUNNING, finalize
 from shared.watch import watch
-from tests.pipeline.helpers import build_context, drop, results_blob, run_to_end, work_containers_left
+from tests.pipeline.helpers import COPY, build_context, drop, results_blob, run_to_end, work_containers_left
 
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 ITEMS = [{"n": i} for i in range(4)]
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from shared.accept import accept
 from tests.pipeline.helpers import (
+    COPY,
     assert_rejected,
     build_context,
     drop,
@@ -22,7 +23,6 @@ from tests.pipeline.helpers import (
 )
 from tests.pipeline.test_submit_chunks import CHUNK, submit_all
 
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 # each output line: {"task": <TASK_INDEX>, "of": <TASK_COUNT>, "item": <the input line as the task read it>}
 TAG = 'sed "s/^/{\\"task\\":$TASK_INDEX,\\"of\\":$TASK_COUNT,\\"item\\":/; s/$/}/" "$INPUT_PATH" > "$OUTPUT_PATH"'
 

@@ -18,9 +18,7 @@ from shared.claims import Claims
 from shared.finalize import finalize
 from shared.runs import utc_now
 from shared.watch import MAX_FINALIZE_ATTEMPTS, REDRIVE_AFTER, watch
-from tests.pipeline.helpers import build_context, drop, results_blob, run_to_end, wait_for, work_containers_left
-
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
+from tests.pipeline.helpers import COPY, build_context, drop, results_blob, run_to_end, wait_for, work_containers_left
 
 
 def later(env, by: timedelta = REDRIVE_AFTER + timedelta(seconds=15)):

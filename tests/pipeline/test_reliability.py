@@ -20,6 +20,7 @@ from shared.accept import accept
 from shared.finalize import finalize
 from shared.watch import watch
 from tests.pipeline.helpers import (
+    COPY,
     drain_finalize,
     drop,
     put_data,
@@ -29,8 +30,6 @@ from tests.pipeline.helpers import (
     wait_for,
     work_containers_left,
 )
-
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 
 
 def job_ids(batch, run_id):

@@ -8,10 +8,9 @@ from html.parser import HTMLParser
 import pytest
 
 from shared.accept import accept
-from tests.pipeline.helpers import drop, results_blob, run_to_end, wait_for
+from tests.pipeline.helpers import COPY, drop, results_blob, run_to_end, wait_for
 from tests.pipeline.test_reliability import inject
 
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 # task 1 fails its first try (a marker file says it was tried: in TMPDIR, not on the node, since the
 # retry may run on another node of the pool)
 FLAKY = ('m="${TMPDIR:-/tmp}/flaky-$AZ_BATCH_JOB_ID-$TASK_INDEX"; '

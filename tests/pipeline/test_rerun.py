@@ -11,11 +11,10 @@ import pytest
 from shared import naming, storage
 from shared.accept import accept
 from shared.sweep import sweep
-from tests.pipeline.helpers import build_context, drop, put_data, results_blob, run_to_end, settings_env, status
+from tests.pipeline.helpers import COPY, build_context, drop, put_data, results_blob, run_to_end, settings_env, status
 
 # fails (exit 3) for an input holding a marker; the fixed command copies every input
 FAILS_ON = 'if grep -q "{marker}" "$INPUT_PATH"; then exit 3; fi; cat "$INPUT_PATH" > "$OUTPUT_PATH"'
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 
 
 @pytest.fixture

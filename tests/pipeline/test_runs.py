@@ -10,6 +10,7 @@ import pytest
 
 from shared.accept import accept
 from tests.pipeline.helpers import (
+    COPY,
     drop,
     jobs_left,
     pools_left,
@@ -20,8 +21,6 @@ from tests.pipeline.helpers import (
     wait_for,
     work_containers_left,
 )
-
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 
 
 def assert_cleaned_up(ctx, batch, run_id):

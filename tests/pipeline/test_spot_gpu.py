@@ -12,10 +12,8 @@ import pytest
 
 from shared.accept import accept
 from shared.watch import watch
-from tests.pipeline.helpers import build_context, drop, results_blob, run_to_end, wait_for
+from tests.pipeline.helpers import COPY, build_context, drop, results_blob, run_to_end, wait_for
 from tests.pipeline.test_reliability import inject
-
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 
 
 def control(emulator, path: str, body: dict | None = None) -> dict:

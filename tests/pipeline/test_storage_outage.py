@@ -43,6 +43,7 @@ from shared.finalize import finalize
 from shared.runs import TERMINAL, utc_now
 from shared.watch import REDRIVE_AFTER, watch
 from tests.pipeline.helpers import (
+    COPY,
     batch_client,
     build_context,
     drop,
@@ -56,7 +57,6 @@ from tests.pipeline.helpers import (
 )
 from tests.services import Azurite, halt_azurite, resume_azurite, start_azurite
 
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 OUTAGE_S = 3.0
 LEASE_S = 15  # the shortest lease Storage grants: a claim a failed step could not release expires this fast
 STORAGE_DOWN = (AzureError, storage.StorageError)  # what a step raises when storage cannot be reached

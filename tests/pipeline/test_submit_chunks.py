@@ -20,6 +20,7 @@ from shared.accept import accept, continue_submission
 from shared.runs import utc_now
 from shared.watch import REDRIVE_AFTER, watch
 from tests.pipeline.helpers import (
+    COPY,
     build_context,
     drop,
     put_data,
@@ -30,7 +31,6 @@ from tests.pipeline.helpers import (
     work_containers_left,
 )
 
-COPY = 'cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 CHUNK = 7
 
 

@@ -126,8 +126,8 @@ def current_outcomes(ctx: Context, run: RunRecord) -> list[TaskOutcome]:
     """The outcome of each task's current Batch task (its latest rerun, if it had any), in task order;
     a rerun's reused tasks (shared.rerun) succeeded in the run named by `reused_from`."""
     listed = batch.finished_tasks(ctx.batch, run.run_id)
-    current = [outcome_of(t) for t in listed if t.id == run.attempt(naming.base_task_id(t.id))
-               and naming.base_task_id(t.id) not in run.reused]
+    current = [outcome_of(t) for t in listed if t["id"] == run.attempt(naming.base_task_id(t["id"]))
+               and naming.base_task_id(t["id"]) not in run.reused]
     current += [report.reused_outcome(task, source) for task, source in run.reused.items()]
     return sorted((_stopped_if_waiting(run, o) for o in current), key=lambda o: o.index)
 
@@ -196,7 +196,7 @@ def _start_merge_task(ctx: Context, run: RunRecord) -> bool:
     _, out_container = work_containers(ctx, run.run_id)
     plan = jobplan.plan_merge_task(run, out_container, storage.SasMinter(ctx.blobs), ctx.clock())
     try:
-        batch.add_task(ctx.batch, run.run_id, batch.merge_task_model(plan))
+        batch.add_tasks(ctx.batch, run.run_id, [batch.merge_task_body(plan)])
         batch.seal_job(ctx.batch, run.run_id)
     except BatchError as e:
         if e.transient:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from shared import naming
-from shared.runs import FAILED, SUCCEEDED, RunRecord, TaskCounts, fails_run, iso, iso_ms
+from shared.runs import FAILED, SUCCEEDED, RunRecord, TaskCounts, fails_run, iso, iso_ms, parse_time
 from shared.storage import scrub
 
 MERGE_FAILED = "the merge task failed; see report.json (merge_task) for its stderr"
@@ -52,29 +52,30 @@ class TaskOutcome:
         return entry
 
 
-def outcome_of(task: Any) -> TaskOutcome:
-    """A Batch task's outcome. Success is exit 0 *and* no failure info: Batch completes a task
-    whose output upload failed with failureInfo set even when its command exited 0."""
-    info = task.execution_info
-    exit_code = info.exit_code if info else None
+def outcome_of(task: Mapping[str, Any]) -> TaskOutcome:
+    """A Batch task's outcome, read from the task as the REST API returns it (camelCase JSON; the
+    SDK's task models are such mappings too). Success is exit 0 *and* no failure info: Batch
+    completes a task whose output upload failed with failureInfo set even when its command exited 0."""
+    info = task.get("executionInfo") or {}
+    exit_code = info.get("exitCode")
     failure = None
-    if info and info.failure_info:
-        f = info.failure_info
-        failure = {"category": f.category, "code": f.code, "message": scrub(f.message or "")}
-    duration = None
-    if info and info.start_time and info.end_time:
-        duration = round((info.end_time - info.start_time).total_seconds(), 3)
-    succeeded = task.state == "completed" and exit_code == 0 and failure is None
-    if task.state != "completed" and failure is None:
+    if f := info.get("failureInfo"):
+        failure = {"category": f.get("category"), "code": f.get("code"), "message": scrub(f.get("message") or "")}
+    start = parse_time(info["startTime"]) if info.get("startTime") else None
+    end = parse_time(info["endTime"]) if info.get("endTime") else None
+    duration = round((end - start).total_seconds(), 3) if start and end else None
+    state = task.get("state")
+    succeeded = state == "completed" and exit_code == 0 and failure is None
+    if state != "completed" and failure is None:
         failure = {"category": "incomplete", "code": "TaskNotCompleted",
-                   "message": f"the task was still {task.state} when the run ended"}
-    node = getattr(task, "node_info", None)
-    base = naming.base_task_id(task.id)
-    return TaskOutcome(base, naming.task_index(task.id), succeeded, exit_code,
-                       info.retry_count if info else 0, info.requeue_count if info else 0, duration, failure,
-                       start_time=iso_ms(info.start_time) if info and info.start_time else None,
-                       end_time=iso_ms(info.end_time) if info and info.end_time else None,
-                       node_id=getattr(node, "node_id", None), attempt=task.id if task.id != base else None)
+                   "message": f"the task was still {state} when the run ended"}
+    task_id = task["id"]
+    base = naming.base_task_id(task_id)
+    return TaskOutcome(base, naming.task_index(task_id), succeeded, exit_code,
+                       info.get("retryCount") or 0, info.get("requeueCount") or 0, duration, failure,
+                       start_time=iso_ms(start) if start else None, end_time=iso_ms(end) if end else None,
+                       node_id=(task.get("nodeInfo") or {}).get("nodeId"),
+                       attempt=task_id if task_id != base else None)
 
 
 def reused_outcome(task_id: str, source: str) -> TaskOutcome:

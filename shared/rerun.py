@@ -3,7 +3,7 @@ did not succeed and reuses the outputs of those that did.
 
 Which tasks succeeded is read from the ended run's output container, which a run that ended with
 tasks that did not all succeed keeps for KEEP_TASK_OUTPUTS_HOURS: a task's manifest is uploaded only
-when it succeeded (shared.batch.task_model), so a task whose manifest is there and whose outputs
+when it succeeded (shared.batch.task_body), so a task whose manifest is there and whose outputs
 match it succeeded, whether the run failed fast, ended partial or was cancelled. At intake those
 manifests and outputs are copied into the new run's output container; the new run submits the
 other tasks under their own indices and ids (the job's TASK_COUNT is the original's), and its
@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from shared import jobfile, manifest, naming, storage, task_outputs
+from shared import jobfile, manifest, naming, storage, task_outputs, threads
 from shared.cleanup import work_containers
 from shared.context import Context
 from shared.errors import JobFileError
@@ -83,9 +82,8 @@ def copy_reused(ctx: Context, run_id: str, rerun: RerunPlan) -> None:
     names = [naming.task_manifest(task) for task in rerun.manifests]
     names += [naming.task_outputs(task) + entry.path for task, found in rerun.manifests.items()
               for entry in found.entries]
-    with ThreadPoolExecutor(ctx.settings.upload_concurrency, thread_name_prefix="reuse") as pool:
-        for _ in pool.map(lambda name: storage.copy_blob(ctx.blobs, source, name, target, name), names):
-            pass
+    threads.map_all("reuse", ctx.settings.upload_concurrency,
+                    lambda name: storage.copy_blob(ctx.blobs, source, name, target, name), names)
 
 
 def _check_rerunnable(ctx: Context, run_id: str, of: RunRecord | None) -> None:
@@ -139,5 +137,5 @@ def _succeeded(ctx: Context, of: RunRecord, outputs: str) -> dict[str, Manifest]
             return task, None
         return task, None if manifest.check_listing(found, sizes.get(task, {})) else found
 
-    with ThreadPoolExecutor(ctx.settings.upload_concurrency, thread_name_prefix="manifest") as pool:
-        return {task: found for task, found in pool.map(read, sorted(tasks)) if found is not None}
+    return {task: found for task, found in threads.map_all("manifest", ctx.settings.upload_concurrency, read,
+                                                           sorted(tasks)) if found is not None}

@@ -13,7 +13,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -42,6 +42,7 @@ from azure.storage.blob import (
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from conventions import scrub as secret_text
+from shared import threads
 from shared.errors import BatchdropError, Conflict, InputNotFound
 from shared.settings import Settings
 
@@ -293,13 +294,15 @@ def stage_stream(service: BlobServiceClient, container: str, name: str, chunks: 
         finally:
             in_flight.release()
 
-    with ThreadPoolExecutor(parallel, thread_name_prefix="stage") as pool:
-        def flush() -> None:
-            block_ids.append(block_id(part, len(block_ids)))
-            in_flight.acquire()
-            futures.append(pool.submit(stage, block_ids[-1], bytes(buffer)))
-            buffer.clear()
+    pool = threads.pool("stage", parallel)
 
+    def flush() -> None:
+        block_ids.append(block_id(part, len(block_ids)))
+        in_flight.acquire()
+        futures.append(pool.submit(stage, block_ids[-1], bytes(buffer)))
+        buffer.clear()
+
+    try:
         for chunk in chunks:
             buffer += chunk
             total += len(chunk)
@@ -309,8 +312,12 @@ def stage_stream(service: BlobServiceClient, container: str, name: str, chunks: 
                 flush()
         if buffer:
             flush()
-        for f in futures:
-            f.result()
+    except BaseException:
+        threads.settle(futures, cancel=True)
+        raise
+    threads.settle(futures, cancel=False)
+    for f in futures:
+        f.result()
     return Staged(tuple(block_ids), total, sha256.hexdigest(), base64.b64encode(md5.digest()).decode())
 
 
@@ -645,17 +652,17 @@ def upload_many(service: BlobServiceClient, container: str, blobs: Iterable[tupl
             in_flight.release()
 
     futures: list[Future] = []
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="upload") as executor:
-        try:
-            for name, data in blobs:
-                if failed.is_set():
-                    break
-                in_flight.acquire()
-                futures.append(executor.submit(upload, name, data))
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    executor = threads.pool("upload", concurrency)
+    try:
+        for name, data in blobs:
+            if failed.is_set():
+                break
+            in_flight.acquire()
+            futures.append(executor.submit(upload, name, data))
+    except BaseException:
+        threads.settle(futures, cancel=True)
+        raise
+    threads.settle(futures, cancel=False)
     for f in futures:
         f.result()
     return len(futures)
@@ -680,14 +687,17 @@ def stream_blobs(service: BlobServiceClient, container: str, names: list[str],
     def open_blob(name: str):
         return service.get_blob_client(container, name).download_blob()
 
-    with ThreadPoolExecutor(ahead, thread_name_prefix="merge-read") as pool:
-        pending = deque(pool.submit(open_blob, name) for name in islice(pending_names, ahead))
+    pool = threads.pool("merge-read", ahead)
+    pending = deque(pool.submit(open_blob, name) for name in islice(pending_names, ahead))
+    try:
         while pending:
             future = pending.popleft()
             following = next(pending_names, None)
             if following is not None:
                 pending.append(pool.submit(open_blob, following))
             yield future.result().chunks()
+    finally:  # the reader stopped early or failed: no download of ours goes on
+        threads.settle(list(pending), cancel=True)
 
 
 def copy_blob(service: BlobServiceClient, container: str, name: str, target_container: str, target: str) -> int:

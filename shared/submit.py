@@ -17,11 +17,10 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 
-from shared import batch, jobplan, naming, storage
+from shared import batch, jobplan, naming, storage, threads
 from shared.budget import RateSizer
 from shared.cleanup import work_containers
 from shared.context import Context
@@ -217,12 +216,11 @@ def _send_chunk(ctx: Context, run_id: str, planned: jobplan.Submission, inputs: 
     try:
         storage.upload_many(ctx.blobs, work_containers(ctx, run_id)[0], uploads(), ctx.settings.upload_concurrency)
         signer = storage.SasMinter(ctx.blobs)
-        tasks = [batch.task_model(planned.job, jobplan.task_spec(index, where, signer, planned.expiry))
+        tasks = [batch.task_body(planned.job, jobplan.task_spec(index, where, signer, planned.expiry))
                  for index, where in taken]
         groups = [tasks[i:i + batch.MAX_TASKS_PER_CALL] for i in range(0, len(tasks), batch.MAX_TASKS_PER_CALL)]
-        with ThreadPoolExecutor(ctx.settings.submit_concurrency, thread_name_prefix="submit") as executor:
-            for _ in executor.map(lambda g: batch.add_tasks(ctx.batch, run_id, g), groups):
-                pass
+        threads.map_all("submit", ctx.settings.submit_concurrency, lambda g: batch.add_tasks(ctx.batch, run_id, g),
+                        groups)
     except BatchdropError as e:
         if ctx.runs.read(run_id).state in TERMINAL:
             raise RunEnded(run_id) from None

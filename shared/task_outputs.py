@@ -3,9 +3,8 @@ their tasks wrote (shared.manifest) before anything of them is merged or kept.""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
-from shared import manifest, naming, storage
+from shared import manifest, naming, storage, threads
 from shared.context import Context
 from shared.manifest import Manifest
 from shared.report import TaskOutcome
@@ -74,16 +73,15 @@ def verified_manifests(ctx: Context, out_container: str, succeeded: Sequence[Tas
         except manifest.ManifestError as e:
             return task.task_id, f"its manifest is unreadable ({e})"
 
-    with ThreadPoolExecutor(ctx.settings.upload_concurrency, thread_name_prefix="manifest") as pool:
-        for task_id, found in pool.map(read, succeeded):
-            if isinstance(found, str):
-                problems[task_id] = found
-                continue
-            wrong = manifest.check_listing(found, sizes.get(task_id, {}))
-            if wrong:
-                problems[task_id] = f"{len(wrong)} output file(s) lost or changed, e.g. {wrong[0]}"
-            else:
-                manifests[task_id] = found
+    for task_id, found in threads.map_all("manifest", ctx.settings.upload_concurrency, read, succeeded):
+        if isinstance(found, str):
+            problems[task_id] = found
+            continue
+        wrong = manifest.check_listing(found, sizes.get(task_id, {}))
+        if wrong:
+            problems[task_id] = f"{len(wrong)} output file(s) lost or changed, e.g. {wrong[0]}"
+        else:
+            manifests[task_id] = found
     if problems:
         raise LostOutputs(problems)
     return manifests

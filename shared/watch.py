@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared import admission, batch, claims, naming, report, retries, storage, submit
+from shared import admission, batch, claims, naming, report, retries, storage, submit, threads
 from shared.context import Context
 from shared.errors import Conflict, RunNotFound
 from shared.runs import (
@@ -108,12 +107,12 @@ def watch(ctx: Context, budget: timedelta = TICK_BUDGET, parallel: int = TICK_PA
     run_ids = in_turn(ctx.runs.active_run_ids(), cursor)
     deadline = time.monotonic() + budget.total_seconds()
     outcome: dict[str, str] = {}
-    with ThreadPoolExecutor(parallel, thread_name_prefix="monitor") as pool:
-        for start in range(0, len(run_ids), parallel):
-            if outcome and time.monotonic() >= deadline:
-                break  # but always one chunk: every tick moves the line on
-            chunk = run_ids[start:start + parallel]
-            outcome.update(zip(chunk, pool.map(lambda run_id: _tick(ctx, run_id, nodes), chunk), strict=True))
+    for start in range(0, len(run_ids), parallel):
+        if outcome and time.monotonic() >= deadline:
+            break  # but always one chunk: every tick moves the line on
+        chunk = run_ids[start:start + parallel]
+        outcome.update(zip(chunk, threads.map_all("monitor", parallel, lambda run_id: _tick(ctx, run_id, nodes), chunk),
+                           strict=True))
     left = len(run_ids) - len(outcome)
     if left:
         log.warning("monitor tick out of time runs=%d left=%d", len(run_ids), left)
@@ -280,7 +279,7 @@ def _plan_retries(ctx: Context, run: RunRecord, failed_now: int,
                   tasks: TaskCounts) -> tuple[RunRecord, TaskCounts, tuple[str, ...]]:
     """List the failed tasks (only when their number changed or a retry is due) and plan which
     wait for an infrastructure retry, which run again now, and which failed for good."""
-    outcomes = ((t.id, report.outcome_of(t)) for t in batch.failed_tasks(ctx.batch, run.run_id))
+    outcomes = ((t["id"], report.outcome_of(t)) for t in batch.failed_tasks(ctx.batch, run.run_id))
     failed = [retries.FailedTask(task_id, o.failure, o.exit_code) for task_id, o in outcomes]
     plan = retries.plan(failed, run.infra_retries, run.retry_waiting, ctx.clock(), ctx.settings.infra_retries)
     now_active = len(plan.reactivate)

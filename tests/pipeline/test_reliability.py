@@ -494,12 +494,12 @@ def test_finalize_that_fails_starting_the_merge_task_lets_the_retry_in(ctx, monk
     accept(ctx, d.container, d.name)
     wait_for(lambda: watch(ctx).get(d.run_id) == "finalize requested", timeout=60, interval=0.2,
              what="finalize requested")
-    real = finalize_module.batch.add_task
-    monkeypatch.setattr(finalize_module.batch, "add_task",
+    real = finalize_module.batch.add_tasks
+    monkeypatch.setattr(finalize_module.batch, "add_tasks",
                         lambda *a: (_ for _ in ()).throw(BatchError("busy", code="ServerBusy", transient=True)))
     with pytest.raises(BatchError):
         finalize(ctx, d.run_id)
-    monkeypatch.setattr(finalize_module.batch, "add_task", real)
+    monkeypatch.setattr(finalize_module.batch, "add_tasks", real)
     assert finalize(ctx, d.run_id) == "merging"  # the queue's retry is not turned away as "busy"
     drain_finalize(ctx)  # nothing else was queued meanwhile
     assert run_to_end(ctx, d.run_id, deadline_s=60)["state"] == "succeeded"

@@ -73,8 +73,8 @@ def test_task_manifests_record_outputs_and_failed_tasks_keep_their_exit_code(ctx
     assert blob(out, naming.task_manifest("t000001")) == b"batchdrop-manifest 1\n"  # it really wrote nothing
     assert blob(out, naming.task_manifest("t000002")) is None
 
-    tasks = {t.id: t.execution_info for t in batch_mod.finished_tasks(batch, d.run_id)}
-    assert {t: (i.result, i.exit_code) for t, i in tasks.items()} == {
+    tasks = {t["id"]: t["executionInfo"] for t in batch_mod.finished_tasks(batch, d.run_id)}
+    assert {t: (i["result"], i["exitCode"]) for t, i in tasks.items()} == {
         "t000000": ("success", 0), "t000001": ("success", 0), "t000002": ("failure", 3)}
     assert blob(out, f"{naming.task_logs('t000002')}stderr.txt") == b"task two fails\n"
 

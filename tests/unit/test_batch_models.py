@@ -3,7 +3,7 @@ import shlex
 import subprocess
 from datetime import timedelta
 
-from shared.batch import JobPlan, TaskSpec, autoscale_formula, job_model, job_timeout, task_model, task_wrapper
+from shared.batch import JobPlan, TaskSpec, autoscale_formula, job_model, job_timeout, task_body, task_wrapper
 from shared.settings import PoolDefaults
 
 
@@ -27,28 +27,27 @@ def test_wrapper_sets_the_app_contract_and_runs_the_users_command(tmp_path):
     assert (tmp_path / "output" / "output.jsonl").read_text() == f"4 input.jsonl {tmp_path}/config.json\n"
 
 
-def test_task_model_limits_retries_and_time_and_uploads_outputs():
-    task = task_model(plan(), TaskSpec("t000001", 1, "http://x/in/s?sig=r", "input.jsonl"))
-    assert task.constraints.max_task_retry_count == 3
-    assert task.constraints.max_wall_clock_time == timedelta(minutes=60)
-    patterns = {o.file_pattern: o.upload_options.upload_condition for o in task.output_files}
+def test_task_body_limits_retries_and_time_and_uploads_outputs():
+    task = task_body(plan(), TaskSpec("t000001", 1, "http://x/in/s?sig=r", "input.jsonl"))
+    assert task["constraints"] == {"maxTaskRetryCount": 3, "maxWallClockTime": "PT3600S"}
+    patterns = {o["filePattern"]: o["uploadOptions"]["uploadCondition"] for o in task["outputFiles"]}
     assert patterns == {"output/**/*": "taskSuccess", "../std*.txt": "taskFailure",
                         "batchdrop-manifest.txt": "taskSuccess"}
-    destinations = {o.file_pattern: o.destination.container.path for o in task.output_files}
+    destinations = {o["filePattern"]: o["destination"]["container"]["path"] for o in task["outputFiles"]}
     assert destinations["batchdrop-manifest.txt"] == "manifests/t000001.txt"
-    assert {o.destination.container.container_url for o in task.output_files} == {"http://x/out?sig=secret"}
-    assert task.resource_files[0].file_path == "input.jsonl"
-    assert task.container_settings is None
+    assert {o["destination"]["container"]["containerUrl"] for o in task["outputFiles"]} == {"http://x/out?sig=secret"}
+    assert task["resourceFiles"] == [{"httpUrl": "http://x/in/s?sig=r", "filePath": "input.jsonl"}]
+    assert "containerSettings" not in task
     # the command travels once, in the job's environment, not in each task's body
-    assert [e.name for e in task.environment_settings] == ["TASK_INDEX"]
+    assert task["environmentSettings"] == [{"name": "TASK_INDEX", "value": "1"}]
     job = job_model(plan(), PoolDefaults())
     assert {e.name: e.value for e in job.common_environment_settings}["BATCHDROP_COMMAND"] == plan().command
 
 
 def test_container_task_and_auto_pool_with_autoscale_and_spot():
     p = plan(image="python:3.11-slim", spot=True)
-    task = task_model(p, TaskSpec("t000000", 0, "http://x", "input.jsonl"))
-    assert task.container_settings.image_name == "python:3.11-slim"
+    task = task_body(p, TaskSpec("t000000", 0, "http://x", "input.jsonl"))
+    assert task["containerSettings"]["imageName"] == "python:3.11-slim"
     job = job_model(p, PoolDefaults())
     assert job.all_tasks_complete_mode == "noaction"
     spec = job.pool_info.auto_pool_specification
@@ -108,11 +107,9 @@ def test_batch_errors_are_transient_only_when_a_retry_can_help():
 
 def test_a_refused_task_names_the_services_first_line_without_secrets():
     """Batch's error message is a {lang, value} object, not a string (reading it as one crashed intake)."""
-    from azure.batch import models as bm
-
     from shared.batch import _first_line
 
-    message = bm.BatchErrorMessage(lang="en-US", value="The value is invalid: https://a/b?sig=SECRET\nRequestId:1")
+    message = {"lang": "en-US", "value": "The value is invalid: https://a/b?sig=SECRET\nRequestId:1"}
     assert _first_line(message) == "The value is invalid: https://a/b?sig=<redacted>"
     assert _first_line(None) == "refused"
 
@@ -202,18 +199,18 @@ def test_a_terminate_sent_to_the_wrapper_alone_stops_the_command(tmp_path):
 
 
 def test_merge_task_records_its_output_dir_and_passes_its_exit_status(tmp_path):
-    from shared.batch import MergeTaskPlan, merge_task_model
+    from shared.batch import MergeTaskPlan, merge_task_body
 
-    merge = merge_task_model(MergeTaskPlan(command="unused", image=None, output_file="output.txt",
+    merge = merge_task_body(MergeTaskPlan(command="unused", image=None, output_file="output.txt",
                                            outputs_url="http://x/out?sig=r", output_container_url="http://x/out?sig=w",
                                            timeout=timedelta(minutes=5)))
-    uploads = {o.file_pattern: (o.destination.container.path, o.upload_options.upload_condition)
-               for o in merge.output_files}
+    uploads = {o["filePattern"]: (o["destination"]["container"]["path"], o["uploadOptions"]["uploadCondition"])
+               for o in merge["outputFiles"]}
     assert uploads["batchdrop-manifest.txt"] == ("manifests/merge.txt", "taskSuccess")
-    done = run_wrapper(tmp_path, 'ls "$OUTPUTS_DIR" > "$OUTPUT_PATH"', line=merge.command_line)
+    done = run_wrapper(tmp_path, 'ls "$OUTPUTS_DIR" > "$OUTPUT_PATH"', line=merge["commandLine"])
     assert done.returncode == 0, done.stderr
     assert [e.path for e in recorded(tmp_path).entries] == ["output.txt"]
-    assert run_wrapper(tmp_path, "exit 9", line=merge.command_line).returncode == 9
+    assert run_wrapper(tmp_path, "exit 9", line=merge["commandLine"]).returncode == 9
     assert not (tmp_path / "batchdrop-manifest.txt").exists()
 
 
@@ -274,10 +271,10 @@ def test_a_gpu_pool_runs_on_the_gpu_image_with_gpu_access_and_says_how_many():
     assert (vm.image_reference.offer, vm.image_reference.sku) == ("ubuntu-hpc", "2204")
     assert vm.node_agent_sku_id == defaults.gpu_node_agent_sku_id
     assert {e.name: e.value for e in job.common_environment_settings}["TASK_GPUS"] == "2"
-    task = task_model(p, TaskSpec("t000000", 0, "http://x", "input.jsonl"))
-    assert task.container_settings.container_run_options == "--rm --gpus all"
+    task = task_body(p, TaskSpec("t000000", 0, "http://x", "input.jsonl"))
+    assert task["containerSettings"]["containerRunOptions"] == "--rm --gpus all"
     cpu = job_model(plan(image="app:1"), defaults)
     assert cpu.pool_info.auto_pool_specification.pool.virtual_machine_configuration.image_reference.offer == "plain-os"
     assert {e.name: e.value for e in cpu.common_environment_settings}["TASK_GPUS"] == "0"
-    assert task_model(plan(image="app:1"), TaskSpec("t0", 0, "http://x", "i")).container_settings \
-        .container_run_options == "--rm"
+    assert task_body(plan(image="app:1"), TaskSpec("t0", 0, "http://x", "i"))["containerSettings"][
+        "containerRunOptions"] == "--rm"

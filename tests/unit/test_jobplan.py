@@ -70,7 +70,7 @@ def test_prefix_tasks_keep_their_own_blobs_extension():
     blobs = [BlobInfo("data", f"parts/{n}", 1, "e") for n in ("a.csv", "b.jsonl", "c")]
     submission = plan(spec(input={"prefix": "data/parts/"}), prefix_inputs(blobs))
     assert [t.input_file for t in submission.tasks] == ["input.csv", "input.jsonl", "input.bin"]
-    assert [batch.task_model(submission.job, t).resource_files[0].file_path for t in submission.tasks] == \
+    assert [batch.task_body(submission.job, t)["resourceFiles"][0]["filePath"] for t in submission.tasks] == \
         ["input.csv", "input.jsonl", "input.bin"]
 
 

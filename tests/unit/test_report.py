@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from shared.jobfile import parse_job_file
@@ -94,38 +94,28 @@ def test_a_job_that_ended_early_is_the_first_warning_and_ends_the_reason():
     assert report(r, [], None)["error"] == "the job had no tasks"
 
 
-@dataclass
-class Info:
-    """The parts of a Batch task's executionInfo the report reads."""
-
-    exit_code: int | None = 0
-    failure_info: object = None
-    start_time: datetime | None = T0
-    end_time: datetime | None = T0 + timedelta(seconds=2)
-    retry_count: int = 0
-    requeue_count: int = 1
+def task_json(task_id: str, state: str, failure: dict | None = None, with_info: bool = True) -> dict:
+    """A Batch task as the REST API lists it (the fields the report reads)."""
+    task: dict = {"id": task_id, "state": state}
+    if with_info:
+        task["executionInfo"] = {"exitCode": 0, "retryCount": 0, "requeueCount": 1, "failureInfo": failure,
+                                 "startTime": "2026-01-02T03:04:05.1234567Z", "endTime": "2026-01-02T03:04:07.1234567Z"}
+        task["nodeInfo"] = {"nodeId": "tvmps_1"}
+    return task
 
 
-@dataclass
-class Failure:
-    category: str = "servererror"
-    code: str = "FileUploadFailed"
-    message: str = "upload to https://a/c?sig=SECRET failed"
-
-
-@dataclass
-class Task:
-    id: str
-    state: str
-    execution_info: Info | None
+UPLOAD_FAILED = {"category": "servererror", "code": "FileUploadFailed",
+                 "message": "upload to https://a/c?sig=SECRET failed"}
 
 
 def test_exit_zero_with_failure_info_is_a_failure_and_an_unfinished_task_is_stopped():
-    upload_failed = outcome_of(Task("t000004", "completed", Info(failure_info=Failure())))
+    upload_failed = outcome_of(task_json("t000004", "completed", UPLOAD_FAILED))
     assert not upload_failed.succeeded and upload_failed.index == 4 and upload_failed.requeues == 1
     assert "SECRET" not in upload_failed.failure["message"]
-    assert outcome_of(Task("t000000", "completed", Info())).succeeded
-    running = outcome_of(Task("merge", "running", None))
+    ok_task = outcome_of(task_json("t000000", "completed"))
+    assert ok_task.succeeded and ok_task.duration_s == 2.0 and ok_task.node_id == "tvmps_1"
+    assert (ok_task.start_time, ok_task.end_time) == ("2026-01-02T03:04:05.123Z", "2026-01-02T03:04:07.123Z")
+    running = outcome_of(task_json("merge", "running", with_info=False))
     assert running.stopped and running.index == -1 and running.duration_s is None
 
 

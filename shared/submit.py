@@ -1,7 +1,8 @@
 """Submitting a run's tasks to Batch in chunks, each invocation within a time budget.
 
 The job is created first (with TASK_COUNT, counted before anything is created), then tasks go in
-chunk by chunk: upload the chunk's shards, add its tasks, record `submitted` in status.json. The
+chunk by chunk: upload the chunk's shards, add its tasks, record `submitted` in status.json; the
+next chunk's shards upload while a chunk's tasks are being added. The
 first chunk is small so that tasks start at once whatever the run's size; later chunks are sized
 from the rate measured so far. When the next chunk would not fit in INTAKE_BUDGET_SECONDS, a
 continuation message on SUBMIT_QUEUE hands the rest to another invocation.
@@ -17,8 +18,11 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
+from typing import TypeVar
 
 from shared import batch, jobplan, naming, storage, threads
 from shared.budget import RateSizer
@@ -28,11 +32,14 @@ from shared.errors import BatchdropError, BatchError
 from shared.jobfile import JobSpec
 from shared.runs import ACCEPTED, RUNNING, TERMINAL
 
+_T = TypeVar("_T")
+
 log = logging.getLogger(__name__)
 
 FIRST_CHUNK = 100  # one add-task call: the first tasks start as soon as they can
 CHUNK_SHARE = 0.05  # a chunk takes at most this share of the budget (so an invocation overruns it by <= 5%)
 MIN_CHUNK_SECONDS = 1.0  # ... or this long, so a tiny budget still makes chunks worth a status write
+CONCURRENT_INTAKES = 16  # intakes of one process adding a chunk's tasks at once (each adds one chunk at a time)
 
 
 @dataclass(frozen=True)
@@ -97,19 +104,38 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
         return None  # all in already (a repeated continuation), or failed fast and merging
     sizer = ChunkSizer(ctx.settings.intake_budget_seconds, ctx.settings.submit_chunk_tasks, started=started)
     inputs = _inputs_from(ctx, run_id, shards, start)
-    while start < shards.total:
-        began = time.monotonic()
-        sent = _send_chunk(ctx, run_id, planned, inputs, min(sizer.next_size(), shards.total - start), shards.skip)
-        if not sent:
-            raise BatchdropError(f"run {run_id}: the input gave {start} tasks, {shards.total} were counted")
-        start += sent
-        if not _note(ctx, run_id, run.state == ACCEPTED and sizer.batches == 0, start, on_running):
-            return None
-        sizer.record(sent, time.monotonic() - began)
-        if start < shards.total and not sizer.fits(time.monotonic()):
-            log.info("submission continues in another invocation run_id=%s submitted=%d total=%d chunks=%d",
-                     run_id, start, shards.total, sizer.batches)
-            return start
+    first = run.state == ACCEPTED
+    # Chunk k+1's shards upload while chunk k's tasks are added (neither waits on the other's round
+    # trips); a chunk's tasks are added only once its own shards are all uploaded, and the cursor
+    # moves only once they are added.
+    uploaded, adding = start, None
+    try:
+        while True:
+            following = None
+            if uploaded < shards.total and ((adding is None and sizer.batches == 0) or sizer.fits(time.monotonic())):
+                size = min(sizer.next_size(), shards.total - uploaded)
+                following = _guarded(ctx, run_id, planned, partial(_upload_chunk, ctx, run_id, planned, inputs,
+                                                                   uploaded, size, shards.skip))
+                if following.end == uploaded:
+                    raise BatchdropError(f"run {run_id}: the input gave {uploaded} tasks, {shards.total} were counted")
+                uploaded = following.end
+            if adding is not None:
+                done, adding = adding, None
+                _guarded(ctx, run_id, planned, done.added.result)
+                if not _note(ctx, run_id, first and sizer.batches == 0, done.chunk.end, on_running):
+                    return None
+                sizer.record(done.chunk.end - done.chunk.start, time.monotonic() - done.chunk.began)
+            if following is None:
+                break
+            adding = _Adding(following, threads.pool("submit-chunk", CONCURRENT_INTAKES).submit(
+                _add_chunk, ctx, run_id, following.tasks))
+    finally:
+        if adding is not None:  # an error above: nothing of this invocation goes on after it
+            threads.settle([adding.added], cancel=True)
+    if uploaded < shards.total:
+        log.info("submission continues in another invocation run_id=%s submitted=%d total=%d chunks=%d",
+                 run_id, uploaded, shards.total, sizer.batches)
+        return uploaded
     log.info("all tasks submitted run_id=%s tasks=%d", run_id, shards.total)
     return None
 
@@ -194,12 +220,41 @@ def _inputs_from(ctx: Context, run_id: str, shards: Shards, start: int) -> Itera
                                           shards.input_file), data)
 
 
-def _send_chunk(ctx: Context, run_id: str, planned: jobplan.Submission, inputs: Iterator[_Input],
-                size: int, skip: frozenset[int] = frozenset()) -> int:
-    """Upload the next `size` shards (memory stays flat: storage.upload_many), then add their tasks
-    (100 per call, in parallel). Returns how many task indices the chunk went over (the tasks in
-    `skip` are passed over: the cursor is a task index). A run ended meanwhile (its containers or
-    job deleted by a cancel) raises RunEnded."""
+@dataclass(frozen=True)
+class _Chunk:
+    """Tasks start..end (task indices; `skip`ped ones have no body), their shards uploaded."""
+
+    start: int
+    end: int
+    tasks: list[dict]  # batch.task_body of each
+    began: float  # time.monotonic() when its upload started
+
+
+@dataclass(frozen=True)
+class _Adding:
+    chunk: _Chunk
+    added: Future[None]
+
+
+def _guarded(ctx: Context, run_id: str, planned: jobplan.Submission, step: Callable[[], _T]) -> _T:
+    """A chunk's step. A run ended meanwhile (its containers or job deleted by a cancel) raises
+    RunEnded; an auto pool Batch refused for quota, MustWait."""
+    try:
+        return step()
+    except BatchdropError as e:
+        if ctx.runs.read(run_id).state in TERMINAL:
+            raise RunEnded(run_id) from None
+        if isinstance(e, BatchError) and e.code == "JobCompleted" and planned.job.pool_id is None:
+            _refused_auto_pool(ctx, run_id)
+        raise
+
+
+def _upload_chunk(ctx: Context, run_id: str, planned: jobplan.Submission, inputs: Iterator[_Input], start: int,
+                  size: int, skip: frozenset[int] = frozenset()) -> _Chunk:
+    """Upload the next `size` shards (memory stays flat: storage.upload_many) and make their tasks'
+    bodies. The chunk goes over `size` task indices or to the input's end; the tasks in `skip` are
+    passed over (the cursor is a task index)."""
+    began = time.monotonic()
     taken: list[tuple[int, jobplan.TaskInput]] = []
     passed = 0
 
@@ -213,21 +268,17 @@ def _send_chunk(ctx: Context, run_id: str, planned: jobplan.Submission, inputs: 
             if item.data is not None:
                 yield item.where.blob, item.data
 
-    try:
-        storage.upload_many(ctx.blobs, work_containers(ctx, run_id)[0], uploads(), ctx.settings.upload_concurrency)
-        signer = storage.SasMinter(ctx.blobs)
-        tasks = [batch.task_body(planned.job, jobplan.task_spec(index, where, signer, planned.expiry))
-                 for index, where in taken]
-        groups = [tasks[i:i + batch.MAX_TASKS_PER_CALL] for i in range(0, len(tasks), batch.MAX_TASKS_PER_CALL)]
-        threads.map_all("submit", ctx.settings.submit_concurrency, lambda g: batch.add_tasks(ctx.batch, run_id, g),
-                        groups)
-    except BatchdropError as e:
-        if ctx.runs.read(run_id).state in TERMINAL:
-            raise RunEnded(run_id) from None
-        if isinstance(e, BatchError) and e.code == "JobCompleted" and planned.job.pool_id is None:
-            _refused_auto_pool(ctx, run_id)
-        raise
-    return passed
+    storage.upload_many(ctx.blobs, work_containers(ctx, run_id)[0], uploads(), ctx.settings.upload_concurrency)
+    signer = storage.SasMinter(ctx.blobs)
+    tasks = [batch.task_body(planned.job, jobplan.task_spec(index, where, signer, planned.expiry))
+             for index, where in taken]
+    return _Chunk(start, start + passed, tasks, began)
+
+
+def _add_chunk(ctx: Context, run_id: str, tasks: list[dict]) -> None:
+    """Add the chunk's tasks, 100 per call, several calls at once."""
+    groups = [tasks[i:i + batch.MAX_TASKS_PER_CALL] for i in range(0, len(tasks), batch.MAX_TASKS_PER_CALL)]
+    threads.map_all("submit", ctx.settings.submit_concurrency, lambda g: batch.add_tasks(ctx.batch, run_id, g), groups)
 
 
 def _note(ctx: Context, run_id: str, first: bool, submitted: int, on_running: Callable[[int], bool]) -> bool:

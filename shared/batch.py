@@ -141,7 +141,8 @@ def task_wrapper(plan: JobPlan, input_file: str) -> str:
     if plan.resource_urls:
         lines.append('export RESOURCES_DIR="$AZ_BATCH_JOB_PREP_WORKING_DIR"')
     # a retry starts from an empty output directory, so a failed try leaves nothing behind
-    lines += ['rm -rf "$OUTPUT_DIR"', 'mkdir -p "$OUTPUT_DIR"', *wrapper_tail(MANIFEST_FILE)]
+    lines += ['[ ! -e "$OUTPUT_DIR" ] && [ ! -L "$OUTPUT_DIR" ] || rm -rf "$OUTPUT_DIR"', 'mkdir -p "$OUTPUT_DIR"',
+              *wrapper_tail(MANIFEST_FILE)]
     return "/bin/sh -c " + shlex.quote("; ".join(lines))
 
 

@@ -198,8 +198,9 @@ def wrapper_tail(manifest_file: str) -> list[str]:
     if not _PLAIN_FILE.fullmatch(manifest_file):
         raise ValueError(f"not a plain file name: {manifest_file!r}")
     shown = '-name ".*" -prune -o'  # no dot names: Batch's "output/**/*" leaves them out
+    gone = 'for x in "$m" "$m.list"; do [ ! -e "$x" ] || rm -f "$x"; done'  # rm only when there is something
     return [
-        f'm="$wd/{manifest_file}"', 'rm -f "$m" "$m.list"', "pid= stop=",
+        f'm="$wd/{manifest_file}"', gone, "pid= stop=",
         # a signal before $! is known is remembered and passed on once it is
         """trap 'stop=1; [ -z "$pid" ] || kill -TERM "$pid" 2>/dev/null' HUP INT TERM""",
         '/bin/sh -c "$BATCHDROP_COMMAND" & pid=$!', '[ -z "$stop" ] || kill -TERM "$pid" 2>/dev/null',
@@ -207,13 +208,17 @@ def wrapper_tail(manifest_file: str) -> list[str]:
         'wait "$pid"; rc=$?',
         'while [ "$rc" -gt 128 ] && kill -0 "$pid" 2>/dev/null; do wait "$pid"; rc=$?; done',
         "trap - HUP INT TERM", '[ "$rc" -eq 0 ] || exit "$rc"',
-        'bad() { echo "batchdrop: $1" >&2; rm -f "$m" "$m.list"; exit 1; }',
+        f'bad() {{ echo "batchdrop: $1" >&2; {gone}; exit 1; }}',
         'nl=$(printf "\\n_"); nl=${nl%_}',
-        f'if [ -d "$OUTPUT_DIR" ] && [ -n "$(find "$OUTPUT_DIR" {shown} -name "*$nl*" -print)" ]; then '
+        # one find: a name holding a line break is not listed but marked by an empty line (no path is
+        # empty), which sorts first
+        f'if [ -d "$OUTPUT_DIR" ]; then find "$OUTPUT_DIR" {shown} -name "*$nl*" -exec echo \\; -prune -o '
+        '-type f -print > "$m.list"; else : > "$m.list"; fi || bad "could not list OUTPUT_DIR for the output manifest"',
+        'n=0; while [ "$n" -lt 2 ] && IFS= read -r f; do n=$((n + 1)); done < "$m.list"',
+        # one line needs no sorting (the common case: one output file)
+        '[ "$n" -lt 2 ] || LC_ALL=C sort -o "$m.list" "$m.list" || bad "could not sort the output manifest"',
+        'IFS= read -r f < "$m.list"; if [ "$n" -gt 0 ] && [ -z "$f" ]; then '
         'bad "a name in OUTPUT_DIR holds a line break, which the output manifest cannot record; rename it"; fi',
-        f'if [ -d "$OUTPUT_DIR" ]; then find "$OUTPUT_DIR" {shown} -type f -print > "$m.list"; '
-        'else : > "$m.list"; fi || bad "could not list OUTPUT_DIR for the output manifest"',
-        'LC_ALL=C sort -o "$m.list" "$m.list" || bad "could not sort the output manifest"',
         "h=; if command -v sha256sum >/dev/null 2>&1; then h=1; fi",
         # a subshell, so that `exit 1` on a failed read ends only the listing
         f'( echo "{HEADER}"; while IFS= read -r f; do s=$(wc -c < "$f") || exit 1; d={NO_HASH}; '

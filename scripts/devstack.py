@@ -92,6 +92,16 @@ def _pid(name: str) -> int | None:
     return pid if name in cmdline else None
 
 
+AZURITE_PRELOAD = ROOT / "scripts" / "azurite_fast_removes.js"
+
+
+def azurite_environment(environ: dict[str, str]) -> dict[str, str]:
+    """Azurite's environment: `environ` with scripts/azurite_fast_removes.js preloaded (without it,
+    deleting a blob among ~100,000 blocks Azurite for a fraction of a second, and its GC for minutes)."""
+    preload = f'--require "{AZURITE_PRELOAD}"'
+    return {**environ, "NODE_OPTIONS": f"{environ.get('NODE_OPTIONS', '')} {preload}".strip()}
+
+
 def environments(app_settings: dict[str, str], environ: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
     """Each service's environment. Only the functions host gets the app settings (storage key, Batch key,
     registry password): the emulator runs tasks' commands on this machine, and Azurite needs none of them,
@@ -99,7 +109,7 @@ def environments(app_settings: dict[str, str], environ: dict[str, str] | None = 
     from batchemu.environment import emulator_environment, task_base_environment
 
     environ = dict(os.environ if environ is None else environ)
-    return {"azurite": task_base_environment(environ),
+    return {"azurite": azurite_environment(task_base_environment(environ)),
             "batchemu": emulator_environment(environ),
             "devhost": {**environ, **app_settings}}
 

@@ -88,8 +88,10 @@ def start_azurite(in_memory: bool = True) -> Azurite:
         # Azurite refuses --location together with --inMemoryPersistence
         *([] if in_memory else ["--location", workdir]),
     ]
+    from scripts.devstack import azurite_environment
+
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, env=azurite_environment(dict(os.environ)))
     try:
         for port in (blob, queue, table):
             wait_for_port(port, proc)

@@ -109,13 +109,16 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
     # trips); a chunk's tasks are added only once its own shards are all uploaded, and the cursor
     # moves only once they are added.
     uploaded, adding = start, None
+    # a chunk sized from a rate measured before a slowdown would overrun the budget by the slowdown:
+    # it stops taking shards at the budget's end instead (a budget of 0 means one whole chunk)
+    deadline = started + sizer.budget if sizer.budget > 0 else None
     try:
         while True:
             following = None
             if uploaded < shards.total and ((adding is None and sizer.batches == 0) or sizer.fits(time.monotonic())):
                 size = min(sizer.next_size(), shards.total - uploaded)
                 following = _guarded(ctx, run_id, planned, partial(_upload_chunk, ctx, run_id, planned, inputs,
-                                                                   uploaded, size, shards.skip))
+                                                                   uploaded, size, shards.skip, deadline))
                 if following.end == uploaded:
                     raise BatchdropError(f"run {run_id}: the input gave {uploaded} tasks, {shards.total} were counted")
                 uploaded = following.end
@@ -250,17 +253,20 @@ def _guarded(ctx: Context, run_id: str, planned: jobplan.Submission, step: Calla
 
 
 def _upload_chunk(ctx: Context, run_id: str, planned: jobplan.Submission, inputs: Iterator[_Input], start: int,
-                  size: int, skip: frozenset[int] = frozenset()) -> _Chunk:
+                  size: int, skip: frozenset[int] = frozenset(), deadline: float | None = None) -> _Chunk:
     """Upload the next `size` shards (memory stays flat: storage.upload_many) and make their tasks'
-    bodies. The chunk goes over `size` task indices or to the input's end; the tasks in `skip` are
-    passed over (the cursor is a task index)."""
+    bodies. The chunk goes over `size` task indices, to the input's end, or (after its first task)
+    until `deadline` (time.monotonic()); the tasks in `skip` are passed over (the cursor is a task index)."""
     began = time.monotonic()
     taken: list[tuple[int, jobplan.TaskInput]] = []
     passed = 0
 
     def uploads() -> Iterator[tuple[str, bytes]]:
         nonlocal passed
-        for item in islice(inputs, size):
+        while passed < size and not (passed and deadline is not None and time.monotonic() >= deadline):
+            item = next(inputs, None)
+            if item is None:
+                return
             passed += 1
             if item.index in skip:
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -124,6 +125,36 @@ def test_the_budget_decides_how_much_one_invocation_submits(env, batch):
     d = drop(ctx, "budget.json", {"command": COPY, "input": {"items": list(range(230))}})
     accept(ctx, d.container, d.name)
     assert status(ctx, d.run_id)["submitted"] == 230 and continuations(ctx) == []
+    assert run_to_end(ctx, d.run_id, deadline_s=120)["state"] == "succeeded"
+
+
+def test_a_chunk_that_slows_down_stops_at_the_budget_and_the_rest_goes_on_later(env, batch, monkeypatch):
+    """A chunk is sized from the rate measured so far; when storage slows down mid-chunk it stops taking
+    shards at the budget's end (after at least one), so the invocation overruns by in-flight work only."""
+    from shared import storage
+
+    real_upload = storage.upload_many
+
+    def slow(service, container, blobs, concurrency):  # storage answering 20 times slower
+        def paced():
+            for blob in blobs:
+                time.sleep(0.05)
+                yield blob
+        return real_upload(service, container, paced(), concurrency)
+
+    ctx = build_context({**env, "INTAKE_BUDGET_SECONDS": "1", "SUBMIT_CHUNK_TASKS": "1000"})
+    d = drop(ctx, "slowdown.json", {"command": COPY, "input": {"items": list(range(60))}})
+    monkeypatch.setattr(storage, "upload_many", slow)
+    began = time.monotonic()
+    accept(ctx, d.container, d.name)
+    took = time.monotonic() - began
+    monkeypatch.setattr(storage, "upload_many", real_upload)
+
+    first = status(ctx, d.run_id)["submitted"]
+    assert 1 <= first < 60  # the first chunk (60 tasks, 3 s at this pace) was cut at the budget
+    assert took < 2.5, took  # the budget (1 s) plus what was in flight, not the whole chunk
+    assert submit_all(ctx, d.run_id)[-1] == 60
+    assert task_ids(batch, d.run_id) == [f"t{i:06d}" for i in range(60)]
     assert run_to_end(ctx, d.run_id, deadline_s=120)["state"] == "succeeded"
 
 

@@ -13,7 +13,6 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -283,7 +282,6 @@ def stage_stream(service: BlobServiceClient, container: str, name: str, chunks: 
     client = service.get_blob_client(container, name)
     block_ids: list[str] = []
     in_flight = threading.BoundedSemaphore(parallel)
-    futures = []
     total = 0
     buffer = bytearray()
     sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
@@ -294,15 +292,13 @@ def stage_stream(service: BlobServiceClient, container: str, name: str, chunks: 
         finally:
             in_flight.release()
 
-    pool = threads.pool("stage", parallel)
+    with threads.submitting("stage", parallel) as submit:
+        def flush() -> None:
+            block_ids.append(block_id(part, len(block_ids)))
+            in_flight.acquire()
+            submit(stage, block_ids[-1], bytes(buffer))
+            buffer.clear()
 
-    def flush() -> None:
-        block_ids.append(block_id(part, len(block_ids)))
-        in_flight.acquire()
-        futures.append(pool.submit(stage, block_ids[-1], bytes(buffer)))
-        buffer.clear()
-
-    try:
         for chunk in chunks:
             buffer += chunk
             total += len(chunk)
@@ -312,12 +308,6 @@ def stage_stream(service: BlobServiceClient, container: str, name: str, chunks: 
                 flush()
         if buffer:
             flush()
-    except BaseException:
-        threads.settle(futures, cancel=True)
-        raise
-    threads.settle(futures, cancel=False)
-    for f in futures:
-        f.result()
     return Staged(tuple(block_ids), total, sha256.hexdigest(), base64.b64encode(md5.digest()).decode())
 
 
@@ -651,21 +641,15 @@ def upload_many(service: BlobServiceClient, container: str, blobs: Iterable[tupl
         finally:
             in_flight.release()
 
-    futures: list[Future] = []
-    executor = threads.pool("upload", concurrency)
-    try:
+    sent = 0
+    with threads.submitting("upload", concurrency) as submit:
         for name, data in blobs:
             if failed.is_set():
                 break
             in_flight.acquire()
-            futures.append(executor.submit(upload, name, data))
-    except BaseException:
-        threads.settle(futures, cancel=True)
-        raise
-    threads.settle(futures, cancel=False)
-    for f in futures:
-        f.result()
-    return len(futures)
+            submit(upload, name, data)
+            sent += 1
+    return sent
 
 
 def container_exists(service: BlobServiceClient, name: str) -> bool:

@@ -10,8 +10,9 @@ invocations share a purpose's threads (the storage or Batch account behind them 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import TypeVar
 
 _T = TypeVar("_T")
@@ -51,3 +52,25 @@ def map_all(purpose: str, size: int, fn: Callable[[_T], _R], items: Iterable[_T]
     except BaseException:
         settle(futures, cancel=True)
         raise
+
+
+@contextmanager
+def submitting(purpose: str, size: int) -> Iterator[Callable[..., Future]]:
+    """A `submit(fn, *args)` onto the purpose's pool for the block. Leaving the block waits for all
+    that was submitted (cancelling what has not started when the block raised), then raises the
+    first error of the work, like leaving a `with ThreadPoolExecutor` block."""
+    executor = pool(purpose, size)
+    futures: list[Future] = []
+
+    def submit(fn: Callable[..., object], *args: object) -> Future:
+        futures.append(executor.submit(fn, *args))
+        return futures[-1]
+
+    try:
+        yield submit
+    except BaseException:
+        settle(futures, cancel=True)
+        raise
+    settle(futures, cancel=False)
+    for f in futures:
+        f.result()

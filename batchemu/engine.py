@@ -34,7 +34,7 @@ from .execution import ExecutionMixin
 from .faults import FaultsMixin
 from .job_lifecycle import JobLifecycleMixin
 from .jobs import JobsMixin
-from .model import Job, Json, Pool, Task
+from .model import TRASH_DIR, Job, Json, Pool, Task
 from .node_setup import NodeSetupMixin
 from .outcomes import OutcomesMixin
 from .pool_scaling import PoolScalingMixin
@@ -45,6 +45,7 @@ from .scheduler import SchedulerMixin
 from .spot import SpotMixin
 from .store import Store
 from .tasks import TasksMixin
+from .transfer import rmtree_quiet
 from .transfer_retry import RetryPolicy, StorageLink
 
 log = logging.getLogger("batchemu.engine")
@@ -62,6 +63,7 @@ class Engine(PoolsMixin, PoolScalingMixin, JobsMixin, JobLifecycleMixin, TasksMi
         self.public_url = public_url
         self.nodes_root = os.path.join(self.data_dir, "nodes")
         os.makedirs(self.nodes_root, exist_ok=True)
+        rmtree_quiet(os.path.join(self.data_dir, TRASH_DIR))  # left by a deletion the last process did not finish
         if container_mode == "auto":
             container_mode = "docker" if _docker_available() else "host"
         self.container_mode = container_mode

@@ -8,11 +8,12 @@ internally: ``_terminate_job`` on a job already terminating, completed or deleti
 from __future__ import annotations
 
 import os
+import uuid
 
 from .conditions import NO_CONDITIONS, Conditions
 from .core import EngineCore
 from .errors import err
-from .model import Job, Run, Stamp, job_dir
+from .model import TRASH_DIR, Job, Run, Stamp, job_dir
 from .transfer import rmtree_quiet
 from .util import now_iso
 
@@ -99,7 +100,22 @@ class JobLifecycleMixin(EngineCore):
                 self._start_thread(self._finish_job_delete, j, runs)
             self.state_cv.wait_for(lambda: self.jobs.get(j.key) is not j, timeout=wait)
 
+    def _to_trash(self, path: str) -> str | None:
+        """Move `path` (if there) out of the nodes' trees at once, to be removed at leisure; a job made
+        again with the same id meanwhile gets fresh directories."""
+        trash = os.path.join(self.data_dir, TRASH_DIR, uuid.uuid4().hex)
+        try:
+            os.makedirs(os.path.dirname(trash), exist_ok=True)
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            rmtree_quiet(path)  # cannot be moved (another file system?): removed where it is
+            return None
+        return trash
+
     def _finish_job_delete(self, j: Job, runs: list[Run]) -> None:
+        trash: list[str | None] = []
         try:
             for r in runs:
                 r.done.wait(30)
@@ -110,7 +126,7 @@ class JobLifecycleMixin(EngineCore):
             for pool_dir in pool_dirs:
                 if os.path.isdir(pool_dir):
                     for node_id in os.listdir(pool_dir):
-                        rmtree_quiet(job_dir(os.path.join(pool_dir, node_id), j.id))
+                        trash.append(self._to_trash(job_dir(os.path.join(pool_dir, node_id), j.id)))
         finally:
             with self.lock:
                 j.deleted = True
@@ -121,3 +137,8 @@ class JobLifecycleMixin(EngineCore):
                     del self.faults[key]
                 self._maybe_delete_auto_pool(j)
                 self.state_cv.notify_all()
+        # the job is gone once its directories are out of the nodes' trees; removing them takes longer
+        # (0.2 s for 200 tasks) and need not hold up the DELETE, which waits for the job to go
+        for path in trash:
+            if path is not None:
+                rmtree_quiet(path)

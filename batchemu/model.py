@@ -43,6 +43,9 @@ def node_root(nodes_root: str, pool_id: str, node_id: str) -> str:
     return os.path.join(nodes_root, pool_id, node_id)
 
 
+TRASH_DIR = "trash"  # under the data directory: what deletions moved aside, removed behind them (and at start)
+
+
 def job_dir(root: str, job_id: str) -> str:
     """Everything of a job on the node with root directory `root`."""
     return os.path.join(root, "workitems", job_id)

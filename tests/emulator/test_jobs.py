@@ -202,3 +202,26 @@ def test_delete_job_right_after_a_burst_never_sticks(client, pool_id):
         client.begin_delete_job(jid, polling_interval=1).result(timeout=15)
         with pytest.raises(ResourceNotFoundError):
             client.get_job(jid)
+
+
+def test_a_job_made_again_right_after_its_delete_keeps_its_own_files(client, pool_id, emu):
+    """The DELETE returns once the job's directories are moved aside, before they are removed: a job
+    made again with the same id at once writes into fresh directories that the removal never touches."""
+    import os
+
+    jid = uid("again")
+    client.create_job(m.BatchJobCreateOptions(id=jid, pool_info=m.BatchPoolInfo(pool_id=pool_id)))
+    # enough files that removing them takes a while
+    client.create_task(jid, m.BatchTaskCreateOptions(
+        id="t", command_line="/bin/sh -c 'mkdir many && cd many && seq 20000 | xargs touch && echo old > ../mark'"))
+    assert wait_task(client, jid, "t").execution_info.exit_code == 0
+    client.begin_delete_job(jid, polling_interval=1).result(timeout=15)
+    client.create_job(m.BatchJobCreateOptions(id=jid, pool_info=m.BatchPoolInfo(pool_id=pool_id)))
+    client.create_task(jid, m.BatchTaskCreateOptions(id="t", command_line="/bin/sh -c 'echo new > mark'"))
+    assert wait_task(client, jid, "t").execution_info.exit_code == 0
+    trash = os.path.join(emu.data_dir, "trash")
+    wait_for(lambda: not os.path.isdir(trash) or not os.listdir(trash), timeout=15, what="the trash emptied")
+    assert b"".join(client.download_task_file(jid, "t", "wd/mark")) == b"new\n"
+    names = {f.name for f in client.list_task_files(jid, "t", recursive=True)}
+    assert not any(n.startswith("wd/many") for n in names)  # nothing of the deleted job's task
+    client.begin_delete_job(jid, polling_interval=1).result()

@@ -42,6 +42,7 @@ from azure.storage.queue import QueueClient, QueueServiceClient
 
 from conventions import scrub as secret_text
 from shared import threads
+from shared.blob_listing import listing
 from shared.errors import BatchdropError, Conflict, InputNotFound
 from shared.settings import Settings
 
@@ -177,7 +178,7 @@ class JsonBlobs:
             pass
 
     def names(self, prefix: str) -> list[str]:
-        return [b.name for b in self._container.list_blobs(name_starts_with=prefix)]
+        return [b.name for b in listing(self._container, prefix)]
 
 
 def _dump(data: dict) -> bytes:
@@ -214,9 +215,9 @@ def list_prefix(service: BlobServiceClient, container: str, prefix: str, field: 
     """Blobs under a prefix in name order; InputNotFound when the container is missing or nothing is there.
     With `limit`, stops after limit + 1 blobs (enough to tell that there are too many)."""
     try:
-        listing = service.get_container_client(container).list_blobs(name_starts_with=prefix)
+        found = listing(service.get_container_client(container), prefix)
         blobs = [BlobInfo(container, b.name, b.size, b.etag)
-                 for b in islice(listing, None if limit is None else limit + 1)]
+                 for b in islice(found, None if limit is None else limit + 1)]
     except ResourceNotFoundError:
         raise InputNotFound(f"container '{container}' does not exist", field=field) from None
     if not blobs:
@@ -658,7 +659,7 @@ def container_exists(service: BlobServiceClient, name: str) -> bool:
 
 def blob_names(service: BlobServiceClient, container: str, prefix: str) -> list[str]:
     """Names of the blobs under `prefix`, in name order."""
-    return [b.name for b in service.get_container_client(container).list_blobs(name_starts_with=prefix)]
+    return [b.name for b in listing(service.get_container_client(container), prefix)]
 
 
 def stream_blobs(service: BlobServiceClient, container: str, names: list[str],
@@ -691,7 +692,7 @@ def copy_blob(service: BlobServiceClient, container: str, name: str, target_cont
 
 def blob_sizes(service: BlobServiceClient, container: str, prefix: str) -> dict[str, int]:
     """Name -> size of the blobs under `prefix` (one listing)."""
-    return {b.name: b.size for b in service.get_container_client(container).list_blobs(name_starts_with=prefix)}
+    return {b.name: b.size for b in listing(service.get_container_client(container), prefix)}
 
 
 def read_optional(service: BlobServiceClient, container: str, name: str) -> bytes | None:

@@ -1,0 +1,33 @@
+"""shared.blob_listing reads List Blobs' XML itself: it must list exactly what the SDK lists."""
+from __future__ import annotations
+
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+
+from shared.blob_listing import listing
+
+NAMES = ["a.txt", "tasks/t000001/out.csv", "tasks/t000001/sub dir/x y.bin", "tasks/t000002/été ☃.txt",
+         "tasks/t000002/100%.txt", "tasks/t000002/a&b<c>.txt", "tasks/t000003/'quote\".txt", "z/" + "n" * 200]
+
+
+@pytest.fixture
+def container(ctx):
+    client = ctx.blobs.create_container("listing-test")
+    for k, name in enumerate(NAMES):
+        client.upload_blob(name, b"x" * k)
+    yield client
+    client.delete_container()
+
+
+@pytest.mark.parametrize("page", [1, 3, 5000])
+def test_the_listing_is_the_sdks_listing_page_after_page(container, page):
+    for prefix in ("", "tasks/", "tasks/t000002/", "nothing/"):
+        expected = [(b.name, b.size, b.etag) for b in container.list_blobs(name_starts_with=prefix)]
+        got = [(b.name, b.size, b.etag) for b in listing(container, prefix, page=page)]
+        assert got == expected
+    assert [b.size for b in listing(container, page=page)] == [NAMES.index(b.name) for b in listing(container)]
+
+
+def test_a_missing_container_raises_not_found(ctx):
+    with pytest.raises(ResourceNotFoundError):
+        list(listing(ctx.blobs.get_container_client("no-such-container")))

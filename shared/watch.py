@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -106,13 +108,8 @@ def watch(ctx: Context, budget: timedelta = TICK_BUDGET, parallel: int = TICK_PA
     cursor = ctx.runs.tick_cursor()
     run_ids = in_turn(ctx.runs.active_run_ids(), cursor)
     deadline = time.monotonic() + budget.total_seconds()
-    outcome: dict[str, str] = {}
-    for start in range(0, len(run_ids), parallel):
-        if outcome and time.monotonic() >= deadline:
-            break  # but always one chunk: every tick moves the line on
-        chunk = run_ids[start:start + parallel]
-        outcome.update(zip(chunk, threads.map_all("monitor", parallel, lambda run_id: _tick(ctx, run_id, nodes), chunk),
-                           strict=True))
+    covered = _covered(run_ids, lambda run_id: _tick(ctx, run_id, nodes), parallel, deadline)
+    outcome = dict(zip(run_ids, covered))  # the first len(covered) runs, in turn
     left = len(run_ids) - len(outcome)
     if left:
         log.warning("monitor tick out of time runs=%d left=%d", len(run_ids), left)
@@ -128,6 +125,27 @@ def watch(ctx: Context, budget: timedelta = TICK_BUDGET, parallel: int = TICK_PA
     except Exception as e:  # the sweep is a safety net: whatever stopped it, the next one retries
         log.warning("orphan sweep failed error=%s", type(e).__name__)
     return outcome
+
+
+def _covered(run_ids: list[str], look: Callable[[str], str], parallel: int, deadline: float) -> list[str]:
+    """`look` at the runs in turn, `parallel` at once, a new one as soon as one is done (a slow run
+    holds one thread, not a whole batch of them), none started after `deadline` but the first
+    `parallel`: every tick moves the line on. The outcomes of the runs started, in turn."""
+    futures: list[Future[str]] = []
+    running: set[Future[str]] = set()
+    executor = threads.pool("monitor", parallel)
+    try:
+        for run_id in run_ids:
+            if len(futures) >= parallel and time.monotonic() >= deadline:
+                break
+            if len(running) >= parallel:
+                _, running = wait(running, return_when=FIRST_COMPLETED)
+            futures.append(executor.submit(look, run_id))
+            running.add(futures[-1])
+        return [f.result() for f in futures]
+    except BaseException:
+        threads.settle(futures, cancel=True)
+        raise
 
 
 def _tick(ctx: Context, run_id: str, nodes: NodeCounts) -> str:

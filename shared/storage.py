@@ -41,8 +41,8 @@ from azure.storage.blob import (
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from conventions import scrub as secret_text
-from shared import threads
-from shared.blob_listing import listing
+from shared import blob_rest, threads
+from shared.blob_rest import listing
 from shared.errors import BatchdropError, Conflict, InputNotFound
 from shared.settings import Settings
 
@@ -635,7 +635,7 @@ def upload_many(service: BlobServiceClient, container: str, blobs: Iterable[tupl
 
     def upload(name: str, data: bytes) -> None:
         try:
-            client.upload_blob(name, data, overwrite=True)
+            blob_rest.put(client, name, data)
         except BaseException:
             failed.set()
             raise

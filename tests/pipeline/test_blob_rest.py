@@ -1,10 +1,10 @@
-"""shared.blob_listing reads List Blobs' XML itself: it must list exactly what the SDK lists."""
+"""shared.blob_rest sends List Blobs and Put Blob itself: they must do what the SDK does."""
 from __future__ import annotations
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.blob_listing import listing
+from shared.blob_rest import listing, put
 
 NAMES = ["a.txt", "tasks/t000001/out.csv", "tasks/t000001/sub dir/x y.bin", "tasks/t000002/été ☃.txt",
          "tasks/t000002/100%.txt", "tasks/t000002/a&b<c>.txt", "tasks/t000003/'quote\".txt", "z/" + "n" * 200]
@@ -31,3 +31,21 @@ def test_the_listing_is_the_sdks_listing_page_after_page(container, page):
 def test_a_missing_container_raises_not_found(ctx):
     with pytest.raises(ResourceNotFoundError):
         list(listing(ctx.blobs.get_container_client("no-such-container")))
+
+
+def test_put_writes_what_the_sdk_reads_back_and_replaces_in_place(container):
+    for k, name in enumerate(NAMES):
+        put(container, "put/" + name, f"data {k}".encode())
+    for k, name in enumerate(NAMES):
+        assert container.download_blob("put/" + name).readall() == f"data {k}".encode()
+        props = container.get_blob_client("put/" + name).get_blob_properties()
+        assert props.blob_type == "BlockBlob"
+    put(container, "put/a.txt", b"again")
+    assert container.download_blob("put/a.txt").readall() == b"again"
+    put(container, "put/empty", b"")
+    assert container.download_blob("put/empty").readall() == b""
+
+
+def test_put_into_a_missing_container_raises_not_found(ctx):
+    with pytest.raises(ResourceNotFoundError):
+        put(ctx.blobs.get_container_client("no-such-container"), "x", b"x")

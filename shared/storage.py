@@ -22,7 +22,6 @@ from urllib.parse import quote
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     AzureError,
-    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
@@ -127,49 +126,38 @@ class Record:
     etag: str
 
 
+JSON_TYPE = "application/json"
+
+
 class JsonBlobs:
-    """JSON documents in one container with optimistic concurrency (ETags)."""
+    """JSON documents in one container with optimistic concurrency (ETags). Plain requests
+    (shared.blob_rest): the monitor reads and writes every active run's status each tick."""
 
     def __init__(self, service: BlobServiceClient, container: str) -> None:
-        self._container = service.get_container_client(container)
+        self._container = blob_rest.container(service, container)
 
     def read(self, name: str) -> Record | None:
-        try:
-            downloader = self._container.get_blob_client(name).download_blob()
-        except ResourceNotFoundError:
-            return None
-        return Record(json.loads(downloader.readall()), downloader.properties.etag)
+        found = blob_rest.get(self._container, name)
+        return None if found is None else Record(json.loads(found[0]), found[1])
 
     def create(self, name: str, data: dict) -> Record:
         """Create only if absent (If-None-Match: *). Raises Conflict if it exists."""
         try:
-            props = self._container.get_blob_client(name).upload_blob(
-                _dump(data), overwrite=False, content_settings=_json_content()
-            )
+            etag = blob_rest.put(self._container, name, _dump(data), JSON_TYPE, if_none_match="*")
         except ResourceExistsError:
             raise Conflict(f"{name} already exists") from None
-        return Record(data, props["etag"])
+        return Record(data, etag)
 
     def replace(self, name: str, data: dict, etag: str) -> Record:
         """Write only if unchanged since `etag` (If-Match). Raises Conflict otherwise."""
-        from azure.core import MatchConditions
-
         try:
-            props = self._container.get_blob_client(name).upload_blob(
-                _dump(data), overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified,
-                content_settings=_json_content(),
-            )
+            return Record(data, blob_rest.put(self._container, name, _dump(data), JSON_TYPE, if_match=etag))
         except (ResourceModifiedError, ResourceNotFoundError):
             raise Conflict(f"{name} changed since it was read") from None
-        except HttpResponseError as e:
-            if e.status_code == 412:
-                raise Conflict(f"{name} changed since it was read") from None
-            raise
-        return Record(data, props["etag"])
 
     def put(self, name: str, data: dict) -> None:
         """Unconditional write (for documents with a single writer, e.g. report.json)."""
-        self._container.get_blob_client(name).upload_blob(_dump(data), overwrite=True, content_settings=_json_content())
+        blob_rest.put(self._container, name, _dump(data), JSON_TYPE)
 
     def delete(self, name: str) -> None:
         try:
@@ -183,12 +171,6 @@ class JsonBlobs:
 
 def _dump(data: dict) -> bytes:
     return json.dumps(data, indent=2, sort_keys=False).encode() + b"\n"
-
-
-def _json_content():
-    from azure.storage.blob import ContentSettings
-
-    return ContentSettings(content_type="application/json")
 
 
 @dataclass(frozen=True)
@@ -215,7 +197,7 @@ def list_prefix(service: BlobServiceClient, container: str, prefix: str, field: 
     """Blobs under a prefix in name order; InputNotFound when the container is missing or nothing is there.
     With `limit`, stops after limit + 1 blobs (enough to tell that there are too many)."""
     try:
-        found = listing(service.get_container_client(container), prefix)
+        found = listing(blob_rest.container(service, container), prefix)
         blobs = [BlobInfo(container, b.name, b.size, b.etag)
                  for b in islice(found, None if limit is None else limit + 1)]
     except ResourceNotFoundError:
@@ -619,8 +601,7 @@ def inspect_pinned(service: BlobServiceClient, container: str, name: str, etag: 
 def put_blob(service: BlobServiceClient, container: str, name: str, data: bytes,
              content_type: str | None = None) -> None:
     """Create or replace a small blob in one call."""
-    settings = ContentSettings(content_type=content_type) if content_type else None
-    service.get_blob_client(container, name).upload_blob(data, overwrite=True, content_settings=settings)
+    blob_rest.put(blob_rest.container(service, container), name, data, content_type or "application/octet-stream")
 
 
 def upload_many(service: BlobServiceClient, container: str, blobs: Iterable[tuple[str, bytes]],
@@ -629,7 +610,7 @@ def upload_many(service: BlobServiceClient, container: str, blobs: Iterable[tupl
     2 x `concurrency` are in flight, so memory stays flat whatever the input's length; a
     producer error stops the uploads not yet started and is raised, and so does a failed upload
     (storage down: the trigger's retry starts over, rather than this one trying every shard)."""
-    client = service.get_container_client(container)
+    client = blob_rest.container(service, container)
     in_flight = threading.BoundedSemaphore(concurrency * 2)
     failed = threading.Event()
 
@@ -659,7 +640,7 @@ def container_exists(service: BlobServiceClient, name: str) -> bool:
 
 def blob_names(service: BlobServiceClient, container: str, prefix: str) -> list[str]:
     """Names of the blobs under `prefix`, in name order."""
-    return [b.name for b in listing(service.get_container_client(container), prefix)]
+    return [b.name for b in listing(blob_rest.container(service, container), prefix)]
 
 
 def stream_blobs(service: BlobServiceClient, container: str, names: list[str],
@@ -692,15 +673,13 @@ def copy_blob(service: BlobServiceClient, container: str, name: str, target_cont
 
 def blob_sizes(service: BlobServiceClient, container: str, prefix: str) -> dict[str, int]:
     """Name -> size of the blobs under `prefix` (one listing)."""
-    return {b.name: b.size for b in listing(service.get_container_client(container), prefix)}
+    return {b.name: b.size for b in listing(blob_rest.container(service, container), prefix)}
 
 
 def read_optional(service: BlobServiceClient, container: str, name: str) -> bytes | None:
-    """A small blob's bytes, or None when there is none."""
-    try:
-        return service.get_blob_client(container, name).download_blob().readall()
-    except ResourceNotFoundError:
-        return None
+    """A small blob's bytes, or None when there is none (one request: finalize reads a manifest per task)."""
+    found = blob_rest.get(blob_rest.container(service, container), name)
+    return None if found is None else found[0]
 
 
 @dataclass(frozen=True)

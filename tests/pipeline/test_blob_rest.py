@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.blob_rest import listing, put
+from shared.blob_rest import get, listing, put
 
 NAMES = ["a.txt", "tasks/t000001/out.csv", "tasks/t000001/sub dir/x y.bin", "tasks/t000002/été ☃.txt",
          "tasks/t000002/100%.txt", "tasks/t000002/a&b<c>.txt", "tasks/t000003/'quote\".txt", "z/" + "n" * 200]
@@ -49,3 +49,21 @@ def test_put_writes_what_the_sdk_reads_back_and_replaces_in_place(container):
 def test_put_into_a_missing_container_raises_not_found(ctx):
     with pytest.raises(ResourceNotFoundError):
         put(ctx.blobs.get_container_client("no-such-container"), "x", b"x")
+
+
+def test_conditional_puts_and_get_with_etags_the_sdk_agrees_with(ctx, container):
+    first = put(container, "doc.json", b"{}", "application/json", if_none_match="*")
+    assert first == container.get_blob_client("doc.json").get_blob_properties().etag
+    with pytest.raises(ResourceExistsError):
+        put(container, "doc.json", b"{}", if_none_match="*")
+    assert get(container, "doc.json") == (b"{}", first)
+    second = put(container, "doc.json", b'{"a": 1}', if_match=first)
+    assert second != first and get(container, "doc.json") == (b'{"a": 1}', second)
+    with pytest.raises(ResourceModifiedError):
+        put(container, "doc.json", b"{}", if_match=first)  # someone wrote since
+    with pytest.raises((ResourceModifiedError, ResourceNotFoundError)):  # Azurite: 412, as for a changed blob
+        put(container, "never.json", b"{}", if_match=first)
+    assert container.get_blob_client("doc.json").get_blob_properties().content_settings.content_type == \
+        "application/octet-stream"
+    assert get(container, "missing.json") is None
+    assert get(ctx.blobs.get_container_client("no-such-container"), "x") is None

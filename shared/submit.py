@@ -36,7 +36,6 @@ _T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
-FIRST_CHUNK = 100  # one add-task call: the first tasks start as soon as they can
 CHUNK_SHARE = 0.05  # a chunk takes at most this share of the budget (so an invocation overruns it by <= 5%)
 MIN_CHUNK_SECONDS = 1.0  # ... or this long, so a tiny budget still makes chunks worth a status write
 CONCURRENT_INTAKES = 16  # intakes of one process adding a chunk's tasks at once (each adds one chunk at a time)
@@ -65,11 +64,12 @@ class MustWait(Exception):
 
 @dataclass
 class ChunkSizer(RateSizer):
-    """How many tasks the next chunk takes (shared.budget.RateSizer: FIRST_CHUNK, then what the
+    """How many tasks the next chunk takes (shared.budget.RateSizer: one round of parallel uploads
+    (UPLOAD_CONCURRENCY shards), so that the first tasks start as soon as they can, then what the
     measured rate does in a chunk's share of the budget, at most `largest`); `fits` says whether one
     more chunk ends within the budget."""
 
-    first: int = FIRST_CHUNK
+    first: int = 16
     share: float = CHUNK_SHARE
     min_seconds: float = MIN_CHUNK_SECONDS
     started: float = field(kw_only=True)  # time.monotonic() when the invocation began
@@ -102,7 +102,9 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
         raise RunEnded(run_id)
     else:
         return None  # all in already (a repeated continuation), or failed fast and merging
-    sizer = ChunkSizer(ctx.settings.intake_budget_seconds, ctx.settings.submit_chunk_tasks, started=started)
+    # the first chunk is one round of uploads: with 100, the first task of 200 started 0.9 s after the job
+    sizer = ChunkSizer(ctx.settings.intake_budget_seconds, ctx.settings.submit_chunk_tasks,
+                       first=ctx.settings.upload_concurrency, started=started)
     inputs = _inputs_from(ctx, run_id, shards, start)
     first = run.state == ACCEPTED
     # Chunk k+1's shards upload while chunk k's tasks are added (neither waits on the other's round

@@ -120,7 +120,7 @@ def test_each_input_form_goes_in_chunk_by_chunk_and_merges_as_one_run(chunked, b
 
 
 def test_the_budget_decides_how_much_one_invocation_submits(env, batch):
-    """A generous budget submits everything in one invocation (chunks grow from FIRST_CHUNK on)."""
+    """A generous budget submits everything in one invocation (chunks grow from the first round of uploads on)."""
     ctx = build_context({**env, "INTAKE_BUDGET_SECONDS": "60", "SUBMIT_CHUNK_TASKS": "50"})
     d = drop(ctx, "budget.json", {"command": COPY, "input": {"items": list(range(230))}})
     accept(ctx, d.container, d.name)

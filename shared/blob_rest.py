@@ -110,6 +110,48 @@ def get(client: ContainerClient, name: str) -> tuple[bytes, str] | None:
     return response.content, str(response.headers.get("ETag", ""))
 
 
+def read_range(client: ContainerClient, name: str, start: int, length: int,
+               etag: str | None = None) -> tuple[bytes, int, str]:
+    """Get Blob of bytes start .. start + length - 1 (fewer at the end): (the bytes, the blob's whole
+    size, its ETag). ResourceNotFoundError when the blob is missing; with `etag`, ResourceModifiedError
+    when it was replaced since."""
+    headers = {"x-ms-version": client.api_version, "x-ms-range": f"bytes={start}-{start + length - 1}"}
+    if etag is not None:
+        headers["If-Match"] = etag
+    response = _send(client, HttpRequest("GET", _blob_url(client, name), headers=headers))
+    if response.status_code == 416 and start == 0:  # an empty blob has no first byte to give
+        del headers["x-ms-range"]
+        response = _send(client, HttpRequest("GET", _blob_url(client, name), headers=headers))
+    if response.status_code == 404:
+        raise ResourceNotFoundError(f"{name} does not exist", response=response)
+    if response.status_code == 412:
+        raise ResourceModifiedError(f"{name} changed while it was read", response=response)
+    if response.status_code not in (200, 206):
+        raise HttpResponseError(f"reading {name}: HTTP {response.status_code}", response=response)
+    whole = str(response.headers.get("Content-Range", "")).rpartition("/")[2]
+    size = int(whole) if whole.isdigit() else start + len(response.content)
+    return response.content, size, str(response.headers.get("ETag", ""))
+
+
+def chunks(client: ContainerClient, name: str, length: int) -> Iterator[bytes]:
+    """The blob in ranges of `length` bytes, each read when the one before is consumed and pinned to
+    the first one's ETag; the first is read at once (a prefetch reads it when the iterator is made)."""
+    first, size, etag = read_range(client, name, 0, length)
+    return _rest(client, name, length, first, size, etag)
+
+
+def _rest(client: ContainerClient, name: str, length: int, first: bytes, size: int, etag: str) -> Iterator[bytes]:
+    if first:
+        yield first
+    at = len(first)
+    while at < size:
+        data, _, _ = read_range(client, name, at, length, etag)
+        if not data:
+            raise HttpResponseError(f"reading {name}: no bytes at {at} of {size}")
+        yield data
+        at += len(data)
+
+
 def _send(client: ContainerClient, request: HttpRequest) -> HttpResponse:
     """The request through the client's pipeline, its body read here: streamed, as the SDK's own
     downloads are, so the pipeline does not try to decode it by its content type (it fails on

@@ -650,8 +650,10 @@ def stream_blobs(service: BlobServiceClient, container: str, names: list[str],
     at a time. A blob that vanished meanwhile is an error, never an empty stream."""
     pending_names = iter(names)
 
-    def open_blob(name: str):
-        return service.get_blob_client(container, name).download_blob()
+    client = blob_rest.container(service, container)
+
+    def open_blob(name: str) -> Iterator[bytes]:
+        return blob_rest.chunks(client, name, BLOCK_SIZE)
 
     pool = threads.pool("merge-read", ahead)
     pending = deque(pool.submit(open_blob, name) for name in islice(pending_names, ahead))
@@ -661,7 +663,7 @@ def stream_blobs(service: BlobServiceClient, container: str, names: list[str],
             following = next(pending_names, None)
             if following is not None:
                 pending.append(pool.submit(open_blob, following))
-            yield future.result().chunks()
+            yield future.result()
     finally:  # the reader stopped early or failed: no download of ours goes on
         threads.settle(list(pending), cancel=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.blob_rest import get, listing, put
+from shared.blob_rest import chunks, get, listing, put
 
 NAMES = ["a.txt", "tasks/t000001/out.csv", "tasks/t000001/sub dir/x y.bin", "tasks/t000002/été ☃.txt",
          "tasks/t000002/100%.txt", "tasks/t000002/a&b<c>.txt", "tasks/t000003/'quote\".txt", "z/" + "n" * 200]
@@ -67,3 +67,19 @@ def test_conditional_puts_and_get_with_etags_the_sdk_agrees_with(ctx, container)
         "application/octet-stream"
     assert get(container, "missing.json") is None
     assert get(ctx.blobs.get_container_client("no-such-container"), "x") is None
+
+
+def test_chunks_read_a_blob_range_by_range_pinned_to_its_first_version(container):
+    data = bytes(range(256)) * 3
+    put(container, "big.bin", data)
+    assert b"".join(chunks(container, "big.bin", 100)) == data
+    assert [len(c) for c in chunks(container, "big.bin", 500)] == [500, 268]
+    put(container, "empty.bin", b"")
+    assert list(chunks(container, "empty.bin", 100)) == []
+    stream = chunks(container, "big.bin", 100)
+    assert next(stream) == data[:100]
+    put(container, "big.bin", b"replaced meanwhile" * 50)
+    with pytest.raises(ResourceModifiedError):
+        next(stream)
+    with pytest.raises(ResourceNotFoundError):
+        chunks(container, "missing.bin", 100)

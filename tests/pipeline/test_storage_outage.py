@@ -440,8 +440,13 @@ def test_intake_stopped_by_an_outage_while_uploading_shards_is_retried_and_submi
     assert outage.tripped.is_set()
     outage.start()
     assert status(ctx, d.run_id)["state"] == "accepted"  # not final: the trigger retries
-    # the job is created before the first chunk's upload, its tasks only once their shards are in
-    assert jobs_left(batch, d.run_id) == [d.run_id] and task_ids(batch, d.run_id) == []
+    # the job is created before the first chunk's upload, its tasks only once their shards are in: the
+    # first chunk (one round of uploads) went in before the outage, the one it stopped added nothing
+    added = task_ids(batch, d.run_id)
+    assert jobs_left(batch, d.run_id) == [d.run_id] and added == [f"t{i:06d}" for i in range(len(added))]
+    shards = storage.blob_names(ctx.blobs, in_container, "shards/")
+    assert len(added) < 10 and [name.split(".")[0] for name in shards[:len(added)]] == \
+        [f"shards/{i:06d}" for i in range(len(added))]
 
     retry_step(lambda: accept(ctx, d.container, d.name), lambda: status(ctx, d.run_id)["state"] == "running",
                "intake")

@@ -95,8 +95,8 @@ def baseline_upload(ctx, data: bytes, container: str, requests: bool = False) ->
         else:
             client.upload_blob(f"shards/{i:06d}.jsonl", shards[i], overwrite=True)
     with Timer() as t, ThreadPoolExecutor(ctx.settings.upload_concurrency) as pool:
-        for start in range(0, len(shards), 1000):  # map() holds a future and a result per item: 100,000 grew to GBs
-            for _ in pool.map(upload, range(start, min(start + 1000, len(shards)))):
+        for start in range(0, len(shards), 10_000):  # map() holds a future and a result per item: 100,000 grew to GBs
+            for _ in pool.map(upload, range(start, min(start + 10_000, len(shards)))):
                 pass
     return t.seconds
 

@@ -92,11 +92,11 @@ def _pid(name: str) -> int | None:
     return pid if name in cmdline else None
 
 
-AZURITE_PRELOAD = ROOT / "scripts" / "azurite_fast_removes.js"
+AZURITE_PRELOAD = ROOT / "scripts" / "azurite_preload.js"
 
 
 def azurite_environment(environ: dict[str, str]) -> dict[str, str]:
-    """Azurite's environment: `environ` with scripts/azurite_fast_removes.js preloaded (without it,
+    """Azurite's environment: `environ` with scripts/azurite_preload.js preloaded (without it,
     deleting a blob among ~100,000 blocks Azurite for a fraction of a second, and its GC for minutes)."""
     preload = f'--require "{AZURITE_PRELOAD}"'
     return {**environ, "NODE_OPTIONS": f"{environ.get('NODE_OPTIONS', '')} {preload}".strip()}

@@ -1,7 +1,8 @@
 """scripts/azurite_preload.js, the preload that keeps Azurite answering with many blobs: a
-removal of a few documents no longer takes LokiJS's re-sorting batch path, and the GC's sweep of
-unused extents lets requests in as it goes; both leave the same documents as the stock paths
-(checked in Node against the LokiJS and Azurite modules that Azurite loads)."""
+removal of a few documents no longer takes LokiJS's re-sorting batch path, the GC's sweep of
+unused extents lets requests in as it goes (both leave the same documents as the stock paths), and
+the GC sees every blob in use however their names repeat across containers (checked in Node
+against the LokiJS and Azurite modules that Azurite loads)."""
 from __future__ import annotations
 
 import json
@@ -97,3 +98,41 @@ def test_the_gc_sweep_lets_requests_in_and_removes_what_the_stock_sweep_removes(
     assert patched["byId"] == stock["byId"] == 0
     assert stock["turns"] <= 1  # Azurite's own sweep never lets the event loop turn: requests wait it out
     assert patched["turns"] >= 1000 // 16  # now one turn per 16 removals at least
+
+
+REFERRED = r"""
+const path = require("path");
+const [root, preload, patched] = process.argv.slice(1);
+const dist = path.join(root, "node_modules/azurite/dist/src");
+if (patched === "yes") { process.argv[1] = path.join(dist, "azurite.js"); require(preload); }
+const Store = require(path.join(dist, "blob/persistence/LokiBlobMetadataStore.js")).default;
+const Referred = require(path.join(dist, "blob/persistence/BlobReferredExtentsAsyncIterator.js")).default;
+(async () => {
+  const store = new Store("unused.db", true);  // in memory: nothing is written
+  await store.init();
+  const blobs = store.db.getCollection(store.BLOBS_COLLECTION);
+  // 600 containers holding the same 20 names, as every run's work container does: 12,000 blobs
+  for (let c = 0; c < 600; c++) for (let t = 0; t < 20; t++) {
+    blobs.insert({ accountName: "a", containerName: "run-" + c, name: "tasks/t" + String(t).padStart(6, "0"),
+                   snapshot: "", isCommitted: true, properties: {}, persistency: { id: "x" + c + "-" + t } });
+  }
+  blobs.insert({ accountName: "a", containerName: "snap", name: "s", snapshot: "2026", isCommitted: false,
+                 properties: {}, persistency: { id: "snapshot-extent" } });
+  const seen = new Set();
+  const iter = new Referred(store);
+  for (let res = await iter.next(); res.done === false || res.value.length > 0; res = await iter.next()) {
+    for (const id of res.value) seen.add(id);
+  }
+  console.log(JSON.stringify({ referred: seen.size }));
+})();
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
+def test_the_gc_finds_every_blob_in_use_when_names_repeat_across_containers():
+    def referred(patched: str) -> int:
+        out = subprocess.run(["node", "-e", REFERRED, str(ROOT), str(AZURITE_PRELOAD), patched], capture_output=True,
+                             text=True, check=True, timeout=120)
+        return json.loads(out.stdout)["referred"]
+    assert referred("no") < 12_001  # Azurite's own listing skips the blobs named as a page's last one
+    assert referred("yes") == 12_001  # every blob's data, the snapshot's and the uncommitted one's too

@@ -36,7 +36,7 @@ _T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
-FIRST_CHUNK = 100  # the first chunk whose rate sizes the next ones (a tinier one is mostly round trips)
+FIRST_CHUNK = 100  # one add-task call: the first tasks start as soon as they can
 CHUNK_SHARE = 0.05  # a chunk takes at most this share of the budget (so an invocation overruns it by <= 5%)
 MIN_CHUNK_SECONDS = 1.0  # ... or this long, so a tiny budget still makes chunks worth a status write
 CONCURRENT_INTAKES = 16  # intakes of one process adding a chunk's tasks at once (each adds one chunk at a time)
@@ -105,11 +105,6 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
     sizer = ChunkSizer(ctx.settings.intake_budget_seconds, ctx.settings.submit_chunk_tasks, started=started)
     inputs = _inputs_from(ctx, run_id, shards, start)
     first = run.state == ACCEPTED
-    # a run's very first chunk is one round of uploads, so its first tasks start at once (with 100, the
-    # first task of 200 started 0.9 s after the job); it is not measured: its rate is mostly round trips,
-    # and chunks sized from it stayed small (a 1,000-task intake took twice as long)
-    opening = ctx.settings.upload_concurrency if first else 0
-    running_noted = not first
     # Chunk k+1's shards upload while chunk k's tasks are added (neither waits on the other's round
     # trips); a chunk's tasks are added only once its own shards are all uploaded, and the cursor
     # moves only once they are added.
@@ -121,7 +116,7 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
         while True:
             following = None
             if uploaded < shards.total and ((adding is None and sizer.batches == 0) or sizer.fits(time.monotonic())):
-                size = min(opening or sizer.next_size(), shards.total - uploaded)
+                size = min(sizer.next_size(), shards.total - uploaded)
                 following = _guarded(ctx, run_id, planned, partial(_upload_chunk, ctx, run_id, planned, inputs,
                                                                    uploaded, size, shards.skip, deadline))
                 if following.end == uploaded:
@@ -130,16 +125,13 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
             if adding is not None:
                 done, adding = adding, None
                 _guarded(ctx, run_id, planned, done.added.result)
-                if not _note(ctx, run_id, not running_noted, done.chunk.end, on_running):
+                if not _note(ctx, run_id, first and sizer.batches == 0, done.chunk.end, on_running):
                     return None
-                running_noted = True
-                if done.measured:
-                    sizer.record(done.chunk.end - done.chunk.start, time.monotonic() - done.chunk.began)
+                sizer.record(done.chunk.end - done.chunk.start, time.monotonic() - done.chunk.began)
             if following is None:
                 break
             adding = _Adding(following, threads.pool("submit-chunk", CONCURRENT_INTAKES).submit(
-                _add_chunk, ctx, run_id, following.tasks), measured=not opening)
-            opening = 0
+                _add_chunk, ctx, run_id, following.tasks))
     finally:
         if adding is not None:  # an error above: nothing of this invocation goes on after it
             threads.settle([adding.added], cancel=True)
@@ -245,7 +237,6 @@ class _Chunk:
 class _Adding:
     chunk: _Chunk
     added: Future[None]
-    measured: bool = True  # its rate sizes the next chunks (not the opening one)
 
 
 def _guarded(ctx: Context, run_id: str, planned: jobplan.Submission, step: Callable[[], _T]) -> _T:

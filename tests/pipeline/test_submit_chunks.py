@@ -253,19 +253,3 @@ def test_a_prefix_that_changes_while_submitting_fails_the_run_saying_why(chunked
     assert final["state"] == "failed" and "changed while the run was being submitted" in final["error"]
     assert work_containers_left(ctx) == []
 
-
-def test_the_first_chunk_is_one_round_of_uploads_and_the_next_measures_the_rate(env, batch, monkeypatch):
-    """The opening chunk (UPLOAD_CONCURRENCY tasks) starts tasks at once; it is not what sizes the
-    later chunks, the FIRST_CHUNK after it is."""
-    ctx = build_context({**env, "INTAKE_BUDGET_SECONDS": "60", "UPLOAD_CONCURRENCY": "8"})
-    sizes: list[int] = []
-    real_add = batch_module.add_tasks
-
-    def add_tasks(client, job_id, bodies):
-        sizes.append(len(bodies))
-        return real_add(client, job_id, bodies)
-    monkeypatch.setattr(batch_module, "add_tasks", add_tasks)
-    d = drop(ctx, "opening.json", {"command": COPY, "input": {"items": list(range(300))}})
-    accept(ctx, d.container, d.name)
-    assert sizes[:2] == [8, submit.FIRST_CHUNK] and sum(sizes) == 300
-    assert status(ctx, d.run_id)["submitted"] == 300 and continuations(ctx) == []

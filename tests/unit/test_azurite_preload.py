@@ -13,6 +13,15 @@ import pytest
 
 from scripts.devstack import AZURITE_PRELOAD, ROOT, azurite_environment
 
+
+def run_node(script: str, *args: str) -> dict:
+    """`script` in Node with the repository root and the preload's path as its first arguments; the
+    JSON it prints."""
+    out = subprocess.run(["node", "-e", script, str(ROOT), str(AZURITE_PRELOAD), *args], capture_output=True,
+                         text=True, check=True, timeout=120)
+    return json.loads(out.stdout)
+
+
 SCRIPT = r"""
 const path = require("path");
 const [root, preload] = process.argv.slice(1);  // node -e: the arguments start at argv[1]
@@ -39,9 +48,7 @@ console.log(JSON.stringify({ stock, patched: run() }));
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
 def test_few_removes_take_the_in_place_path_and_leave_what_the_stock_path_leaves():
-    out = subprocess.run(["node", "-e", SCRIPT, str(ROOT), str(AZURITE_PRELOAD)], capture_output=True, text=True,
-                         check=True, timeout=60)
-    found = json.loads(out.stdout)
+    found = run_node(SCRIPT)
     stock, patched = found["stock"], found["patched"]
     assert stock["singles"] == 20 and patched["singles"] == 0  # one re-sort per removal before, none now
     assert patched["batches"] == 1  # a large removal keeps LokiJS's own path
@@ -89,9 +96,7 @@ async function sweep(useStock) {
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
 def test_the_gc_sweep_lets_requests_in_and_removes_what_the_stock_sweep_removes():
-    out = subprocess.run(["node", "-e", SWEEP, str(ROOT), str(AZURITE_PRELOAD)], capture_output=True, text=True,
-                         check=True, timeout=120)
-    found = json.loads(out.stdout)
+    found = run_node(SWEEP)
     stock, patched = found["stock"], found["patched"]
     assert stock["count"] == patched["count"] == 1000 and stock["dropped"] == patched["dropped"] == 1000
     assert patched["left"] == stock["left"] and len(patched["left"]) == 4000
@@ -131,8 +136,6 @@ const Referred = require(path.join(dist, "blob/persistence/BlobReferredExtentsAs
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
 def test_the_gc_finds_every_blob_in_use_when_names_repeat_across_containers():
     def referred(patched: str) -> int:
-        out = subprocess.run(["node", "-e", REFERRED, str(ROOT), str(AZURITE_PRELOAD), patched], capture_output=True,
-                             text=True, check=True, timeout=120)
-        return json.loads(out.stdout)["referred"]
+        return run_node(REFERRED, patched)["referred"]
     assert referred("no") < 12_001  # Azurite's own listing skips the blobs named as a page's last one
     assert referred("yes") == 12_001  # every blob's data, the snapshot's and the uncommitted one's too

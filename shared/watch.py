@@ -45,6 +45,9 @@ STALL_CHECK = timedelta(minutes=5)  # how often a run without progress gets its 
 # a step nobody claims this long after it was asked for (or last re-driven) is asked for again:
 # longer than a claim's lease, so a live claimant always shows
 REDRIVE_AFTER = timedelta(seconds=claims.LEASE_SECONDS + 15)
+# each further re-drive of a step waits twice as long (up to 8x): a request that is only waiting in
+# a queue's backlog is not asked for again every 85 s, which would crowd the backlog further
+MAX_REDRIVE_DOUBLINGS = 3
 MAX_INTAKE_REDRIVES = 5  # then the intake is given up on: it keeps dying
 MAX_FINALIZE_ATTEMPTS = 6  # finalizes that claimed the run and did not finish it
 TICK_BUDGET = timedelta(seconds=20)  # below MONITOR_SCHEDULE's 30 s in Azure
@@ -172,7 +175,7 @@ def _watch_marker(ctx: Context, run_id: str) -> str:
             log.warning("intake never created the run run_id=%s redrives=%d", run_id, marker.redrives)
             return "forgotten"
         return "not created yet"
-    if _age(ctx, marker.since) < REDRIVE_AFTER or ctx.claims.held(run_id, claims.INTAKE):
+    if _age(ctx, marker.since) < redrive_after(marker.redrives) or ctx.claims.held(run_id, claims.INTAKE):
         return "not created yet"
     _redrive_intake(ctx, run_id, marker.source, marker)
     return "intake re-requested"
@@ -201,6 +204,11 @@ def watch_run(ctx: Context, run_id: str, nodes: NodeCounts | None = None) -> str
     return _watch_merging(ctx, run)
 
 
+def redrive_after(redrives: int) -> timedelta:
+    """How long a step must go unclaimed before it is asked for again, after `redrives` re-drives."""
+    return REDRIVE_AFTER * 2 ** min(redrives, MAX_REDRIVE_DOUBLINGS)
+
+
 def _age(ctx: Context, since: datetime | None) -> timedelta:
     """How long ago `since` was; a time never written counts as long ago."""
     return timedelta.max if since is None else ctx.clock() - since
@@ -210,10 +218,10 @@ def _watch_accepted(ctx: Context, run: RunRecord) -> str:
     """Intake is at work (it holds its claim), or was asked for lately (every commit, a re-drive's
     too, stamps updated_at); else it died and is re-driven, up to MAX_INTAKE_REDRIVES times (then
     the run fails and is cleaned up)."""
-    quiet = _age(ctx, run.updated_at)
-    if quiet < REDRIVE_AFTER or ctx.claims.held(run.run_id, claims.INTAKE):
+    quiet, redrives = _age(ctx, run.updated_at), run.redrives.get("intake", 0)
+    if quiet < redrive_after(redrives) or ctx.claims.held(run.run_id, claims.INTAKE):
         return "intake in progress"
-    source, redrives = run.source, run.redrives.get("intake", 0)
+    source = run.source
     if source is None or redrives >= MAX_INTAKE_REDRIVES:
         ctx.runs.give_up(run, f"intake did not finish (it was started {redrives + 1} times and never got the job "
                               f"submitted; see the function logs); drop the job file again")
@@ -228,7 +236,7 @@ def _watch_accepted(ctx: Context, run: RunRecord) -> str:
 
 
 def _watch_running(ctx: Context, run: RunRecord, nodes: NodeCounts) -> str:
-    if run.submitting and _age(ctx, run.last_submitted_at) >= REDRIVE_AFTER \
+    if run.submitting and _age(ctx, run.last_submitted_at) >= redrive_after(run.redrives.get("submit", 0)) \
             and not ctx.claims.held(run.run_id, claims.INTAKE):
         return _redrive_submission(ctx, run)
     counts = batch.task_counts(ctx.batch, run.run_id)
@@ -326,7 +334,7 @@ def _watch_merging(ctx: Context, run: RunRecord) -> str:
             return "merge task running"
         return _commit_and_request(ctx, run, run.merge_task_done(ctx.clock()), "finalize requested")
     quiet = _age(ctx, run.finalize_requested_at or run.updated_at)
-    if quiet < REDRIVE_AFTER or ctx.claims.held(run.run_id, claims.FINALIZE):
+    if quiet < redrive_after(run.redrives.get("finalize", 0)) or ctx.claims.held(run.run_id, claims.FINALIZE):
         return "merging"
     if run.finalize_attempts >= MAX_FINALIZE_ATTEMPTS:
         ctx.runs.give_up(run, f"finalize was started {run.finalize_attempts} times and never finished; see the "

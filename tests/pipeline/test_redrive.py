@@ -17,7 +17,7 @@ from shared.accept import accept
 from shared.claims import Claims
 from shared.finalize import finalize
 from shared.runs import utc_now
-from shared.watch import MAX_FINALIZE_ATTEMPTS, REDRIVE_AFTER, watch
+from shared.watch import MAX_FINALIZE_ATTEMPTS, REDRIVE_AFTER, redrive_after, watch
 from tests.pipeline.helpers import COPY, build_context, drop, results_blob, run_to_end, wait_for, work_containers_left
 
 
@@ -80,6 +80,25 @@ def test_a_finalize_request_lost_with_its_host_is_redriven(ctx, env):
     assert finalize(ctx, run_id) == "succeeded"
     report = json.loads(results_blob(ctx, f"{run_id}/report.json"))
     assert report["redrives"] == {"finalize": 1}
+
+
+def test_each_further_redrive_of_a_request_waiting_in_a_backlog_waits_twice_as_long(ctx, env):
+    """A finalize request still waiting behind a backlog of other runs' is not lost: asking for it
+    again every 85 s only lengthens the backlog (1,000 runs at once: 7 requests for one run)."""
+    run_id = to_merging(ctx, "backlog.json")
+    first = REDRIVE_AFTER + timedelta(seconds=15)
+    assert watch(later(env, first))[run_id] == "finalize re-requested"
+    assert watch(later(env, first + REDRIVE_AFTER + timedelta(seconds=15)))[run_id] == "merging"  # 100 s < 170 s
+    second = first + redrive_after(1) + timedelta(seconds=5)
+    assert watch(later(env, second))[run_id] == "finalize re-requested"
+    assert watch(later(env, second + redrive_after(1) + timedelta(seconds=5)))[run_id] == "merging"  # < 340 s
+    assert ctx.runs.read(run_id).redrives == {"finalize": 2}
+    assert messages(ctx.finalize_queue) == [run_id] * 3
+    assert finalize(ctx, run_id) == "succeeded"
+
+
+def test_the_wait_before_a_redrive_doubles_up_to_eight_times_the_first():
+    assert [redrive_after(n) / REDRIVE_AFTER for n in range(6)] == [1, 2, 4, 8, 8, 8]
 
 
 def test_a_finalize_that_died_holding_its_claim_is_redriven_once_the_claim_expires(ctx, env):

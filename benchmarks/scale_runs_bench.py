@@ -142,6 +142,8 @@ def main() -> int:
           f"{args.concurrency}, {args.workers} host workers; tick budget {TICK_BUDGET.total_seconds():g} s, "
           f"{TICK_PARALLELISM} runs at once")
     print(table(rows, ("", "p50", "p95", "max")))
+    print(f"invocations: {len(intakes):,} intake (with continuations and re-drives), {len(finals):,} finalize "
+          f"(a re-driven or duplicate request is one more)")
     print(f"all {args.runs:,} handed to intake in {intake_s:.1f} s; {ended:,} runs over after {wall_s:.1f} s; "
           f"{len(host.errors())} invocations raised and were retried; {len(host.tick_errors)} ticks raised")
     for e in host.errors()[:5]:
@@ -152,7 +154,8 @@ def main() -> int:
                       "intake_p50_s": round(percentile(intakes, 50), 3),
                       "intake_max_s": round(max(intakes, default=0), 3),
                       "finalize_p50_s": round(percentile(finals, 50), 3),
-                      "finalize_max_s": round(max(finals, default=0), 3), "wall_s": round(wall_s, 1), "over": ended,
+                      "finalize_max_s": round(max(finals, default=0), 3), "intakes": len(intakes),
+                      "finalizes": len(finals), "wall_s": round(wall_s, 1), "over": ended,
                       "errors": len(host.errors()), "problems": len(wrong)}))
     if wrong:
         print(f"CORRECTNESS FAILED ({len(wrong)}):\n  " + "\n  ".join(wrong[:20]))

@@ -139,3 +139,48 @@ def test_the_gc_finds_every_blob_in_use_when_names_repeat_across_containers():
         return run_node(REFERRED, patched)["referred"]
     assert referred("no") < 12_001  # Azurite's own listing skips the blobs named as a page's last one
     assert referred("yes") == 12_001  # every blob's data, the snapshot's and the uncommitted one's too
+
+
+PREFIX_LISTING = r"""
+const path = require("path");
+const [root, preload] = process.argv.slice(1);
+const entry = path.join(root, "node_modules/azurite/dist/src/azurite.js");
+const loki = require(require.resolve("lokijs", { paths: [path.dirname(entry)] }));
+const regex = loki.LokiOps.$regex;
+let tested = 0;
+loki.LokiOps.$regex = function (a, b) { tested++; return regex(a, b); };
+function run() {
+  const db = new loki("m");
+  const blobs = db.addCollection("$BLOBS_COLLECTION$", { indices: ["accountName", "containerName", "name", "snapshot"] });
+  const other = db.addCollection("$CONTAINERS_COLLECTION$", { indices: ["accountName", "name"] });
+  for (let i = 0; i < 20000; i++) {
+    const name = (i % 7 === 0 ? "active/" : "tasks/") + String(i).padStart(6, "0");
+    blobs.insert({ accountName: "devstoreaccount1", containerName: "c" + (i % 50), name, snapshot: "" });
+    other.insert({ accountName: "devstoreaccount1", name: "c" + i });
+  }
+  // the query of Azurite's listBlobs, in its key order
+  const query = { name: { $regex: /^active\// }, accountName: "devstoreaccount1", containerName: "c7" };
+  tested = 0;
+  const listed = blobs.chain().find(query).simplesort("name").data().map((d) => d.name);
+  const listingTests = tested;
+  tested = 0;
+  const containers = other.chain().find({ name: { $regex: /^c19/ }, accountName: "devstoreaccount1" }).data().length;
+  return { listed, listingTests, containers, containerTests: tested };
+}
+const stock = run();
+process.argv[1] = entry;
+require(preload);
+console.log(JSON.stringify({ stock, patched: run() }));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
+def test_a_prefix_listing_looks_at_its_containers_blobs_only_and_lists_the_same():
+    found = run_node(PREFIX_LISTING)
+    stock, patched = found["stock"], found["patched"]
+    assert patched["listed"] == stock["listed"] and len(stock["listed"]) == 58  # c7's "active/" blobs
+    assert stock["listingTests"] == 20000  # the regex ran over every container's blobs
+    assert patched["listingTests"] == 400  # c7's own
+    # another collection's query is left as it was
+    assert patched["containers"] == stock["containers"] == 1111  # c19, c190-c199, c1900-c1999
+    assert patched["containerTests"] == stock["containerTests"] == 20000

@@ -27,7 +27,12 @@
 // the regex over every blob of every container (with about 400,000 blobs, half of Azurite's CPU in
 // our 100,000-task run went to the monitor's listing of a handful of control blobs each second).
 // That query is now applied container first (through the containerName index), the regex last:
-// the same documents, and listBlobs sorts them by name itself.
+// the same documents, and listBlobs sorts them by name itself. Likewise a blob's or a container's
+// delete ({accountName, containerName[, name]}) starts with the name, else the container.
+// What, 5: the blobs collection keeps binary indexes on accountName and snapshot, which never narrow
+// a query here (one account; snapshots are rare) but which every insert and removal updates: with
+// 420,000 blobs an insert took 3.6 ms with them, 0.9 ms without (a fifth of Azurite's CPU in the
+// 100,000-task run). They are dropped after the store starts.
 // Nothing on disk is changed, and the patches apply only inside Azurite's own process.
 "use strict";
 const fs = require("fs");
@@ -35,6 +40,7 @@ const path = require("path");
 
 const FEW = 64;
 const SWEEP_YIELD = 16;
+const NEVER_NARROW = ["accountName", "snapshot"];  // the blobs collection's indexes that go (What, 5)
 
 let entry = "";
 try {
@@ -59,7 +65,7 @@ if (/azurite[\\/]dist[\\/]src[\\/]azurite\.js$/.test(entry)) {
   const Resultset = loki.Resultset;
   const find = Resultset.prototype.find;
   Resultset.prototype.find = function (query, firstOnly) {
-    return find.call(this, containerFirst(this, query), firstOnly);
+    return find.call(this, narrowestFirst(this, query), firstOnly);
   };
 
   const dist = path.dirname(entry);
@@ -93,6 +99,15 @@ if (/azurite[\\/]dist[\\/]src[\\/]azurite\.js$/.test(entry)) {
     return [docs, String(docs[docs.length - 1].$loki)];
   };
 
+  const init = BlobStore.prototype.init;
+  BlobStore.prototype.init = async function (...args) {
+    await init.apply(this, args);
+    const blobs = this.db.getCollection(this.BLOBS_COLLECTION);
+    for (const property of NEVER_NARROW) {
+      delete blobs.binaryIndices[property];
+    }
+  };
+
   const MemoryExtentStore = require(path.join(dist, "common/persistence/MemoryExtentStore.js")).default;
   MemoryExtentStore.prototype.deleteExtents = async function (extents) {
     let count = 0;
@@ -110,13 +125,16 @@ if (/azurite[\\/]dist[\\/]src[\\/]azurite\.js$/.test(entry)) {
   };
 }
 
-// The blobs collection's prefix query, container first (What, 4); any other query as it was.
-function containerFirst(resultset, query) {
+// A query of the blobs collection starts with the blob's name, else its container (What, 4); the
+// conditions are ANDed, so the order changes which index narrows first, not what is found.
+function narrowestFirst(resultset, query) {
   if (resultset.filterInitialized || resultset.collection.name !== "$BLOBS_COLLECTION$" || query === null ||
-      typeof query !== "object" || typeof query.containerName !== "string" || query.name === null ||
-      typeof query.name !== "object" || !("$regex" in query.name)) {
+      typeof query !== "object" || typeof query.containerName !== "string") {
     return query;
   }
-  const { containerName, name, ...rest } = query;
-  return { containerName, ...rest, name };
+  const { name, containerName, ...rest } = query;
+  if (typeof name === "string") {
+    return { name, containerName, ...rest };
+  }
+  return "name" in query ? { containerName, ...rest, name } : { containerName, ...rest };
 }

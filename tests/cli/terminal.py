@@ -36,6 +36,9 @@ def run_in_pty(argv: list[str], env: dict[str, str], *, cwd: str, rows: int = 30
     pid, master = pty.fork()
     if pid == 0:  # the child: size the terminal, then become the command
         try:
+            # as a shell starts a foreground job: Ctrl-C interrupts it even when the test run itself
+            # was started in the background (`cmd &` in a script ignores SIGINT, and exec keeps that)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
             os.chdir(cwd)
             os.execve(argv[0], argv, env)

@@ -184,3 +184,39 @@ def test_a_prefix_listing_looks_at_its_containers_blobs_only_and_lists_the_same(
     # another collection's query is left as it was
     assert patched["containers"] == stock["containers"] == 1111  # c19, c190-c199, c1900-c1999
     assert patched["containerTests"] == stock["containerTests"] == 20000
+
+
+STORE_QUERIES = r"""
+const path = require("path");
+const [root, preload, patched] = process.argv.slice(1);
+const dist = path.join(root, "node_modules/azurite/dist/src");
+if (patched === "yes") { process.argv[1] = path.join(dist, "azurite.js"); require(preload); }
+const Store = require(path.join(dist, "blob/persistence/LokiBlobMetadataStore.js")).default;
+(async () => {
+  const store = new Store("unused.db", true);  // in memory: nothing is written
+  await store.init();
+  const blobs = store.db.getCollection(store.BLOBS_COLLECTION);
+  for (let i = 0; i < 6000; i++) {
+    blobs.insert({ accountName: "a" + (i % 2), containerName: "c" + (i % 30), name: "b" + (i % 700),
+                   snapshot: i % 500 === 0 ? "2026" : "" });
+  }
+  const ids = (q) => blobs.find(q).map((d) => d.$loki).sort((x, y) => x - y);
+  console.log(JSON.stringify({
+    indexes: Object.keys(blobs.binaryIndices).sort(),
+    container: ids({ accountName: "a1", containerName: "c7" }),
+    blob: ids({ accountName: "a0", containerName: "c4", name: "b4" }),
+    one: blobs.findOne({ name: "b500", accountName: "a0", containerName: "c20", snapshot: "2026" }).$loki,
+    later: ids({ containerName: "c3", name: { $gt: "b69" } }),
+    none: ids({ containerName: "c3", name: undefined }),
+  }));
+})();
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
+def test_blob_queries_find_the_same_without_the_indexes_that_never_narrow():
+    stock, patched = run_node(STORE_QUERIES, "no"), run_node(STORE_QUERIES, "yes")
+    assert stock.pop("indexes") == ["accountName", "containerName", "name", "snapshot"]
+    assert patched.pop("indexes") == ["containerName", "name"]  # every insert and removal updated four
+    assert patched == stock
+    assert len(stock["container"]) == 200 and len(stock["blob"]) > 0 and stock["none"] == []

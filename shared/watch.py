@@ -46,7 +46,7 @@ STALL_CHECK = timedelta(minutes=5)  # how often a run without progress gets its 
 # longer than a claim's lease, so a live claimant always shows
 REDRIVE_AFTER = timedelta(seconds=claims.LEASE_SECONDS + 15)
 # each further re-drive of a step waits twice as long (up to 8x): a request that is only waiting in
-# a queue's backlog is not asked for again every 85 s, which would crowd the backlog further
+# a queue's backlog is not asked for again every 75 s, which would crowd the backlog further
 MAX_REDRIVE_DOUBLINGS = 3
 MAX_INTAKE_REDRIVES = 5  # then the intake is given up on: it keeps dying
 MAX_FINALIZE_ATTEMPTS = 6  # finalizes that claimed the run and did not finish it

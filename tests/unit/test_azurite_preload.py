@@ -105,17 +105,26 @@ def test_the_gc_sweep_lets_requests_in_and_removes_what_the_stock_sweep_removes(
     assert patched["turns"] >= 1000 // 16  # now one turn per 16 removals at least
 
 
-REFERRED = r"""
+# Azurite's own blob metadata store, in memory, with the preload when the third argument is "yes":
+# the scripts after it use `dist` and `inMemoryStore()`
+AZURITE_STORE = r"""
 const path = require("path");
 const [root, preload, patched] = process.argv.slice(1);
 const dist = path.join(root, "node_modules/azurite/dist/src");
 if (patched === "yes") { process.argv[1] = path.join(dist, "azurite.js"); require(preload); }
 const Store = require(path.join(dist, "blob/persistence/LokiBlobMetadataStore.js")).default;
-const Referred = require(path.join(dist, "blob/persistence/BlobReferredExtentsAsyncIterator.js")).default;
-(async () => {
+async function inMemoryStore() {
   const store = new Store("unused.db", true);  // in memory: nothing is written
   await store.init();
-  const blobs = store.db.getCollection(store.BLOBS_COLLECTION);
+  return [store, store.db.getCollection(store.BLOBS_COLLECTION)];
+}
+"""
+
+
+REFERRED = AZURITE_STORE + r"""
+const Referred = require(path.join(dist, "blob/persistence/BlobReferredExtentsAsyncIterator.js")).default;
+(async () => {
+  const [store, blobs] = await inMemoryStore();
   // 600 containers holding the same 20 names, as every run's work container does: 12,000 blobs
   for (let c = 0; c < 600; c++) for (let t = 0; t < 20; t++) {
     blobs.insert({ accountName: "a", containerName: "run-" + c, name: "tasks/t" + String(t).padStart(6, "0"),
@@ -186,16 +195,9 @@ def test_a_prefix_listing_looks_at_its_containers_blobs_only_and_lists_the_same(
     assert patched["containerTests"] == stock["containerTests"] == 20000
 
 
-STORE_QUERIES = r"""
-const path = require("path");
-const [root, preload, patched] = process.argv.slice(1);
-const dist = path.join(root, "node_modules/azurite/dist/src");
-if (patched === "yes") { process.argv[1] = path.join(dist, "azurite.js"); require(preload); }
-const Store = require(path.join(dist, "blob/persistence/LokiBlobMetadataStore.js")).default;
+STORE_QUERIES = AZURITE_STORE + r"""
 (async () => {
-  const store = new Store("unused.db", true);  // in memory: nothing is written
-  await store.init();
-  const blobs = store.db.getCollection(store.BLOBS_COLLECTION);
+  const [, blobs] = await inMemoryStore();
   for (let i = 0; i < 6000; i++) {
     blobs.insert({ accountName: "a" + (i % 2), containerName: "c" + (i % 30), name: "b" + (i % 700),
                    snapshot: i % 500 === 0 ? "2026" : "" });

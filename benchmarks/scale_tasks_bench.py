@@ -170,6 +170,8 @@ def one_run(ctx, n: int, workers: int, deadline_s: float, label: str, to_end: bo
     return {**measured, "end_to_end_s": end_s, "finalize_invocations": len(finals),
             "finalize_sum_s": sum(f.seconds for f in finals),
             "finalize_longest_s": max((f.seconds for f in finals), default=0.0),
+            "finalize_longest5": [[round(f.started - t0, 1), round(f.seconds, 1)]
+                                  for f in sorted(finals, key=lambda f: -f.seconds)[:5]],
             "finalize_wall_s": end_s - first_finalize}
 
 

@@ -1,7 +1,8 @@
 """Merging a run's outputs in parts, each finalize invocation within FINALIZE_BUDGET_SECONDS.
 
 A part is the next succeeded tasks (as many as the measured rate merges in a twentieth of the
-budget, at most FINALIZE_PART_TASKS): their outputs are checked against their
+budget, at most FINALIZE_PART_TASKS), taken a slice at a time, so that a part sized from a rate
+measured before a slowdown stops at the budget's end instead: their outputs are checked against their
 manifests, the files not merged are kept under results/<run>/tasks/, and the merged bytes are staged
 as uncommitted blocks of the output blob (invisible to readers) with ids made of the part's number, so
 a part replayed after a crash stages the same blocks again. After each part the progress (the next
@@ -34,6 +35,7 @@ from shared.task_outputs import LostOutputs, OutputSizes, keep_other_outputs, ve
 log = logging.getLogger(__name__)
 
 FIRST_PART = 100  # tasks: a first measure of the rate
+SLICE_TASKS = 100  # a part looks at the clock between slices of this many tasks
 PART_SHARE = 0.05  # a part takes at most this share of the budget (an invocation overruns it by about as much)
 MAX_PARTS = 10_000  # each part stages at least one block; a block blob holds 50,000
 CONTINUES = Merged(failure="continues")  # the marker merge_in_parts returns when the next invocation goes on
@@ -94,12 +96,17 @@ def merge_in_parts(ctx: Context, run: RunRecord, succeeded: Sequence[TaskOutcome
     sizer = PartSizer(ctx.settings.finalize_budget_seconds, ctx.settings.finalize_part_tasks,
                       smallest=math.ceil(len(succeeded) / MAX_PARTS))
     spent: list[float] = []
+    # a part sized from a rate measured before a slowdown (one 100,000-task run: a part five times
+    # slower than the ones before) would overrun the budget by the slowdown: it stops at the budget's
+    # end instead, after its first slice (a budget of 0 means one whole part per invocation)
+    budget = ctx.settings.finalize_budget_seconds
+    deadline = started + budget if budget > 0 else None
     while progress.next < len(succeeded):
-        began = time.monotonic()
+        began, before = time.monotonic(), progress.next
         part = succeeded[progress.next:progress.next + sizer.next_size()]
-        progress = _merge_part(ctx, run, part, out_container, sizes, progress, whole)
+        progress = _merge_part(ctx, run, part, out_container, sizes, progress, whole, deadline)
         spent.append(time.monotonic() - began)
-        sizer.record(len(part), spent[-1])
+        sizer.record(progress.next - before, spent[-1])
         handing_over = progress.next < len(succeeded) and not _fits(ctx, started, spent)
         if handing_over:
             progress = replace(progress, invocations=progress.invocations + 1)
@@ -133,30 +140,53 @@ def _fits(ctx: Context, started: float, spent: list[float]) -> bool:
 
 
 def _merge_part(ctx: Context, run: RunRecord, part: Sequence[TaskOutcome], out_container: str,
-                sizes: OutputSizes, progress: MergeProgress, whole: _Whole) -> MergeProgress:
-    manifests = verified_manifests(ctx, out_container, part, sizes.of(t.task_id for t in part))
-    keep_other_outputs(ctx, run, out_container, part, manifests,
-                       frozenset() if run.merge == "none" else frozenset({run.output_file}))
+                sizes: OutputSizes, progress: MergeProgress, whole: _Whole, deadline: float | None) -> MergeProgress:
+    """Merge `part`'s outputs a slice at a time, taking no further slice once `deadline` has passed;
+    the progress after the slices taken."""
+    taken: list[Sequence[TaskOutcome]] = []
+    missing: list[str] = []
+    verified = 0
+
+    def slices() -> Iterator[tuple[Sequence[TaskOutcome], Mapping[str, manifest.Manifest]]]:
+        nonlocal verified
+        for start in range(0, len(part), SLICE_TASKS):
+            if start and deadline is not None and time.monotonic() >= deadline:
+                return  # the rest is the next part's
+            piece = part[start:start + SLICE_TASKS]
+            manifests = verified_manifests(ctx, out_container, piece, sizes.of(t.task_id for t in piece))
+            keep_other_outputs(ctx, run, out_container, piece, manifests,
+                               frozenset() if run.merge == "none" else frozenset({run.output_file}))
+            taken.append(piece)
+            verified += len(manifests)
+            yield piece, manifests
+
+    def sources() -> Iterator[Iterator[bytes]]:
+        for piece, manifests in slices():
+            entries = [(t.task_id, manifests[t.task_id].get(run.output_file)) for t in piece]
+            missing.extend(task for task, entry in entries if entry is None)
+            wrote = [(task, entry) for task, entry in entries if entry is not None]
+            names = [naming.task_outputs(task) + run.output_file for task, _ in wrote]
+            for chunks, (task, entry) in zip(storage.stream_blobs(ctx.blobs, out_container, names), wrote,
+                                             strict=True):
+                yield manifest.verify_stream(chunks, entry, task=task)
+
     if run.merge == "none":
-        return MergeProgress(next=progress.next + len(part), verified=progress.verified + len(manifests),
+        for _ in slices():
+            pass
+        return MergeProgress(next=progress.next + sum(map(len, taken)), verified=progress.verified + verified,
                              invocations=progress.invocations)
-    entries = [(t.task_id, manifests[t.task_id].get(run.output_file)) for t in part]
-    wrote = [(task, entry) for task, entry in entries if entry is not None]
-    names = [naming.task_outputs(task) + run.output_file for task, _ in wrote]
-    sources = (manifest.verify_stream(chunks, entry, task=task) for chunks, (task, entry)
-               in zip(storage.stream_blobs(ctx.blobs, out_container, names), wrote, strict=True))
     carry = merge.Carry(progress.csv_newline.encode() if progress.csv_newline else None)
     try:
         staged = storage.stage_stream(ctx.blobs, ctx.settings.results_container, _output(run),
-                                      whole.tee(merge.merge_stream(run.merge, sources, carry)),
+                                      whole.tee(merge.merge_stream(run.merge, sources(), carry)),
                                       part=len(progress.blocks))
     except manifest.OutputMismatch as e:
         raise LostOutputs({e.task: str(e)}) from None
     return MergeProgress(
-        next=progress.next + len(part), blocks=(*progress.blocks, len(staged.block_ids)),
+        next=progress.next + sum(map(len, taken)), blocks=(*progress.blocks, len(staged.block_ids)),
         size=progress.size + staged.size, csv_newline=carry.csv_newline.decode() if carry.csv_newline else None,
-        missing=(*progress.missing, *(task for task, entry in entries if entry is None)),
-        verified=progress.verified + len(manifests), invocations=progress.invocations)
+        missing=(*progress.missing, *missing), verified=progress.verified + verified,
+        invocations=progress.invocations)
 
 
 def _output(run: RunRecord) -> str:

@@ -91,7 +91,10 @@ def test_preempting_a_try_on_a_dedicated_node_leaves_the_node(client, emu, new_p
     try:
         control(emu, f"/_emulator/jobs/{jid}/tasks/a/slow", {"seconds": 30})
         client.create_task(jid, m.BatchTaskCreateOptions(id="a", command_line="true"))
-        wait_task(client, jid, "a", state="running")
+        # started, not only dispatched: a try is "running" from its slot's booking, but takes its faults
+        # (this slow one) when it starts; preempted before that, the requeued try was the slow one (30 s)
+        wait_for(lambda: (t := client.get_task(jid, "a")).state == "running" and t.execution_info
+                 and t.execution_info.start_time, 20, what="task a started")
         status, body = control(emu, f"/_emulator/jobs/{jid}/tasks/a/preempt")
         assert status == 200 and body["nodePreempted"] is False
         assert wait_task(client, jid, "a").execution_info.requeue_count == 1

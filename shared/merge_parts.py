@@ -143,12 +143,11 @@ def _merge_part(ctx: Context, run: RunRecord, part: Sequence[TaskOutcome], out_c
                 sizes: OutputSizes, progress: MergeProgress, whole: _Whole, deadline: float | None) -> MergeProgress:
     """Merge `part`'s outputs a slice at a time, taking no further slice once `deadline` has passed;
     the progress after the slices taken."""
-    taken: list[Sequence[TaskOutcome]] = []
+    taken = verified = 0  # tasks of the slices taken, and their manifests checked
     missing: list[str] = []
-    verified = 0
 
     def slices() -> Iterator[tuple[Sequence[TaskOutcome], Mapping[str, manifest.Manifest]]]:
-        nonlocal verified
+        nonlocal taken, verified
         for start in range(0, len(part), SLICE_TASKS):
             if start and deadline is not None and time.monotonic() >= deadline:
                 return  # the rest is the next part's
@@ -156,7 +155,7 @@ def _merge_part(ctx: Context, run: RunRecord, part: Sequence[TaskOutcome], out_c
             manifests = verified_manifests(ctx, out_container, piece, sizes.of(t.task_id for t in piece))
             keep_other_outputs(ctx, run, out_container, piece, manifests,
                                frozenset() if run.merge == "none" else frozenset({run.output_file}))
-            taken.append(piece)
+            taken += len(piece)
             verified += len(manifests)
             yield piece, manifests
 
@@ -173,7 +172,7 @@ def _merge_part(ctx: Context, run: RunRecord, part: Sequence[TaskOutcome], out_c
     if run.merge == "none":
         for _ in slices():
             pass
-        return MergeProgress(next=progress.next + sum(map(len, taken)), verified=progress.verified + verified,
+        return MergeProgress(next=progress.next + taken, verified=progress.verified + verified,
                              invocations=progress.invocations)
     carry = merge.Carry(progress.csv_newline.encode() if progress.csv_newline else None)
     try:
@@ -183,7 +182,7 @@ def _merge_part(ctx: Context, run: RunRecord, part: Sequence[TaskOutcome], out_c
     except manifest.OutputMismatch as e:
         raise LostOutputs({e.task: str(e)}) from None
     return MergeProgress(
-        next=progress.next + sum(map(len, taken)), blocks=(*progress.blocks, len(staged.block_ids)),
+        next=progress.next + taken, blocks=(*progress.blocks, len(staged.block_ids)),
         size=progress.size + staged.size, csv_newline=carry.csv_newline.decode() if carry.csv_newline else None,
         missing=(*progress.missing, *missing), verified=progress.verified + verified,
         invocations=progress.invocations)

@@ -1,7 +1,8 @@
 """scripts/azurite_preload.js, the preload that keeps Azurite answering with many blobs: a
 removal of a few documents no longer takes LokiJS's re-sorting batch path, the GC's sweep of
-unused extents lets requests in as it goes (both leave the same documents as the stock paths), and
-the GC sees every blob in use however their names repeat across containers (checked in Node
+unused extents removes them in one batch and its listing of extents looks at each once (each
+leaves or finds the same documents as the stock path), and the GC sees every blob in use however
+their names repeat across containers (checked in Node
 against the LokiJS and Azurite modules that Azurite loads)."""
 from __future__ import annotations
 
@@ -61,48 +62,97 @@ def test_azurite_is_started_with_the_preload():
     assert env["NODE_OPTIONS"] == f'--max-old-space-size=4096 --require "{AZURITE_PRELOAD}"'
 
 
-SWEEP = r"""
+# Azurite's in-memory extent store and extent metadata, with 5,000 extents; the scripts after it use them
+EXTENTS = r"""
 const path = require("path");
 const [root, preload] = process.argv.slice(1);
 const dist = path.join(root, "node_modules/azurite/dist/src");
+const loki = require(require.resolve("lokijs", { paths: [dist] }));
 const Store = require(path.join(dist, "common/persistence/MemoryExtentStore.js")).default;
 const Meta = require(path.join(dist, "common/persistence/LokiExtentMetadataStore.js")).default;
+const All = require(path.join(dist, "common/persistence/AllExtentsAsyncIterator.js")).default;
 const stockSweep = Store.prototype.deleteExtents;
-async function sweep(useStock) {
+const calls = { remove: 0, batches: 0, lt: 0 };
+for (const [name, key] of [["remove", "remove"], ["removeBatchByPositions", "batches"]]) {
+  const original = loki.Collection.prototype[name];
+  loki.Collection.prototype[name] = function (...a) { calls[key]++; return original.apply(this, a); };
+}
+const lt = loki.LokiOps.$lt;
+loki.LokiOps.$lt = function (a, b) { calls.lt++; return lt(a, b); };
+async function extents() {
   const meta = new Meta("unused.db", true);  // in memory: nothing is written
   await meta.init();
   const coll = meta.db.getCollection(meta.EXTENTS_COLLECTION);
-  for (let i = 0; i < 5000; i++) coll.insert({ id: "e" + String((i * 7919) % 5000).padStart(5, "0"), locationId: "l",
-                                               path: "p", size: 1, LastModifyInMS: i });
+  const now = Date.now();
+  for (let i = 0; i < 5200; i++) {
+    // most old, some new (the GC's protect time keeps them), some without the field (as Azurite inserts them)
+    const age = i % 13 === 0 ? undefined : i % 11 === 0 ? now : now - 3600e3 + i;
+    coll.insert({ id: "e" + String((i * 7919) % 5200).padStart(5, "0"), locationId: "l", path: "p", size: 1,
+                  LastModifyInMS: age });
+  }
+  for (let i = 0; i < 200; i++) coll.remove(coll.data[i * 20]);  // gaps in $loki
+  return [meta, coll];
+}
+"""
+
+SWEEP = EXTENTS + r"""
+async function sweep(patched) {
+  const [meta, coll] = await extents();
   const dropped = new Set();
   const store = Object.create(Store.prototype);
   Object.assign(store, { metadataStore: meta, categoryName: "blob", logger: { info() {}, debug() {} },
                          chunks: { get: () => ({}), delete: (c, id) => dropped.add(id), totalSize: () => 0 } });
   const unused = new Set(coll.find().filter((d, k) => k % 5 === 0).map((d) => d.id));
-  let turns = 0, sweeping = true;
-  (function turn() { if (sweeping) { turns++; setImmediate(turn); } })();
-  const count = await (useStock ? stockSweep : Store.prototype.deleteExtents).call(store, unused);
-  sweeping = false;
-  return { count, turns, dropped: dropped.size, left: coll.find().map((d) => d.id).sort(),
-           byId: coll.find({ id: Array.from(unused)[0] }).length };
+  calls.remove = calls.batches = 0;
+  const count = await (patched ? Store.prototype.deleteExtents : stockSweep).call(store, unused);
+  return { count, remove: calls.remove, batches: calls.batches, dropped: dropped.size,
+           left: coll.find().map((d) => d.id).sort(), byId: coll.find({ id: Array.from(unused)[0] }).length };
 }
 (async () => {
   process.argv[1] = path.join(dist, "azurite.js");
   require(preload);
-  console.log(JSON.stringify({ stock: await sweep(true), patched: await sweep(false) }));
+  console.log(JSON.stringify({ stock: await sweep(false), patched: await sweep(true) }));
 })();
 """
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
-def test_the_gc_sweep_lets_requests_in_and_removes_what_the_stock_sweep_removes():
+def test_the_gc_sweep_removes_what_the_stock_sweep_removes_in_one_batch():
     found = run_node(SWEEP)
     stock, patched = found["stock"], found["patched"]
     assert stock["count"] == patched["count"] == 1000 and stock["dropped"] == patched["dropped"] == 1000
     assert patched["left"] == stock["left"] and len(patched["left"]) == 4000
-    assert patched["byId"] == stock["byId"] == 0
-    assert stock["turns"] <= 1  # Azurite's own sweep never lets the event loop turn: requests wait it out
-    assert patched["turns"] >= 1000 // 16  # now one turn per 16 removals at least
+    assert patched["byId"] == stock["byId"] == 0  # the id index is right after the batch
+    assert stock["remove"] == 1000 and stock["batches"] == 0  # one walk of the index per extent before
+    assert patched["remove"] == 0 and patched["batches"] == 1
+
+
+LISTING = EXTENTS + r"""
+async function list(patched) {
+  if (patched) { process.argv[1] = path.join(dist, "azurite.js"); require(preload); }
+  const [meta] = await extents();
+  const iter = new All(meta);  // the GC's listing: pages of 1,000 older than the protect time
+  const pages = [];
+  calls.lt = 0;
+  for (let res = await iter.next(); res.done === false || res.value.length > 0; res = await iter.next()) {
+    pages.push(res.value);
+  }
+  return { pages, lt: calls.lt, byId: (await meta.listExtents("e00007"))[0].map((d) => d.id) };
+}
+(async () => console.log(JSON.stringify({ stock: await list(false), patched: await list(true) })))();
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
+def test_the_gc_lists_the_same_extents_looking_at_each_once():
+    found = run_node(LISTING)
+    stock, patched = found["stock"], found["patched"]
+    assert patched["pages"] == stock["pages"]  # the same ids, pages and order
+    listed = [i for page in stock["pages"] for i in page]
+    assert 4000 < len(listed) == len(set(listed)) < 5000  # the new ones are left out, those without a time not
+    assert stock["lt"] >= 4 * 5000  # every page looked at every extent: quadratic in the extents
+    assert patched["lt"] <= 5000
+    assert patched["byId"] == stock["byId"] == ["e00007"]
 
 
 # Azurite's own blob metadata store, in memory, with the preload when the third argument is "yes":

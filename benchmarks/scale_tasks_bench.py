@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import sys
 import threading
 import time
@@ -82,6 +83,28 @@ class FirstTask(threading.Thread):
             time.sleep(0.05)
 
 
+class SubmissionLog(logging.Handler):
+    """shared.submit's line per intake invocation (its time before the first chunk, in chunks and
+    past the budget), each with its time after the drop, while in a `with`."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.t0 = time.monotonic()
+        self.lines: list[str] = []
+        self._logger = logging.getLogger("shared.submit")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{time.monotonic() - self.t0:.1f} s: {record.getMessage()}")
+
+    def __enter__(self) -> SubmissionLog:
+        self._logger.addHandler(self)
+        self._logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+
+
 def baseline_upload(ctx, data: bytes, container: str, requests: bool = False) -> float:
     """The SDK's upload_blob per shard; with `requests`, the plain Put Blob that intake itself sends
     (shared.blob_rest.put), so the ratio against it is intake's own work beyond the uploads."""
@@ -106,8 +129,9 @@ def one_run(ctx, n: int, workers: int, deadline_s: float, label: str, to_end: bo
     blob = put_data(ctx, f"bench/{label}.jsonl", data)
     d = drop(ctx, f"{label}.json", {"command": COPY, "input": {"blob": blob}, "items_per_task": 1})
     problems: list[str] = []
-    with Host(ctx, workers=workers) as host:
-        t0 = time.monotonic()
+    submission = SubmissionLog()
+    with Host(ctx, workers=workers) as host, submission:
+        t0 = submission.t0 = time.monotonic()
         first = FirstTask(ctx, d.run_id, t0, deadline_s)
         first.start()
         host.blob_dropped(d.container, d.name)
@@ -145,7 +169,7 @@ def one_run(ctx, n: int, workers: int, deadline_s: float, label: str, to_end: bo
         "baseline_requests_s": base_requests_s, "ratio_requests": intake_sum / base_requests_s,
         "tasks_per_s_during_intake": done_at_submitted / submitted_s,
         "tasks_per_s_during_baseline": (done_after_base - done_at_submitted) / base_s,
-        "first_task_s": first.seconds,
+        "first_task_s": first.seconds, "submission_log": submission.lines,
         "errors": [f"{e.kind} {e.key}: {e.error}" for e in errors][:5], "error_count": len(errors),
         "ticks": len(host.ticks), "tick_max_s": max((t.seconds for t in host.ticks), default=0.0),
         "end_to_end_s": None, "finalize_invocations": None, "finalize_sum_s": None, "finalize_longest_s": None,
@@ -230,6 +254,8 @@ def main() -> int:
           f"{ctx.settings.upload_concurrency}")
     print(table(rows, ("", *(f"{r['tasks']:,} tasks" for r in runs))))
     print("longest intake invocations (start after the drop):\n  " + "\n  ".join(longest))
+    print(f"intake's invocations of the {runs[-1]['tasks']:,}-task run, as logged (after the drop):\n  "
+          + "\n  ".join(runs[-1]["submission_log"]))
     targets = {
         "intake within 1.25x of the upload": all(r["ratio"] <= 1.25 for r in runs),
         "longest intake invocation within budget + 10%": all(r["intake_longest_s"] <= budget_cap for r in runs),

@@ -112,6 +112,7 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
     # a chunk sized from a rate measured before a slowdown would overrun the budget by the slowdown:
     # it stops taking shards at the budget's end instead (a budget of 0 means one whole chunk)
     deadline = started + sizer.budget if sizer.budget > 0 else None
+    chunks_began = time.monotonic()
     try:
         while True:
             following = None
@@ -135,11 +136,16 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
     finally:
         if adding is not None:  # an error above: nothing of this invocation goes on after it
             threads.settle([adding.added], cancel=True)
+    # where an invocation's time went: up to its first chunk (reading the record, re-splitting the input
+    # up to the cursor), its chunks, and past the budget's end (the last chunks' tasks are added after it)
+    now = time.monotonic()
+    timing = (f"before_chunks_s={chunks_began - started:.1f} chunks_s={now - chunks_began:.1f} "
+              f"past_budget_s={max(0.0, now - deadline) if deadline is not None else 0.0:.1f}")
     if uploaded < shards.total:
-        log.info("submission continues in another invocation run_id=%s submitted=%d total=%d chunks=%d",
-                 run_id, uploaded, shards.total, sizer.batches)
+        log.info("submission continues in another invocation run_id=%s submitted=%d total=%d chunks=%d %s",
+                 run_id, uploaded, shards.total, sizer.batches, timing)
         return uploaded
-    log.info("all tasks submitted run_id=%s tasks=%d", run_id, shards.total)
+    log.info("all tasks submitted run_id=%s tasks=%d chunks=%d %s", run_id, shards.total, sizer.batches, timing)
     return None
 
 

@@ -173,6 +173,34 @@ def test_a_part_that_slows_down_stops_at_the_budget_and_the_rest_goes_on_later(e
     assert [json.loads(x) for x in data.splitlines()] == list(range(60))
 
 
+def test_the_commit_and_report_get_their_own_invocation_when_the_parts_took_half_the_budget(env, monkeypatch):
+    """The commit, report and cleanup after the last part are outside the parts' accounting (a
+    100,000-task run's last finalize took 80.8 s of 60): when the parts took more than half the
+    budget, the next invocation does them."""
+    ctx = build_context({**env, "FINALIZE_BUDGET_SECONDS": "1"})
+    d = drop(ctx, "tail.json", {"command": COPY, "input": {"items": list(range(8))}})
+    accept(ctx, d.container, d.name)
+    to_merging(ctx, d.run_id)
+    real_stream = storage.stream_blobs
+
+    def slow(service, container, names, ahead=8):  # 8 outputs, 0.8 s: all in one part, past half the budget
+        for chunks in real_stream(service, container, names, ahead):
+            time.sleep(0.1)
+            yield chunks
+
+    monkeypatch.setattr(storage, "stream_blobs", slow)
+    assert finalize_messages(ctx)
+    assert finalize(ctx, d.run_id) == CONTINUES
+    monkeypatch.setattr(storage, "stream_blobs", real_stream)
+    run = status(ctx, d.run_id)
+    assert run["state"] == "merging" and run["merge_progress"]["next"] == 8  # all merged, nothing committed
+    assert results_blob(ctx, f"{d.run_id}/output.jsonl") is None and results_blob(ctx, f"{d.run_id}/report.json") is None
+    assert finalize_messages(ctx) and finalize(ctx, d.run_id) != CONTINUES
+    assert status(ctx, d.run_id)["state"] == "succeeded"
+    data = assert_digests(ctx, d.run_id, f"{d.run_id}/output.jsonl")
+    assert [json.loads(x) for x in data.splitlines()] == list(range(8))
+
+
 def test_an_output_lost_in_a_later_part_reruns_its_task_and_the_merge_starts_over(parted):
     ctx = parted
     d = drop(ctx, "lost.json", {"command": COPY, "input": {"items": list(range(10))}})

@@ -137,7 +137,7 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
         if adding is not None:  # an error above: nothing of this invocation goes on after it
             threads.settle([adding.added], cancel=True)
     # where an invocation's time went: up to its first chunk (reading the record, re-splitting the input
-    # up to the cursor), its chunks, and past the budget's end (the last chunks' tasks are added after it)
+    # up to the cursor: _inputs_from), its chunks, and past the budget's end (the last chunks' tasks are added after it)
     now = time.monotonic()
     timing = (f"before_chunks_s={chunks_began - started:.1f} chunks_s={now - chunks_began:.1f} "
               f"past_budget_s={max(0.0, now - deadline) if deadline is not None else 0.0:.1f}")
@@ -218,15 +218,17 @@ class _Input:
 
 
 def _inputs_from(ctx: Context, run_id: str, shards: Shards, start: int) -> Iterator[_Input]:
-    """Every task's input from task `start` on, in task order."""
+    """Every task's input from task `start` on, in task order. The shards before `start` are
+    re-split here and now (not on the first chunk's first read), so that an invocation's log
+    tells that time apart from its chunks'."""
     if shards.existing:
-        for i, info in enumerate(shards.existing[start:], start):
-            yield _Input(i, jobplan.prefix_inputs([info])[0], None)
-        return
+        return (_Input(i, jobplan.prefix_inputs([info])[0], None) for i, info in enumerate(shards.existing[start:],
+                                                                                           start))
     in_container, _ = work_containers(ctx, run_id)
-    for i, data in enumerate(islice(shards.replay() if shards.replay else iter(()), start, None), start):
-        yield _Input(i, jobplan.TaskInput(in_container, naming.shard_name(i, shards.input_file),
-                                          shards.input_file), data)
+    replayed = shards.replay() if shards.replay else iter(())
+    next(islice(replayed, start, start), None)  # consume the first `start` shards
+    return (_Input(i, jobplan.TaskInput(in_container, naming.shard_name(i, shards.input_file), shards.input_file),
+                   data) for i, data in enumerate(replayed, start))
 
 
 @dataclass(frozen=True)

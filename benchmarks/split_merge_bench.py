@@ -5,7 +5,8 @@ against a plain download-and-upload of the same bytes, measured in the same run.
 
 Each step runs in a fresh interpreter (benchmarks.split_merge_steps) so that its peak RSS is
 its own. Goals: peak memory under 256 MiB for split and for merge; each within 1.5x of the plain
-copy of the same bytes.
+copy of the same bytes. Also measured: the re-split a continuation of intake does up to its cursor
+(read and split, nothing uploaded) against a plain download of the same blob.
 """
 from __future__ import annotations
 
@@ -58,6 +59,9 @@ def main() -> None:
                                                       str(shard_bytes)),
             "split: iter_shards + upload": run_child("benchmarks.split_merge_steps", "split", *common,
                                                      str(args.items_per_task)),
+            "re-split: plain download (baseline)": run_child("benchmarks.split_merge_steps", "download", *common),
+            "re-split: iter_shards, no upload": run_child("benchmarks.split_merge_steps", "resplit", *common,
+                                                          str(args.items_per_task)),
             "merge: plain copy (baseline)": run_child("benchmarks.split_merge_steps", "copy-merge", *common),
             "merge: merge_stream + commit": run_child("benchmarks.split_merge_steps", "merge", *common),
         }
@@ -66,7 +70,7 @@ def main() -> None:
     names = list(steps)
     for name in names:
         r = steps[name]
-        base = steps[name.split(":")[0] + ": plain copy (baseline)"]
+        base = next(steps[n] for n in names if n.startswith(name.split(":")[0] + ": plain"))
         rows.append((name, f"{r['seconds']:.1f}", f"{mib / r['seconds']:.0f}", f"{r['seconds'] / base['seconds']:.2f}",
                      f"{r['peak_rss_mib']:.0f}", r.get("pieces", "")))
     print(f"input: {mib:.0f} MiB of JSONL, {size // RECORD} records, {args.items_per_task} per shard")

@@ -12,10 +12,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from shared import merge, split, storage
-from shared.accept import _upload_shards
+from shared import merge, naming, split, storage
 from shared.context import Context
-from shared.finalize import _sources
 from shared.settings import Settings
 
 CONCURRENCY = 16
@@ -52,10 +50,22 @@ def copy_split(ctx: Context, shard_bytes: int) -> int:
 
 
 def do_split(ctx: Context, items_per_task: int) -> int:
-    """The pipeline's own path: streaming splitter + bounded parallel upload (shared.accept)."""
+    """The pipeline's own path: streaming splitter + bounded parallel upload (shared.submit's chunks)."""
     chunks = storage.read_chunks(ctx.blobs, "data", "big.jsonl")
     shards = split.iter_shards("jsonl", chunks, items_per_task=items_per_task)
-    return _upload_shards(ctx, "shards", "input.jsonl", shards)
+    named = ((naming.shard_name(i, "input.jsonl"), data) for i, data in enumerate(shards))
+    return storage.upload_many(ctx.blobs, "shards", named, CONCURRENCY)
+
+
+def download(ctx: Context) -> int:
+    """Baseline of the re-split: read the blob through, nothing else."""
+    return sum(1 for _ in storage.read_chunks(ctx.blobs, "data", "big.jsonl"))
+
+
+def resplit(ctx: Context, items_per_task: int) -> int:
+    """What a continuation of intake does up to its cursor: read and split the input, upload nothing."""
+    chunks = storage.read_chunks(ctx.blobs, "data", "big.jsonl")
+    return sum(1 for _ in split.iter_shards("jsonl", chunks, items_per_task=items_per_task))
 
 
 def shard_ids(ctx: Context) -> list[str]:
@@ -73,8 +83,8 @@ def copy_merge(ctx: Context) -> int:
 def do_merge(ctx: Context) -> int:
     """The pipeline's own path: finalize's ordered sources + merge_stream + one commit."""
     names = shard_ids(ctx)
-    # shard blobs stand in for task outputs: same bytes, same count
-    sources = _sources(ctx, "shards", names)
+    # shard blobs stand in for task outputs: same bytes, same count (finalize's reads: shared.merge_parts)
+    sources = storage.stream_blobs(ctx.blobs, "shards", names)
     storage.commit_stream(ctx.blobs, "results", "output.jsonl", merge.merge_stream("jsonl", sources))
     return len(names)
 
@@ -87,6 +97,10 @@ def main() -> None:
         pieces = copy_split(ctx, int(rest[0]))
     elif step == "split":
         pieces = do_split(ctx, int(rest[0]))
+    elif step == "download":
+        pieces = download(ctx)
+    elif step == "resplit":
+        pieces = resplit(ctx, int(rest[0]))
     elif step == "copy-merge":
         pieces = copy_merge(ctx)
     elif step == "merge":

@@ -107,6 +107,7 @@ def watch(ctx: Context, budget: timedelta = TICK_BUDGET, parallel: int = TICK_PA
     schedule's interval, so ticks never pile up). Runs it had no time for come first next tick (the
     tick starts after the last run it covered), so no run starves however many there are. Returns
     run id -> what happened (for logs and tests)."""
+    began = time.monotonic()
     nodes = NodeCounts(ctx)
     cursor = ctx.runs.tick_cursor()
     run_ids = in_turn(ctx.runs.active_run_ids(), cursor)
@@ -119,14 +120,20 @@ def watch(ctx: Context, budget: timedelta = TICK_BUDGET, parallel: int = TICK_PA
     stopped_after = run_ids[len(outcome) - 1] if left and outcome else None
     if stopped_after != cursor:
         ctx.runs.set_tick_cursor(stopped_after)
+    looked = time.monotonic()
     try:
         outcome.update(admission.admit(ctx))  # after the runs were looked at: ended runs free their room
     except Exception as e:  # the next tick tries again
         log.warning("admission failed error=%s", type(e).__name__)
+    admitted = time.monotonic()
     try:
         sweep_if_due(ctx)
     except Exception as e:  # the sweep is a safety net: whatever stopped it, the next one retries
         log.warning("orphan sweep failed error=%s", type(e).__name__)
+    ended = time.monotonic()
+    if ended - began > budget.total_seconds():  # the budget bounds when a run is started, not the rest
+        log.warning("monitor tick over its budget seconds=%.1f runs_s=%.1f admission_s=%.1f sweep_s=%.1f",
+                    ended - began, looked - began, admitted - looked, ended - admitted)
     return outcome
 
 

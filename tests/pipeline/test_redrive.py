@@ -4,6 +4,7 @@ monitor a minute and a half later (longer than a claim's lease, see shared.watch
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -231,6 +232,24 @@ def test_a_tick_out_of_time_resumes_where_it_stopped_so_no_run_starves(ctx):
     third = watch(ctx, budget=td(0), parallel=2)
     assert sorted(third) == sorted([ids[4], ids[0]])  # wraps around
     assert len(watch(ctx)) == 5 and ctx.runs.tick_cursor() is None  # time for all: no cursor left
+
+
+def test_a_tick_over_its_budget_says_where_its_time_went(ctx, monkeypatch, caplog):
+    """The budget bounds when a run is looked at, not admission or the hourly sweep after: a tick that
+    overruns logs each phase's seconds, so that a long tick can be told apart."""
+    import shared.watch as watch_module
+
+    monkeypatch.setattr(watch_module, "sweep_if_due", lambda ctx: time.sleep(0.3))
+    with caplog.at_level(logging.WARNING, logger="shared.watch"):
+        watch(ctx, budget=timedelta(seconds=0.2))
+    [line] = [r.getMessage() for r in caplog.records if "over its budget" in r.getMessage()]
+    sweep_s = float(line.split("sweep_s=")[1])
+    assert sweep_s >= 0.3 and "runs_s=" in line and "admission_s=" in line
+    caplog.clear()
+    monkeypatch.setattr(watch_module, "sweep_if_due", lambda ctx: None)
+    with caplog.at_level(logging.WARNING, logger="shared.watch"):
+        watch(ctx, budget=timedelta(seconds=30))
+    assert not [r for r in caplog.records if "over its budget" in r.getMessage()]
 
 
 def test_a_finished_runs_claims_are_removed_even_while_a_dead_claimants_lease_runs(ctx):

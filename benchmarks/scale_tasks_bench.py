@@ -97,12 +97,14 @@ class SubmissionLog(logging.Handler):
         self.lines.append(f"{time.monotonic() - self.t0:.1f} s: {record.getMessage()}")
 
     def __enter__(self) -> SubmissionLog:
+        self._level = self._logger.level
         self._logger.addHandler(self)
         self._logger.setLevel(logging.INFO)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
 
 
 def baseline_upload(ctx, data: bytes, container: str, requests: bool = False) -> float:

@@ -34,6 +34,11 @@ Rules a user sees (documented in docs/jobfile.md's terms):
   the split stays one streaming pass (the record count is not known in advance).
   There are at most `tasks` shards, none empty; fewer when there are fewer records
   than tasks, or when records are so uneven that one spans several targets.
+
+Resuming (a submission in chunks, shared.submit): a split given `Marks` notes, about once per
+input chunk, a `Resume` (a byte offset and where the split stands there); `resume_shards` starts
+from one, reading the input from that offset on, and yields exactly the shards the whole split
+yields from then on. So a continuation does not read the input up to its cursor again.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ import codecs
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import chain, islice, repeat
 from operator import and_
 from typing import Any
@@ -52,6 +58,7 @@ FORMATS = ("jsonl", "lines", "csv", "json")
 # almost always a wrong format, and holding it would break the memory bound.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
+GRID = 256 * 1024  # byte-balanced splits read the input in chunks ending on multiples of this: _on_grid
 _FIELD = "input.blob"
 
 Chunks = Iterable[bytes]
@@ -60,15 +67,108 @@ Chunks = Iterable[bytes]
 LineBlock = tuple[bytes, int]
 
 
+# ---------------------------------------------------------------- where a split can resume
+
+@dataclass(frozen=True)
+class Resume:
+    """A point where a blob's split can start again without reading what comes before it: the
+    record at input byte `offset` is record number `have` (from 0) of shard number `shard`.
+    `counted` is the byte-balanced csv split's own count of bytes there (blank lines are not
+    counted, so it differs from the offset). Noted by `Marks`, kept in the run's record."""
+
+    offset: int = 0
+    shard: int = 0
+    have: int = 0
+    counted: int = 0
+
+    @property
+    def first_whole(self) -> int:
+        """The first shard a split resumed here yields (the one under way at `offset` is not whole)."""
+        return self.shard + (1 if self.have else 0)
+
+    def to_json(self) -> dict[str, int]:
+        return {"offset": self.offset, "shard": self.shard, "have": self.have, "counted": self.counted}
+
+    @classmethod
+    def of(cls, doc: Any) -> Resume | None:
+        """The Resume `to_json` wrote; None for anything else (the split then starts from the start)."""
+        if not isinstance(doc, dict):
+            return None
+        values = [doc.get(key, 0) for key in ("offset", "shard", "have", "counted")]
+        if not all(type(value) is int and value >= 0 for value in values):
+            return None
+        return cls(*values)
+
+
+class Marks:
+    """The latest Resume of a split under way, updated at input chunk boundaries. When the
+    consumer has just received shard i, `latest.first_whole <= i + 1`: a split resumed there
+    yields shard i + 1 (the shard a chunk of tasks ending at i starts the next one with)."""
+
+    def __init__(self) -> None:
+        self.latest = Resume()
+
+
+_START = Resume()
+
+
 # ---------------------------------------------------------------- public entry points
 
 def iter_shards(fmt: str, chunks: Chunks, *, items_per_task: int | None = None,
-                tasks: int | None = None, total_bytes: int | None = None) -> Iterator[bytes]:
+                tasks: int | None = None, total_bytes: int | None = None,
+                marks: Marks | None = None) -> Iterator[bytes]:
     """Shards of a blob in format `fmt` (jsonl, lines, csv, json), in order.
 
     Give `items_per_task` (default 1) for fixed-size shards, or `tasks` together with
-    `total_bytes` (the blob's size) for at most `tasks` byte-balanced shards.
+    `total_bytes` (the blob's size) for at most `tasks` byte-balanced shards. With `marks`,
+    the split notes where it could resume (see resume_shards).
     """
+    per_task = _sizing(fmt, items_per_task, tasks, total_bytes)
+    return _shards(fmt, chunks, per_task, tasks, total_bytes, marks, _START, None)
+
+
+def resume_shards(fmt: str, read_from: Callable[[int], Chunks], at: Resume, *,
+                  items_per_task: int | None = None, tasks: int | None = None, total_bytes: int | None = None,
+                  marks: Marks | None = None) -> Iterator[bytes]:
+    """The shards `iter_shards` yields from number `at.first_whole` on, reading the input from
+    byte `at.offset` on: `read_from(offset)` gives its chunks from there (a csv input's header is
+    read from offset 0 too). `at` must come from the Marks of a split of the same bytes with the
+    same sizing."""
+    per_task = _sizing(fmt, items_per_task, tasks, total_bytes)
+    if at.offset == 0:
+        return islice(_shards(fmt, read_from(0), per_task, tasks, total_bytes, marks, _START, None),
+                      at.first_whole, None)
+    header = _csv_header(read_from(0)) if fmt == "csv" else None
+    shards = _shards(fmt, read_from(at.offset), per_task, tasks, total_bytes, marks, at, header)
+    return islice(shards, 1, None) if at.have else shards  # the first is the end of a shard begun before
+
+
+def _on_grid(chunks: Chunks, at: int) -> Iterator[bytes]:
+    """The same bytes (starting at input byte `at`) in chunks that end on multiples of GRID bytes of
+    the input. A byte-balanced lines, jsonl or json split maps its target offsets onto records block
+    by block, so its cuts depend on where blocks begin; blocks begin where chunks do (lines) or at
+    the first element after a chunk (json), so on the grid a split resumed at an offset cuts
+    exactly where the whole split does. (A copy of the input, and blocks no larger than a cell:
+    a quarter MiB keeps memory as low as a download's own chunks allow.)"""
+    need = GRID - at % GRID  # bytes to the next grid line
+    parts: list[bytes] = []
+    have = 0
+    for chunk in chunks:
+        if not chunk:
+            continue
+        parts.append(chunk)
+        have += len(chunk)
+        while have >= need:
+            data = b"".join(parts) if len(parts) > 1 else bytes(parts[0])
+            yield data[:need]
+            rest = data[need:]
+            parts, have, need = ([rest] if rest else []), len(rest), GRID
+    if have:
+        yield b"".join(parts)
+
+
+def _sizing(fmt: str, items_per_task: int | None, tasks: int | None, total_bytes: int | None) -> int:
+    """Records per shard (ignored when splitting into `tasks`), after checking the arguments."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown input format {fmt!r}; expected one of {FORMATS}")
     if tasks is not None:
@@ -76,9 +176,34 @@ def iter_shards(fmt: str, chunks: Chunks, *, items_per_task: int | None = None,
             raise ValueError("give items_per_task or tasks, not both")
         if total_bytes is None:
             raise ValueError("splitting into a number of tasks needs total_bytes")
-        return split_into(chunks, fmt, tasks, total_bytes)
+        _check_positive(tasks, "tasks")
+        if total_bytes < 0:
+            raise ValueError("total_bytes must be 0 or more")
+        return 1
     per_task = 1 if items_per_task is None else items_per_task
-    return _BY_COUNT[fmt](chunks, per_task)
+    _check_positive(per_task, "per_task")
+    return per_task
+
+
+def _shards(fmt: str, chunks: Chunks, per_task: int, tasks: int | None, total_bytes: int | None,
+            marks: Marks | None, at: Resume, header: bytes | None) -> Iterator[bytes]:
+    """The split from `at` on (chunks from at.offset; a resumed csv split is given its header)."""
+    if fmt == "csv":
+        if tasks is not None:
+            size = total_bytes or 0
+            return _csv_shards(chunks, lambda batches, header_bytes: _group_records_by_bytes(
+                batches, tasks, size, header_bytes, marks, at), header, at.offset)
+        return _csv_shards(chunks, lambda batches, _header_bytes: _group_records(batches, per_task, marks, at),
+                           header, at.offset)
+    if tasks is not None:  # where blocks begin moves these cuts (below): blocks begin on the grid
+        chunks = _on_grid(chunks, at.offset)
+    if fmt == "json":
+        blocks = _json_array_blocks(chunks, at.offset)
+    else:
+        blocks = _line_blocks(chunks, skip_blank=fmt == "jsonl", at=at.offset)
+    if tasks is not None:
+        return _group_lines_by_bytes(blocks, tasks, total_bytes or 0, marks, at)
+    return _group_lines(blocks, per_task, marks, at)
 
 
 def iter_item_shards(items: Sequence[Any], *, items_per_task: int | None = None,
@@ -94,20 +219,17 @@ def iter_item_shards(items: Sequence[Any], *, items_per_task: int | None = None,
 
 def split_jsonl(chunks: Chunks, per_task: int) -> Iterator[bytes]:
     """Shards of `per_task` JSONL records (non-blank lines); the last may hold fewer."""
-    _check_positive(per_task, "per_task")
-    return _group_lines(_line_blocks(chunks, skip_blank=True), per_task)
+    return iter_shards("jsonl", chunks, items_per_task=per_task)
 
 
 def split_lines(chunks: Chunks, per_task: int) -> Iterator[bytes]:
     """Shards of `per_task` lines, blank lines included; the last may hold fewer."""
-    _check_positive(per_task, "per_task")
-    return _group_lines(_line_blocks(chunks, skip_blank=False), per_task)
+    return iter_shards("lines", chunks, items_per_task=per_task)
 
 
 def split_csv(chunks: Chunks, per_task: int) -> Iterator[bytes]:
     """Shards of the header plus `per_task` CSV records; the last may hold fewer."""
-    _check_positive(per_task, "per_task")
-    return _csv_shards(chunks, lambda batches, _start: _group_records(batches, per_task))
+    return iter_shards("csv", chunks, items_per_task=per_task)
 
 
 def split_json_array(chunks: Chunks, per_task: int) -> Iterator[bytes]:
@@ -116,8 +238,7 @@ def split_json_array(chunks: Chunks, per_task: int) -> Iterator[bytes]:
     Raises JobFileError(field="input.blob") naming the byte offset when the input is
     not one well-formed JSON array.
     """
-    _check_positive(per_task, "per_task")
-    return _group_lines(_json_array_blocks(chunks), per_task)
+    return iter_shards("json", chunks, items_per_task=per_task)
 
 
 def split_into(chunks: Chunks, fmt: str, tasks: int, total_bytes: int) -> Iterator[bytes]:
@@ -127,19 +248,7 @@ def split_into(chunks: Chunks, fmt: str, tasks: int, total_bytes: int) -> Iterat
     last shard takes whatever remains, so a wrong `total_bytes` costs balance, never
     correctness.
     """
-    _check_positive(tasks, "tasks")
-    if total_bytes < 0:
-        raise ValueError("total_bytes must be 0 or more")
-    if fmt == "csv":
-        return _csv_shards(chunks, lambda batches, start: _group_records_by_bytes(
-            batches, tasks, total_bytes, start))
-    if fmt == "json":
-        blocks = _json_array_blocks(chunks)
-    elif fmt in ("jsonl", "lines"):
-        blocks = _line_blocks(chunks, skip_blank=fmt == "jsonl")
-    else:
-        raise ValueError(f"unknown input format {fmt!r}; expected one of {FORMATS}")
-    return _group_lines_by_bytes(blocks, tasks, total_bytes)
+    return iter_shards(fmt, chunks, tasks=tasks, total_bytes=total_bytes)
 
 
 def split_items(items: Sequence[Any], per_task: int) -> Iterator[bytes]:
@@ -209,9 +318,10 @@ _BLANK_AFTER_BREAK = re.compile(rb"\n[ \t\r\f\v]*\n")
 _BLANK_AT_START = re.compile(rb"[ \t\r\f\v]*\n")
 
 
-def _line_blocks(chunks: Chunks, *, skip_blank: bool) -> Iterator[LineBlock]:
-    """Line blocks of the input, about one per chunk; a last line without a break gets one."""
-    lines = _WholeLines(chunks)
+def _line_blocks(chunks: Chunks, *, skip_blank: bool, at: int = 0) -> Iterator[LineBlock]:
+    """Line blocks of the input (from byte `at` on), about one per chunk; a last line without a
+    break gets one."""
+    lines = _WholeLines(chunks, at)
     for block in lines:
         raw_len = len(block)
         if lines.first and block.startswith(_BOM):
@@ -233,12 +343,12 @@ class _WholeLines:
     holding it would break the memory bound.
     """
 
-    def __init__(self, chunks: Chunks) -> None:
+    def __init__(self, chunks: Chunks, at: int = 0) -> None:
         self._chunks = chunks
         self._carry: list[bytes] = []  # the start of a line whose break has not arrived
         self._carried = 0              # bytes in _carry
-        self._offset = 0               # input bytes read so far
-        self.first = True              # whether the block being handled is the first
+        self._offset = at              # input bytes read so far (`chunks` start at byte `at`)
+        self.first = at == 0           # whether the block being handled is the input's first
 
     @property
     def tail(self) -> bytes:
@@ -290,16 +400,23 @@ def _clean_lines(block: bytes, skip_blank: bool) -> bytes:
     return block
 
 
-def _group_lines(blocks: Iterable[LineBlock], per_task: int) -> Iterator[bytes]:
+def _group_lines(blocks: Iterable[LineBlock], per_task: int, marks: Marks | None = None,
+                 at: Resume = _START) -> Iterator[bytes]:
     """Shards of `per_task` lines each, cut out of the blocks as slices (no per-line work)."""
-    parts: list[bytes] = []  # the shard being built, when it spans blocks
-    have = 0                 # lines in `parts`
+    parts: list[bytes] = [b""] if at.have else []  # the shard being built, when it spans blocks
+    have = at.have           # lines in `parts` (resumed: the shard's lines before `at`, not held)
     span = 0                 # bytes of the last shard: where to look for the next cut
-    for block, _raw in blocks:
+    number, offset = at.shard, at.offset  # the shard being built, the input offset of `block`
+    for block, raw_len in blocks:
+        if marks is not None:
+            marks.latest = Resume(offset, number, have)
+        offset += raw_len
         if per_task == 1 and b"\r" not in block:
             # Blocks hold whole lines, so each line is a shard (splitlines cuts only at \n
             # when there is no \r).
-            yield from block.splitlines(keepends=True)
+            lines = block.splitlines(keepends=True)
+            number += len(lines)
+            yield from lines
             continue
         pos, size = 0, len(block)
         while pos < size:
@@ -315,6 +432,7 @@ def _group_lines(blocks: Iterable[LineBlock], per_task: int) -> Iterator[bytes]:
                 shard = b"".join(parts)
                 parts, have = [], 0
             span = len(shard)
+            number += 1
             yield shard
             pos = end
     if parts:
@@ -353,13 +471,16 @@ def _nth_line_end(block: bytes, pos: int, n: int, guess: int) -> int:
     return end
 
 
-def _group_lines_by_bytes(blocks: Iterable[LineBlock], tasks: int, total_bytes: int) -> Iterator[bytes]:
+def _group_lines_by_bytes(blocks: Iterable[LineBlock], tasks: int, total_bytes: int,
+                          marks: Marks | None = None, at: Resume = _START) -> Iterator[bytes]:
     """At most `tasks` non-empty shards; shard k ends at the line end nearest to input byte
     (k+1)*total_bytes/tasks (cumulative targets, so errors never add up)."""
-    parts: list[bytes] = []
-    shard = 0       # index of the shard being filled
-    raw_done = 0    # input bytes before the current block
+    parts: list[bytes] = [b""] if at.have else []  # resumed: the shard has lines before `at`, not held
+    shard = at.shard         # index of the shard being filled
+    raw_done = at.offset     # input bytes before the current block
     for block, raw_len in blocks:
+        if marks is not None:
+            marks.latest = Resume(raw_done, shard, 1 if parts else 0)
         pos, size = 0, len(block)
         while pos < size and shard < tasks - 1:
             boundary = _ceil_div((shard + 1) * total_bytes, tasks)
@@ -388,19 +509,26 @@ def _group_lines_by_bytes(blocks: Iterable[LineBlock], tasks: int, total_bytes: 
 
 # ---------------------------------------------------------------- csv
 
-RecordGrouper = Callable[[Iterable[list[bytes]], int], Iterator[list[bytes]]]
+# A batch of records and the input offset of its first one (None when a quoted record spans its start).
+RecordBatch = tuple[list[bytes], int | None]
+RecordGrouper = Callable[[Iterable[RecordBatch], int], Iterator[list[bytes]]]
 
 
-def _csv_shards(chunks: Chunks, group: RecordGrouper) -> Iterator[bytes]:
-    """Header-topped CSV shards; `group(batches, header_bytes)` decides the cuts."""
-    batches = _CsvReader().batches(chunks)
-    for records in batches:
-        if records:
-            header, rows = records[0], records[1:]
-            break
+def _csv_shards(chunks: Chunks, group: RecordGrouper, header: bytes | None = None, at: int = 0) -> Iterator[bytes]:
+    """Header-topped CSV shards; `group(batches, header_bytes)` decides the cuts. A split resumed
+    at byte `at` (> 0) is given the input's `header`."""
+    if header is not None:
+        batches = _CsvReader(at, crlf=header.endswith(b"\r")).batches(chunks)
     else:
-        return
-    for shard in group(chain([rows], batches), len(header) + 1):
+        batches = _CsvReader().batches(chunks)
+        for records, _offset in batches:
+            if records:
+                header, rows = records[0], records[1:]
+                break
+        else:
+            return
+        batches = chain([(rows, None)], batches)
+    for shard in group(batches, len(header) + 1):
         shard.insert(0, header)
         shard.append(b"")
         yield b"\n".join(shard)
@@ -414,23 +542,26 @@ class _CsvReader:
     opens or closes a multi-line record. Counting per line is one C call per line.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, at: int = 0, crlf: bool | None = None) -> None:
         self._open: list[bytes] | None = None  # lines of a record inside a quoted field
         self._open_bytes = 0                   # its input bytes, line breaks included
-        self._offset = 0                       # input bytes handled so far
-        self._crlf: bool | None = None         # whether the first record ends with CR
+        self._offset = at                      # input bytes handled so far (the chunks start at `at`)
+        self._crlf = crlf                      # whether the first record (the header) ends with CR
 
-    def batches(self, chunks: Chunks) -> Iterator[list[bytes]]:
-        """Lists of records, about one list per chunk; empty lines are skipped."""
-        lines = _WholeLines(chunks)
+    def batches(self, chunks: Chunks) -> Iterator[RecordBatch]:
+        """Lists of records, about one list per chunk, with the input offset where each begins
+        (None when a quoted record spans that point); empty lines are skipped."""
+        lines = _WholeLines(chunks, self._offset)
         for block in lines:
+            begins = self._offset if self._open is None else None
             self._offset += len(block)
             if lines.first and block.startswith(_BOM):
                 block = block[len(_BOM):]
             parts = block.split(b"\n")
             parts.pop()  # the empty string after the block's last break
-            yield self._records(parts, block)
+            yield self._records(parts, block), begins
         tail = lines.tail
+        begins = self._offset if self._open is None else None
         if not tail:
             records = []
         else:
@@ -447,7 +578,7 @@ class _CsvReader:
                 f"at byte offset {self._offset - self._open_bytes} has an odd number of '\"'. "
                 f"Quote fields as in RFC 4180 (a quote inside a quoted field is written \"\")",
                 field=_FIELD)
-        yield records
+        yield records, begins
 
     def _records(self, lines: list[bytes], block: bytes) -> list[bytes]:
         odd: list[int] | None = None
@@ -487,6 +618,14 @@ class _CsvReader:
         return records
 
 
+def _csv_header(chunks: Chunks) -> bytes:
+    """The first record of a CSV input (its header), reading no further than its end's chunk."""
+    for records, _offset in _CsvReader().batches(chunks):
+        if records:
+            return records[0]
+    raise JobFileError("the CSV input has no header any more; it was read before", field=_FIELD)
+
+
 def _index(values: list[int], value: int, start: int, default: int) -> int:
     """values.index(value, start), or `default` when absent."""
     try:
@@ -495,10 +634,15 @@ def _index(values: list[int], value: int, start: int, default: int) -> int:
         return default
 
 
-def _group_records(batches: Iterable[list[bytes]], per_task: int) -> Iterator[list[bytes]]:
+def _group_records(batches: Iterable[RecordBatch], per_task: int, marks: Marks | None = None,
+                   at: Resume = _START) -> Iterator[list[bytes]]:
     """Lists of `per_task` records each; the last may hold fewer."""
-    pending: list[bytes] = []
-    for records in batches:
+    pending: list[bytes] = [b""] * at.have  # resumed: the shard's records before `at`, not held
+    number = at.shard  # the shard `pending` belongs to
+    for records, offset in batches:
+        if marks is not None and offset is not None:
+            marks.latest = Resume(offset, number, len(pending))
+        number += (len(pending) + len(records)) // per_task
         start = 0
         if pending:
             start = per_task - len(pending)
@@ -514,14 +658,16 @@ def _group_records(batches: Iterable[list[bytes]], per_task: int) -> Iterator[li
         yield pending
 
 
-def _group_records_by_bytes(batches: Iterable[list[bytes]], tasks: int, total_bytes: int,
-                            start: int) -> Iterator[list[bytes]]:
+def _group_records_by_bytes(batches: Iterable[RecordBatch], tasks: int, total_bytes: int, header_bytes: int,
+                            marks: Marks | None = None, at: Resume = _START) -> Iterator[list[bytes]]:
     """At most `tasks` non-empty lists; list k ends at the record end nearest to input byte
-    (k+1)*total_bytes/tasks, counting from `start` (the header's bytes)."""
-    pending: list[bytes] = []
-    shard, done = 0, start
-    boundary = _ceil_div(total_bytes, tasks)
-    for records in batches:
+    (k+1)*total_bytes/tasks, counting from `header_bytes` (the header's bytes)."""
+    pending: list[bytes] = [b""] if at.have else []  # resumed: the shard has records before `at`, not held
+    shard, done = at.shard, at.counted if at.offset else header_bytes
+    boundary = _ceil_div((shard + 1) * total_bytes, tasks)
+    for records, offset in batches:
+        if marks is not None and offset is not None:
+            marks.latest = Resume(offset, shard, 1 if pending else 0, done)
         for record in records:
             size = len(record) + 1
             # Cut before this record when that lands nearer the boundary than after it.
@@ -560,15 +706,15 @@ class _Text:
     Holds only unparsed text: consumed text is dropped at each refill.
     """
 
-    def __init__(self, chunks: Chunks) -> None:
+    def __init__(self, chunks: Chunks, at: int = 0) -> None:
         self._chunks = iter(chunks)
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self.buf = ""
         self.pos = 0
         self.eof = False
-        self.fills = 0   # refills so far: the caller flushes its output on each
-        self._base = 0   # input byte offset of buf[0]
-        self._fed = 0    # input bytes decoded so far
+        self.fills = 0    # refills so far: the caller flushes its output on each
+        self._base = at   # input byte offset of buf[0] (the chunks start at byte `at`)
+        self._fed = at    # input bytes decoded so far
 
     def offset(self, index: int | None = None) -> int:
         """The input byte offset of buf[index] (default: the current position)."""
@@ -634,22 +780,26 @@ def _next_char(text: _Text) -> str:
             return ""
 
 
-def _json_array_blocks(chunks: Chunks) -> Iterator[LineBlock]:
-    """Line blocks holding the elements of one top-level JSON array, one per line."""
-    text = _Text(chunks)
+def _json_array_blocks(chunks: Chunks, at: int = 0) -> Iterator[LineBlock]:
+    """Line blocks holding the elements of one top-level JSON array, one per line. Each block
+    ends just after an element: a split resumed at byte `at` > 0 starts there."""
+    text = _Text(chunks, at)
     decode = json.JSONDecoder(parse_constant=_reject_constant).raw_decode
-    char = _next_char(text)
-    if char == "\ufeff" and text.offset() == 0:  # a byte order mark
+    if at:
+        char = _after_element(text)
+    else:
+        char = _next_char(text)
+        if char == "\ufeff" and text.offset() == 0:  # a byte order mark
+            text.pos += 1
+            char = _next_char(text)
+        if char != "[":
+            found = repr(char) if char else "nothing"
+            raise _json_error(text, text.pos, f"expected '[' (a top-level array), found {found}")
         text.pos += 1
         char = _next_char(text)
-    if char != "[":
-        found = repr(char) if char else "nothing"
-        raise _json_error(text, text.pos, f"expected '[' (a top-level array), found {found}")
-    text.pos += 1
     lines: list[str] = []
-    flushed = 0       # input bytes already accounted for in yielded blocks
+    flushed = at      # input bytes already accounted for in yielded blocks
     fills = text.fills
-    char = _next_char(text)
     while char != "]":
         if not char:
             raise _json_error(text, text.pos, "the input ends before the array's closing ']'")
@@ -663,22 +813,28 @@ def _json_array_blocks(chunks: Chunks) -> Iterator[LineBlock]:
             now = text.offset()
             yield "\n".join(lines).encode("utf-8"), now - flushed
             lines, flushed = [], now
-        char = _next_char(text)
-        if char == ",":
-            text.pos += 1
-            char = _next_char(text)
-            if char == "]":
-                raise _json_error(text, text.pos, "a ',' before ']' (trailing commas are "
-                                                  "not allowed in JSON)")
-        elif char and char != "]":
-            raise _json_error(text, text.pos, f"expected ',' or ']' after an element, "
-                                              f"found {char!r}")
+        char = _after_element(text)
     text.pos += 1
     char = _next_char(text)
     if char:
         raise _json_error(text, text.pos, f"unexpected {char!r} after the array's closing ']'")
     lines.append("")
     yield ("\n".join(lines).encode("utf-8") if len(lines) > 1 else b""), text.total - flushed
+
+
+def _after_element(text: _Text) -> str:
+    """Past the ',' after an element: the first character of the next one, or "]" (not consumed)
+    at the array's end, or "" at the end of input."""
+    char = _next_char(text)
+    if char == ",":
+        text.pos += 1
+        char = _next_char(text)
+        if char == "]":
+            raise _json_error(text, text.pos, "a ',' before ']' (trailing commas are "
+                                              "not allowed in JSON)")
+    elif char and char != "]":
+        raise _json_error(text, text.pos, f"expected ',' or ']' after an element, found {char!r}")
+    return char
 
 
 def _one_line(element: str) -> str:
@@ -739,11 +895,3 @@ def _decode_value(text: _Text, decode: Callable[[str, int], tuple[Any, int]]) ->
 def _maybe_truncated(error: json.JSONDecodeError, size: int) -> bool:
     """Whether the error may only mean the value continues in input not yet read."""
     return error.pos >= size - _SAFETY or error.msg.startswith("Unterminated string")
-
-
-_BY_COUNT: dict[str, Callable[[Chunks, int], Iterator[bytes]]] = {
-    "jsonl": split_jsonl,
-    "lines": split_lines,
-    "csv": split_csv,
-    "json": split_json_array,
-}

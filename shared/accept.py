@@ -246,16 +246,18 @@ def _plan_inputs(ctx: Context, spec: JobSpec, existing: RunRecord | None, pin: s
     inp = spec.input
     if isinstance(inp, ItemsInput):
         items = inp.items
-        return Shards("input.jsonl", replay=lambda: split.iter_item_shards(
-            items, items_per_task=spec.items_per_task, tasks=spec.tasks))
+        return Shards("input.jsonl", replay=lambda at, _marks: islice(split.iter_item_shards(
+            items, items_per_task=spec.items_per_task, tasks=spec.tasks), at.first_whole, None))
     if isinstance(inp, BlobInput):
         info = storage.blob_info(ctx.blobs, inp.blob.container, inp.blob.path, "input.blob")
         etag = (existing.input_etag if existing else None) or pin or info.etag
 
-        def produce() -> Iterator[bytes]:
-            chunks = storage.read_chunks_pinned(ctx.blobs, info.container, info.name, etag)
-            return split.iter_shards(inp.format, chunks, items_per_task=spec.items_per_task, tasks=spec.tasks,
-                                     total_bytes=info.size)
+        def read_from(offset: int) -> Iterator[bytes]:
+            return storage.read_chunks_pinned(ctx.blobs, info.container, info.name, etag, offset=offset)
+
+        def produce(at: split.Resume, marks: split.Marks | None) -> Iterator[bytes]:
+            return split.resume_shards(inp.format, read_from, at, items_per_task=spec.items_per_task,
+                                       tasks=spec.tasks, total_bytes=info.size, marks=marks)
         return Shards(f"input.{jobfile.input_extension(inp)}", replay=produce, input_etag=etag)
     if isinstance(inp, PrefixInput):
         blobs = storage.list_prefix(ctx.blobs, inp.prefix.container, inp.prefix.path, "input.prefix",
@@ -329,7 +331,8 @@ def _counted(ctx: Context, spec: JobSpec, shards: Shards) -> Shards:
             raise JobFileError(f"would make {count:,} tasks of {per_task:,} item(s) each; a run may have at most "
                                f"{limit:,} (setting MAX_TASKS_PER_RUN); {how}", field="items_per_task")
     else:
-        count = sum(1 for _ in islice(shards.replay() if shards.replay else iter(()), limit + 1))
+        shards_from_start = shards.replay(split.Resume(), None) if shards.replay else iter(())
+        count = sum(1 for _ in islice(shards_from_start, limit + 1))
     if count == 0:
         raise JobFileError("the input holds no records, so there is nothing to run; "
                            "check that the blob is not empty and has the expected format", field="input")
@@ -350,7 +353,8 @@ def _submit_or_end(ctx: Context, run_id: str, spec: JobSpec, source: JobFileVers
     retries; every step is idempotent)."""
     try:
         return submit(ctx, run_id, spec, shards, started,
-                      on_running=lambda submitted: ctx.runs.start_running(run_id, shards.total, submitted))
+                      on_running=lambda submitted, resume: ctx.runs.start_running(run_id, shards.total, submitted,
+                                                                                  resume))
     except JobFileError as e:  # found while streaming, e.g. malformed JSON half-way through the input
         _end_submission(ctx, run_id, spec, source, e)
     except storage.BlobChanged:

@@ -198,6 +198,7 @@ class RunRecord:
     # when the last chunk went in (a submission quiet for long is re-driven)
     submitted: int | None = None
     last_submitted_at: datetime | None = None
+    submit_resume: Mapping[str, Any] | None = None  # where the input's split resumes for `submitted` (split.Resume)
     job_checked_at: datetime | None = None  # when the monitor last looked at a quiet run's job
     job_ended: str | None = None  # why the Batch job ended before all its tasks ran
     finalize_requested_at: datetime | None = None
@@ -316,19 +317,26 @@ class RunRecord:
     def touched(self, now: datetime) -> RunRecord:
         return self._with(updated_at=now)
 
-    def running(self, total: int, now: datetime, submitted: int | None = None) -> RunRecord | None:
-        """accepted -> running, once the first `submitted` (default: all) of its `total` tasks are in Batch."""
+    def running(self, total: int, now: datetime, submitted: int | None = None,
+                resume: Mapping[str, Any] | None = None) -> RunRecord | None:
+        """accepted -> running, once the first `submitted` (default: all) of its `total` tasks are in Batch
+        (`resume`: where the input's split resumes for the next one)."""
         if self.state != ACCEPTED:
             return None
+        changes = {"submit_resume": dict(resume)} if resume is not None else {}
         return self._with(state=RUNNING, tasks=TaskCounts.waiting(total), submitted_at=now,
-                          submitted=total if submitted is None else submitted, last_submitted_at=now)
+                          submitted=total if submitted is None else submitted, last_submitted_at=now, **changes)
 
-    def submitted_through(self, count: int, now: datetime) -> RunRecord | None:
-        """The next chunk is in Batch: `count` tasks in all. None when the run is not running any more
-        (cancelled, failed fast) and its submission must stop."""
+    def submitted_through(self, count: int, now: datetime, resume: Mapping[str, Any] | None = None) -> RunRecord | None:
+        """The next chunk is in Batch: `count` tasks in all (`resume`: where the input's split resumes
+        for the next one). None when the run is not running any more (cancelled, failed fast) and its
+        submission must stop."""
         if self.state != RUNNING:
             return None
-        return self._with(submitted=max(count, self.submitted or 0), last_submitted_at=now)
+        if count < (self.submitted or 0):  # a replayed chunk: the cursor (and where it resumes) stays
+            return self._with(last_submitted_at=now)
+        changes = {"submit_resume": dict(resume)} if resume is not None else {}
+        return self._with(submitted=count, last_submitted_at=now, **changes)
 
     def rerunning(self, of: str, reused: Mapping[str, str]) -> RunRecord:
         """A new run that reruns run `of`, reusing the outputs of the tasks in `reused` (task id -> the run
@@ -586,19 +594,20 @@ class RunStore:
         self._events.publish("accepted", run.run_id, {"job_file": run.job_file})
         return created
 
-    def start_running(self, run_id: str, total: int, submitted: int) -> bool:
+    def start_running(self, run_id: str, total: int, submitted: int, resume: Mapping[str, Any] | None = None) -> bool:
         """accepted -> running, its first `submitted` tasks in Batch; False when the run was not
         accepted any more (ended meanwhile, or another delivery got it running)."""
-        if self.commit_retrying(run_id, lambda run: run.running(total, self.now(), submitted)) is None:
+        if self.commit_retrying(run_id, lambda run: run.running(total, self.now(), submitted, resume)) is None:
             return False
         self.forget_queued(run_id)  # admitted for good: out of the line
         self._events.publish("running", run_id, {"tasks": total})
         log.info("running run_id=%s tasks=%d submitted=%d", run_id, total, submitted)
         return True
 
-    def note_submitted(self, run_id: str, count: int) -> RunRecord | None:
-        """Record that `count` tasks are in Batch; None when the run stopped running meanwhile."""
-        return self.commit_retrying(run_id, lambda run: run.submitted_through(count, self.now()))
+    def note_submitted(self, run_id: str, count: int, resume: Mapping[str, Any] | None = None) -> RunRecord | None:
+        """Record that `count` tasks are in Batch (and where the input's split resumes for the next);
+        None when the run stopped running meanwhile."""
+        return self.commit_retrying(run_id, lambda run: run.submitted_through(count, self.now(), resume))
 
     def reject(self, run_id: str, name: str, source: JobFileVersion, error: JobFileError) -> bool:
         """The job file cannot run: status.json says rejected, error.json says why (for a new run,

@@ -208,11 +208,15 @@ def list_prefix(service: BlobServiceClient, container: str, prefix: str, field: 
     return sorted(blobs, key=lambda b: b.name)
 
 
-def read_chunks(service: BlobServiceClient, container: str, name: str, etag: str | None = None) -> Iterator[bytes]:
-    """Stream a blob in chunks (bounded memory). With `etag`, fails if the blob changed meanwhile."""
+def read_chunks(service: BlobServiceClient, container: str, name: str, etag: str | None = None,
+                offset: int = 0) -> Iterator[bytes]:
+    """Stream a blob in chunks (bounded memory), from byte `offset` on. With `etag`, fails if the blob
+    changed meanwhile."""
     from azure.core import MatchConditions
 
     kwargs: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+    if offset:
+        kwargs["offset"] = offset
     downloader = service.get_blob_client(container, name).download_blob(max_concurrency=2, **kwargs)
     yield from downloader.chunks()
 
@@ -579,11 +583,12 @@ def read_pinned(service: BlobServiceClient, container: str, name: str, etag: str
         raise BlobChanged(f"'{container}/{name}' changed while it was read") from None
 
 
-def read_chunks_pinned(service: BlobServiceClient, container: str, name: str, etag: str) -> Iterator[bytes]:
+def read_chunks_pinned(service: BlobServiceClient, container: str, name: str, etag: str,
+                       offset: int = 0) -> Iterator[bytes]:
     """`read_chunks` pinned to `etag`: BlobChanged (at any point of the stream) when the blob is
     replaced meanwhile."""
     try:
-        yield from read_chunks(service, container, name, etag=etag)
+        yield from read_chunks(service, container, name, etag=etag, offset=offset)
     except ResourceModifiedError:
         raise BlobChanged(f"'{container}/{name}' changed while it was read") from None
 

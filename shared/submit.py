@@ -7,10 +7,11 @@ first chunk is small so that tasks start at once whatever the run's size; later 
 from the rate measured so far. When the next chunk would not fit in INTAKE_BUDGET_SECONDS, a
 continuation message on SUBMIT_QUEUE hands the rest to another invocation.
 
-The cursor is the record's `submitted`: the next task index. Shards and task ids are deterministic,
-so a continuation re-splits the input up to the cursor without uploading (splitting is two orders of
-magnitude faster than uploading, see benchmarks/), and a chunk replayed after a crash overwrites the
-same shards and finds its tasks already there (TaskExists counts as added).
+The cursor is the record's `submitted`: the next task index, with `submit_resume` for a blob input:
+a point shortly before it where the split can resume (a byte offset and the shard there, see
+shared.split.Resume), so a continuation reads the input from there on, not from its start. Shards
+and task ids are deterministic, so a chunk replayed after a crash overwrites the same shards and
+finds its tasks already there (TaskExists counts as added).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from functools import partial
 from itertools import islice
 from typing import TypeVar
 
-from shared import batch, jobplan, naming, storage, threads
+from shared import batch, jobplan, naming, split, storage, threads
 from shared.budget import RateSizer
 from shared.cleanup import work_containers
 from shared.context import Context
@@ -47,7 +48,9 @@ class Shards:
     """The run's task inputs: either bytes to upload (split here) or blobs that already exist."""
 
     input_file: str = ""  # for shards split here: the file name each task sees, e.g. input.jsonl
-    replay: Callable[[], Iterator[bytes]] | None = None  # the shards to upload, in task order, from the start
+    # the shards to upload, in task order, from shard `at.first_whole` on (a split.Resume the split noted
+    # in the Marks given: only a blob's split notes any, and resumes from them)
+    replay: Callable[[split.Resume, split.Marks | None], Iterator[bytes]] | None = None
     existing: tuple[storage.BlobInfo, ...] = ()  # pre-split inputs (prefix form), in name order
     input_etag: str | None = None  # the input blob's version: a retry splits exactly the same bytes
     total: int = 0  # how many tasks: counted before anything is created
@@ -83,27 +86,30 @@ class ChunkSizer(RateSizer):
 
 
 def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: float,
-           on_running: Callable[[int], bool]) -> int | None:
+           on_running: Callable[[int, dict[str, int]], bool]) -> int | None:
     """Create the job (first time) and add tasks from the record's cursor until all are in or the
     budget is spent. Returns the cursor to continue from (the caller sends `request_continuation`
     once it let go of its claim, or the continuation could find the claim still held), or None.
-    `on_running(submitted)` moves the run from accepted to running after its first chunk (False:
-    it ended meanwhile). Raises RunEnded when the run ended meanwhile, MustWait / BatchQuotaError
+    `on_running(submitted, resume)` moves the run from accepted to running after its first chunk
+    (False: it ended meanwhile). Raises RunEnded when the run ended meanwhile, MustWait / BatchQuotaError
     when Batch refuses for quota, BatchError, StorageError and JobFileError as the services and the
     input do."""
     run = ctx.runs.read(run_id)
+    at = split.Resume()
     if run.state == ACCEPTED:
         planned = _create(ctx, run_id, spec, shards)
         start = 0
     elif run.submitting:
         planned = _plan(ctx, run_id, spec, shards)
         start = run.submitted or 0
+        at = split.Resume.of(run.submit_resume) or at
     elif run.state in TERMINAL:
         raise RunEnded(run_id)
     else:
         return None  # all in already (a repeated continuation), or failed fast and merging
     sizer = ChunkSizer(ctx.settings.intake_budget_seconds, ctx.settings.submit_chunk_tasks, started=started)
-    inputs = _inputs_from(ctx, run_id, shards, start)
+    marks = split.Marks()
+    inputs = _inputs_from(ctx, run_id, shards, start, at, marks)
     first = run.state == ACCEPTED
     # Chunk k+1's shards upload while chunk k's tasks are added (neither waits on the other's round
     # trips); a chunk's tasks are added only once its own shards are all uploaded, and the cursor
@@ -119,14 +125,14 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
             if uploaded < shards.total and ((adding is None and sizer.batches == 0) or sizer.fits(time.monotonic())):
                 size = min(sizer.next_size(), shards.total - uploaded)
                 following = _guarded(ctx, run_id, planned, partial(_upload_chunk, ctx, run_id, planned, inputs,
-                                                                   uploaded, size, shards.skip, deadline))
+                                                                   uploaded, size, shards.skip, deadline, marks))
                 if following.end == uploaded:
                     raise BatchdropError(f"run {run_id}: the input gave {uploaded} tasks, {shards.total} were counted")
                 uploaded = following.end
             if adding is not None:
                 done, adding = adding, None
                 _guarded(ctx, run_id, planned, done.added.result)
-                if not _note(ctx, run_id, first and sizer.batches == 0, done.chunk.end, on_running):
+                if not _note(ctx, run_id, first and sizer.batches == 0, done.chunk, on_running):
                     return None
                 sizer.record(done.chunk.end - done.chunk.start, time.monotonic() - done.chunk.began)
             if following is None:
@@ -217,16 +223,21 @@ class _Input:
     data: bytes | None  # to upload first (a shard split here); None for a blob that exists
 
 
-def _inputs_from(ctx: Context, run_id: str, shards: Shards, start: int) -> Iterator[_Input]:
-    """Every task's input from task `start` on, in task order. The shards before `start` are
-    re-split here and now (not on the first chunk's first read), so that an invocation's log
-    tells that time apart from its chunks'."""
+def _inputs_from(ctx: Context, run_id: str, shards: Shards, start: int, at: split.Resume,
+                 marks: split.Marks) -> Iterator[_Input]:
+    """Every task's input from task `start` on, in task order: a split resumed `at` (from the start
+    when it lies past `start`), noting in `marks` where the next one can resume. The shards from `at`
+    to `start` are split here and now (not on the first chunk's first read), so that an invocation's
+    log tells that time apart from its chunks'."""
     if shards.existing:
         return (_Input(i, jobplan.prefix_inputs([info])[0], None) for i, info in enumerate(shards.existing[start:],
                                                                                            start))
     in_container, _ = work_containers(ctx, run_id)
-    replayed = shards.replay() if shards.replay else iter(())
-    next(islice(replayed, start, start), None)  # consume the first `start` shards
+    if at.first_whole > start:
+        at = split.Resume()
+    replayed = shards.replay(at, marks) if shards.replay else iter(())
+    skip = start - at.first_whole
+    next(islice(replayed, skip, skip), None)  # consume the shards before `start`
     return (_Input(i, jobplan.TaskInput(in_container, naming.shard_name(i, shards.input_file), shards.input_file),
                    data) for i, data in enumerate(replayed, start))
 
@@ -239,6 +250,7 @@ class _Chunk:
     end: int
     tasks: list[dict]  # batch.task_body of each
     began: float  # time.monotonic() when its upload started
+    resume: split.Resume  # where the input's split resumes for the chunk after it
 
 
 @dataclass(frozen=True)
@@ -261,7 +273,8 @@ def _guarded(ctx: Context, run_id: str, planned: jobplan.Submission, step: Calla
 
 
 def _upload_chunk(ctx: Context, run_id: str, planned: jobplan.Submission, inputs: Iterator[_Input], start: int,
-                  size: int, skip: frozenset[int] = frozenset(), deadline: float | None = None) -> _Chunk:
+                  size: int, skip: frozenset[int] = frozenset(), deadline: float | None = None,
+                  marks: split.Marks | None = None) -> _Chunk:
     """Upload the next `size` shards (memory stays flat: storage.upload_many) and make their tasks'
     bodies. The chunk goes over `size` task indices, to the input's end, or (after its first task)
     until `deadline` (time.monotonic()); the tasks in `skip` are passed over (the cursor is a task index)."""
@@ -286,7 +299,8 @@ def _upload_chunk(ctx: Context, run_id: str, planned: jobplan.Submission, inputs
     signer = storage.SasMinter(ctx.blobs)
     tasks = [batch.task_body(planned.job, jobplan.task_spec(index, where, signer, planned.expiry))
              for index, where in taken]
-    return _Chunk(start, start + passed, tasks, began)
+    # the split stopped just after this chunk's last shard: its latest mark resumes at or before the next
+    return _Chunk(start, start + passed, tasks, began, marks.latest if marks is not None else split.Resume())
 
 
 def _add_chunk(ctx: Context, run_id: str, tasks: list[dict]) -> None:
@@ -295,12 +309,14 @@ def _add_chunk(ctx: Context, run_id: str, tasks: list[dict]) -> None:
     threads.map_all("submit", ctx.settings.submit_concurrency, lambda g: batch.add_tasks(ctx.batch, run_id, g), groups)
 
 
-def _note(ctx: Context, run_id: str, first: bool, submitted: int, on_running: Callable[[int], bool]) -> bool:
+def _note(ctx: Context, run_id: str, first: bool, chunk: _Chunk,
+          on_running: Callable[[int, dict[str, int]], bool]) -> bool:
     """Record the cursor; False when the run stopped running (its submission ends here)."""
+    submitted, resume = chunk.end, chunk.resume.to_json()
     if first:
-        if on_running(submitted):
+        if on_running(submitted, resume):
             return True
-    elif ctx.runs.note_submitted(run_id, submitted) is not None:
+    elif ctx.runs.note_submitted(run_id, submitted, resume) is not None:
         return True
     state = ctx.runs.read(run_id).state
     if state in TERMINAL:

@@ -253,3 +253,62 @@ def test_a_prefix_that_changes_while_submitting_fails_the_run_saying_why(chunked
     assert final["state"] == "failed" and "changed while the run was being submitted" in final["error"]
     assert work_containers_left(ctx) == []
 
+
+
+@pytest.mark.parametrize("form", ["jsonl", "csv-tasks"])
+def test_a_continuation_reads_a_blob_input_from_where_the_split_stood_not_from_its_start(env, batch, monkeypatch,
+                                                                                            form):
+    """The cursor of a blob input carries a byte offset (status.json `submit_resume`): a continuation
+    downloads the input from there on, and its shards are exactly those of a whole split. The input
+    spans several download chunks (4 MiB), where the split notes the points it can resume from."""
+    from shared import split, storage
+    from shared.cleanup import work_containers
+    from shared.naming import shard_name
+
+    rows = [b"%d,%s" % (i, b"x" * (40 + i % 97)) for i in range(140_000)]
+    if form == "jsonl":  # CRLF and blank lines: offsets and records part ways
+        data = b"".join(b'{"n": %d, "pad": "%s"}\r\n' % (i, b"x" * (i % 97)) + (b"\r\n" if i % 50 == 0 else b"")
+                        for i in range(140_000))
+        fields, fmt, sizing = {"items_per_task": 500}, "jsonl", {"items_per_task": 500}
+    else:
+        data = b"n,pad\n" + b"\n".join(rows) + b"\n"
+        fields, fmt, sizing = {"tasks": 280}, "csv", {"tasks": 280, "total_bytes": len(data)}
+    assert len(data) > 2 * storage.BLOCK_SIZE
+    path = put_data(ctx := build_context({**env, "INTAKE_BUDGET_SECONDS": "0", "SUBMIT_CHUNK_TASKS": "60"}),
+                    f"big.{fmt}", data)
+    whole = list(split.iter_shards(fmt, [data], **sizing))
+
+    reads: list[list[int]] = []  # per download of the input: [offset, bytes read]
+    real_read = storage.read_chunks_pinned
+
+    def recording(service, container, name, etag, offset=0):
+        reads.append([offset, 0])
+        for chunk in real_read(service, container, name, etag, offset=offset):
+            reads[-1][1] += len(chunk)
+            yield chunk
+
+    monkeypatch.setattr(storage, "read_chunks_pinned", recording)
+    d = drop(ctx, f"resume-{form}.json", {"command": "true", "input": {"blob": path, "format": fmt}, **fields})
+    accept(ctx, d.container, d.name)
+    reads.clear()  # the count and the first chunk read from the start, as they must
+    resumes = []
+    for _ in range(100):
+        waiting = continuations(ctx)
+        if not waiting:
+            break
+        resumes.append(split.Resume.of(status(ctx, d.run_id)["submit_resume"]))
+        continue_submission(ctx, d.run_id)
+    assert status(ctx, d.run_id)["submitted"] == len(whole)
+    assert len(resumes) >= 3 and resumes[-1].offset > len(data) / 2
+    # each continuation read the input from its resume point on (csv: its header from the start, first)
+    assert [offset for offset, _ in reads] == [o for r in resumes for o in ([0, r.offset] if fmt == "csv" and
+                                                                           r.offset else [r.offset])]
+    headers = [read for (offset, read), (after, _) in zip(reads, reads[1:]) if fmt == "csv" and offset == 0 < after]
+    assert all(read <= storage.BLOCK_SIZE for read in headers)  # a header read stops after its first chunk
+    in_container = work_containers(ctx, d.run_id)[0]
+    uploaded = [ctx.blobs.get_blob_client(in_container, shard_name(i, f"input.{fmt}")).download_blob().readall()
+                for i in range(len(whole))]
+    assert uploaded == whole
+    stop = drop(ctx, f"stop-{form}.json", {"cancel": d.run_id})  # the tasks themselves are of no interest
+    accept(ctx, stop.container, stop.name)
+    run_to_end(ctx, d.run_id)

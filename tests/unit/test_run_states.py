@@ -203,3 +203,16 @@ def test_only_an_accepted_run_is_queued_and_only_a_queued_one_admitted():
     running = run.running(2, T0)
     assert running is not None and running.queued("quota") is None
     assert running.ended("cancelled", "x", frozenset({"accepted", "queued", "running"})) is not None
+
+
+def test_the_cursor_and_where_its_split_resumes_move_together_and_only_forward():
+    first = {"offset": 4_000_000, "shard": 100, "have": 3, "counted": 0}
+    run = accepted().running(500, T0, submitted=110, resume=first)
+    assert (run.submitted, run.submit_resume) == (110, first)
+    later = {"offset": 8_000_000, "shard": 200, "have": 0, "counted": 0}
+    moved = run.submitted_through(210, T0 + timedelta(seconds=5), later)
+    assert (moved.submitted, moved.submit_resume) == (210, later)
+    # a chunk replayed after a crash reports an earlier cursor: neither goes back
+    replayed = moved.submitted_through(110, T0 + timedelta(seconds=9), first)
+    assert (replayed.submitted, replayed.submit_resume) == (210, later)
+    assert RunRecord.from_json(json.loads(json.dumps(replayed.to_json()))).submit_resume == later

@@ -5,8 +5,10 @@ against a plain download-and-upload of the same bytes, measured in the same run.
 
 Each step runs in a fresh interpreter (benchmarks.split_merge_steps) so that its peak RSS is
 its own. Goals: peak memory under 256 MiB for split and for merge; each within 1.5x of the plain
-copy of the same bytes. Also measured: the re-split a continuation of intake does up to its cursor
-(read and split, nothing uploaded) against a plain download of the same blob.
+copy of the same bytes. Also measured: the re-split a continuation of intake did up to its cursor
+(read and split, nothing uploaded) against a plain download of the same blob, and for a cursor at
+90% of the input, what a continuation does now to reach it (resume at the offset its record holds)
+against that re-split from the start.
 """
 from __future__ import annotations
 
@@ -62,6 +64,10 @@ def main() -> None:
             "re-split: plain download (baseline)": run_child("benchmarks.split_merge_steps", "download", *common),
             "re-split: iter_shards, no upload": run_child("benchmarks.split_merge_steps", "resplit", *common,
                                                           str(args.items_per_task)),
+            "late cursor: plain re-split from the start (before)": run_child(
+                "benchmarks.split_merge_steps", "late-resplit", *common, str(args.items_per_task)),
+            "late cursor: resume at the recorded offset": run_child("benchmarks.split_merge_steps", "late-resume",
+                                                                    *common, str(args.items_per_task)),
             "merge: plain copy (baseline)": run_child("benchmarks.split_merge_steps", "copy-merge", *common),
             "merge: merge_stream + commit": run_child("benchmarks.split_merge_steps", "merge", *common),
         }

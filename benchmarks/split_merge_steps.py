@@ -10,7 +10,9 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 
 from shared import merge, naming, split, storage
 from shared.context import Context
@@ -68,6 +70,34 @@ def resplit(ctx: Context, items_per_task: int) -> int:
     return sum(1 for _ in split.iter_shards("jsonl", chunks, items_per_task=items_per_task))
 
 
+LATE = 0.9  # a late continuation: its cursor is at this share of the input's shards
+
+
+def late_cursor(ctx: Context, items_per_task: int) -> tuple[int, split.Resume]:
+    """The cursor of a late continuation and the resume point a chunk ending there records (found by a
+    whole split: not part of what is timed)."""
+    marks = split.Marks()
+    noted = [marks.latest for _ in split.iter_shards("jsonl", storage.read_chunks(ctx.blobs, "data", "big.jsonl"),
+                                                     items_per_task=items_per_task, marks=marks)]
+    cursor = int(len(noted) * LATE)
+    return cursor, noted[cursor - 1]
+
+
+def resume(ctx: Context, items_per_task: int, cursor: int, at: split.Resume) -> int:
+    """What a continuation does to reach its cursor now: split from the resume point its record holds
+    (reading the input from that offset on) up to the cursor's shard."""
+    def read_from(offset: int) -> Iterator[bytes]:
+        return storage.read_chunks(ctx.blobs, "data", "big.jsonl", offset=offset)
+    shards = split.resume_shards("jsonl", read_from, at, items_per_task=items_per_task)
+    return sum(1 for _ in islice(shards, cursor - at.first_whole + 1))
+
+
+def resplit_to(ctx: Context, items_per_task: int, cursor: int) -> int:
+    """What a continuation did to reach its cursor before: split from the start up to the cursor's shard."""
+    chunks = storage.read_chunks(ctx.blobs, "data", "big.jsonl")
+    return sum(1 for _ in islice(split.iter_shards("jsonl", chunks, items_per_task=items_per_task), cursor + 1))
+
+
 def shard_ids(ctx: Context) -> list[str]:
     return sorted(b.name for b in ctx.blobs.get_container_client("shards").list_blobs())
 
@@ -101,6 +131,11 @@ def main() -> None:
         pieces = download(ctx)
     elif step == "resplit":
         pieces = resplit(ctx, int(rest[0]))
+    elif step in ("late-resplit", "late-resume"):
+        cursor, at = late_cursor(ctx, int(rest[0]))
+        start = time.perf_counter()  # the whole split that found the resume point is not timed
+        pieces = (resplit_to(ctx, int(rest[0]), cursor) if step == "late-resplit"
+                  else resume(ctx, int(rest[0]), cursor, at))
     elif step == "copy-merge":
         pieces = copy_merge(ctx)
     elif step == "merge":

@@ -367,7 +367,7 @@ def test_intake_retry_after_all_tasks_finished_keeps_the_run(ctx, batch, monkeyp
 
     real = RunStore.start_running
 
-    def die_before_running(self, run_id, total, submitted):
+    def die_before_running(self, run_id, total, submitted, resume=None):
         calls["n"] += 1
         raise ConnectionError("host died after adding the tasks")
 

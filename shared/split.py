@@ -58,7 +58,7 @@ FORMATS = ("jsonl", "lines", "csv", "json")
 # almost always a wrong format, and holding it would break the memory bound.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
-GRID = 256 * 1024  # byte-balanced splits read the input in chunks ending on multiples of this: _on_grid
+GRID = 512 * 1024  # byte-balanced splits read the input in chunks ending on multiples of this: _on_grid
 _FIELD = "input.blob"
 
 Chunks = Iterable[bytes]
@@ -148,21 +148,22 @@ def _on_grid(chunks: Chunks, at: int) -> Iterator[bytes]:
     the input. A byte-balanced lines, jsonl or json split maps its target offsets onto records block
     by block, so its cuts depend on where blocks begin; blocks begin where chunks do (lines) or at
     the first element after a chunk (json), so on the grid a split resumed at an offset cuts
-    exactly where the whole split does. (A copy of the input, and blocks no larger than a cell:
-    a quarter MiB keeps memory as low as a download's own chunks allow.)"""
-    need = GRID - at % GRID  # bytes to the next grid line
-    parts: list[bytes] = []
-    have = 0
+    exactly where the whole split does. Chunks are cut without joining them whole, so this costs
+    one copy of the input; a cell of half a MiB keeps the blocks (and memory) small and their number
+    low (a byte-balanced split runs as fast as without the grid)."""
+    need = GRID - at % GRID  # bytes from the last grid line passed to the next
+    parts: list[bytes] = []  # the input since the last grid line passed
+    have = 0                 # bytes in `parts`
     for chunk in chunks:
-        if not chunk:
-            continue
-        parts.append(chunk)
-        have += len(chunk)
-        while have >= need:
-            data = b"".join(parts) if len(parts) > 1 else bytes(parts[0])
-            yield data[:need]
-            rest = data[need:]
-            parts, have, need = ([rest] if rest else []), len(rest), GRID
+        pos = 0
+        while len(chunk) - pos >= need - have:  # the chunk reaches the next grid line
+            end = pos + need - have
+            parts.append(chunk[pos:end])
+            yield b"".join(parts) if len(parts) > 1 else parts[0]
+            parts, have, need, pos = [], 0, GRID, end
+        if pos < len(chunk):
+            parts.append(chunk[pos:])
+            have += len(chunk) - pos
     if have:
         yield b"".join(parts)
 

@@ -20,7 +20,7 @@ from shared.context import Context
 from shared.errors import BatchdropError, BatchError, BatchQuotaError, Conflict, JobFileError
 from shared.jobfile import BlobInput, ExistingPool, ItemsInput, JobSpec, PrefixInput
 from shared.runs import ACCEPTED, RUNNING, JobFileVersion, RunRecord
-from shared.submit import MustWait, RunEnded, Shards, request_continuation, submit
+from shared.submit import MustWait, PrefixResume, RunEnded, Shards, request_continuation, submit
 
 __all__ = ["accept", "continue_submission", "JobFileVersion", "RunIdTaken"]
 
@@ -116,11 +116,9 @@ def _continue_claimed(ctx: Context, run_id: str, started: float) -> int | None:
         if not isinstance(spec, JobSpec):
             raise JobFileError("the job file kept for this run is not a job")
         shards = replace(_plan_inputs(ctx, spec, run), total=run.tasks.total, skip=rerun.skipped(run.reused))
-        if shards.existing and len(shards.existing) != run.tasks.total:
-            raise JobFileError(f"the blobs under the input prefix changed while the run was being submitted "
-                               f"({run.tasks.total:,} when it started, {len(shards.existing):,} now); leave "
-                               f"them as they are until status.json shows every task submitted",
-                               field="input.prefix")
+        if isinstance(spec.input, PrefixInput) and shards.existing_from + len(shards.existing) != run.tasks.total:
+            raise _prefix_changed(f"{run.tasks.total:,} when it started, "
+                                  f"{shards.existing_from + len(shards.existing):,} now")
     except (JobFileError, storage.BlobChanged) as e:
         ctx.runs.fail_submission(run_id, f"the submission could not go on: {e}")
         return None
@@ -260,10 +258,29 @@ def _plan_inputs(ctx: Context, spec: JobSpec, existing: RunRecord | None, pin: s
                                        tasks=spec.tasks, total_bytes=info.size, marks=marks)
         return Shards(f"input.{jobfile.input_extension(inp)}", replay=produce, input_etag=etag)
     if isinstance(inp, PrefixInput):
-        blobs = storage.list_prefix(ctx.blobs, inp.prefix.container, inp.prefix.path, "input.prefix",
-                                    limit=ctx.settings.max_tasks_per_run)
-        return Shards(existing=tuple(blobs))
+        # a continuation lists from the page of the last blob submitted, not from the first
+        resume = PrefixResume.of(existing.submit_resume) if existing is not None and existing.submitting else None
+        listed = storage.list_prefix_pages(ctx.blobs, inp.prefix.container, inp.prefix.path, "input.prefix",
+                                           limit=ctx.settings.max_tasks_per_run, marker=resume.marker if resume else "")
+        if resume is None or existing is None:
+            return Shards(existing=tuple(listed.blobs), pages=listed.pages)
+        return _listed_after(listed, resume, existing.submitted or 0)
     raise JobFileError(f"unsupported input form {type(inp).__name__}", field="input")
+
+
+def _listed_after(listed: storage.PrefixListing, resume: PrefixResume, cursor: int) -> Shards:
+    """The blobs after the last one submitted (task `cursor` on), from a listing from its page."""
+    after = next((i for i, blob in enumerate(listed.blobs) if blob.name == resume.after), None)
+    if after is None:
+        raise _prefix_changed(f"'{resume.after}', submitted already, is gone")
+    skip = after + 1
+    return Shards(existing=tuple(listed.blobs[skip:]), existing_from=cursor,
+                  pages=tuple((first - skip, marker) for first, marker in listed.pages))
+
+
+def _prefix_changed(how: str) -> JobFileError:
+    return JobFileError(f"the blobs under the input prefix changed while the run was being submitted ({how}); "
+                        f"leave them as they are until status.json shows every task submitted", field="input.prefix")
 
 
 def _check_zip(ctx: Context, info: storage.BlobInfo, field: str) -> None:

@@ -46,7 +46,14 @@ class Listed:
 def listing(client: ContainerClient, prefix: str = "", page: int = PAGE) -> Iterator[Listed]:
     """The container's blobs under `prefix`, in name order, a page at a time. ResourceNotFoundError
     when the container does not exist (as the SDK's listing raises)."""
-    marker = ""
+    for _marker, blobs in pages(client, prefix, page):
+        yield from blobs
+
+
+def pages(client: ContainerClient, prefix: str = "", page: int = PAGE,
+          marker: str = "") -> Iterator[tuple[str, list[Listed]]]:
+    """`listing`'s pages from `marker` on ("": from the first), each with the marker that asked for it:
+    the service's own (opaque) continuation, so a listing from it later starts with that page."""
     while True:
         params = {"restype": "container", "comp": "list", "maxresults": str(page)}
         if prefix:
@@ -61,8 +68,7 @@ def listing(client: ContainerClient, prefix: str = "", page: int = PAGE) -> Iter
             raise ResourceNotFoundError(f"container '{client.container_name}' does not exist", response=response)
         response.raise_for_status()
         answer = ET.fromstring(response.content)
-        for blob in answer.iter("Blob"):
-            yield _entry(blob)
+        yield marker, [_entry(blob) for blob in answer.iter("Blob")]
         marker = answer.findtext("NextMarker") or ""
         if not marker:
             return

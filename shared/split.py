@@ -92,7 +92,7 @@ class Resume:
     @classmethod
     def of(cls, doc: Any) -> Resume | None:
         """The Resume `to_json` wrote; None for anything else (the split then starts from the start)."""
-        if not isinstance(doc, dict):
+        if not isinstance(doc, dict) or "offset" not in doc:
             return None
         values = [doc.get(key, 0) for key in ("offset", "shard", "have", "counted")]
         if not all(type(value) is int and value >= 0 for value in values):

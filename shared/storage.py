@@ -5,6 +5,7 @@ SAS URLs are secrets: nothing here logs one, and errors carry blob names, never 
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import io
 import json
@@ -192,20 +193,49 @@ def blob_info(service: BlobServiceClient, container: str, name: str, field: str)
     return BlobInfo(container, name, props.size, props.etag)
 
 
+@dataclass(frozen=True)
+class PrefixListing:
+    """Blobs under a prefix in name order, and where each page of the listing began: (index in
+    `blobs` of the page's first blob, the service's marker that lists from that page on)."""
+
+    blobs: list[BlobInfo]
+    pages: tuple[tuple[int, str], ...]
+
+    def marker_of(self, index: int) -> str:
+        """The marker of the page holding blobs[index]: a listing from it lists that blob again."""
+        at = bisect.bisect_right(self.pages, index, key=lambda page: page[0]) - 1
+        return self.pages[at][1] if at >= 0 else ""
+
+
 def list_prefix(service: BlobServiceClient, container: str, prefix: str, field: str,
-                limit: int | None = None) -> list[BlobInfo]:
+                limit: int | None = None, marker: str = "") -> list[BlobInfo]:
     """Blobs under a prefix in name order; InputNotFound when the container is missing or nothing is there.
     With `limit`, stops after limit + 1 blobs (enough to tell that there are too many)."""
+    return list_prefix_pages(service, container, prefix, field, limit, marker).blobs
+
+
+def list_prefix_pages(service: BlobServiceClient, container: str, prefix: str, field: str,
+                      limit: int | None = None, marker: str = "") -> PrefixListing:
+    """`list_prefix` with its pages' markers, from the page of `marker` on ("": the first)."""
+    most = None if limit is None else limit + 1
+    blobs: list[BlobInfo] = []
+    starts: list[tuple[int, str]] = []
     try:
-        found = listing(blob_rest.container(service, container), prefix)
-        blobs = [BlobInfo(container, b.name, b.size, b.etag)
-                 for b in islice(found, None if limit is None else limit + 1)]
+        for page_marker, page in blob_rest.pages(blob_rest.container(service, container), prefix, blob_rest.PAGE,
+                                                 marker):
+            starts.append((len(blobs), page_marker))
+            blobs.extend(BlobInfo(container, b.name, b.size, b.etag) for b in page)
+            if most is not None and len(blobs) >= most:
+                del blobs[most:]
+                break
     except ResourceNotFoundError:
         raise InputNotFound(f"container '{container}' does not exist", field=field) from None
     if not blobs:
         raise InputNotFound(f"no blobs under '{container}/{prefix}'; upload the inputs first or fix the prefix",
                             field=field)
-    return sorted(blobs, key=lambda b: b.name)
+    if any(a.name >= b.name for a, b in zip(blobs, blobs[1:])):  # not the order the service promises
+        return PrefixListing(sorted(blobs, key=lambda b: b.name), ())
+    return PrefixListing(blobs, tuple(starts))
 
 
 def read_chunks(service: BlobServiceClient, container: str, name: str, etag: str | None = None,

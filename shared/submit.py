@@ -7,9 +7,10 @@ first chunk is small so that tasks start at once whatever the run's size; later 
 from the rate measured so far. When the next chunk would not fit in INTAKE_BUDGET_SECONDS, a
 continuation message on SUBMIT_QUEUE hands the rest to another invocation.
 
-The cursor is the record's `submitted`: the next task index, with `submit_resume` for a blob input:
+The cursor is the record's `submitted`: the next task index, with `submit_resume`: for a blob input,
 a point shortly before it where the split can resume (a byte offset and the shard there, see
-shared.split.Resume), so a continuation reads the input from there on, not from its start. Shards
+shared.split.Resume), so a continuation reads the input from there on, not from its start; for a
+prefix input, the listing's marker of the page holding the last blob submitted, and that blob's name. Shards
 and task ids are deterministic, so a chunk replayed after a crash overwrites the same shards and
 finds its tasks already there (TaskExists counts as added).
 """
@@ -23,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from shared import batch, jobplan, naming, split, storage, threads
 from shared.budget import RateSizer
@@ -52,6 +53,8 @@ class Shards:
     # in the Marks given: only a blob's split notes any, and resumes from them)
     replay: Callable[[split.Resume, split.Marks | None], Iterator[bytes]] | None = None
     existing: tuple[storage.BlobInfo, ...] = ()  # pre-split inputs (prefix form), in name order
+    existing_from: int = 0  # the task index of existing[0] (a continuation lists from its cursor's page on)
+    pages: tuple[tuple[int, str], ...] = ()  # of the existing blobs' listing: storage.PrefixListing.pages
     input_etag: str | None = None  # the input blob's version: a retry splits exactly the same bytes
     total: int = 0  # how many tasks: counted before anything is created
     skip: frozenset[int] = frozenset()  # tasks not submitted (a rerun's reused ones): they keep their indices
@@ -86,7 +89,7 @@ class ChunkSizer(RateSizer):
 
 
 def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: float,
-           on_running: Callable[[int, dict[str, int]], bool]) -> int | None:
+           on_running: Callable[[int, dict[str, Any]], bool]) -> int | None:
     """Create the job (first time) and add tasks from the record's cursor until all are in or the
     budget is spent. Returns the cursor to continue from (the caller sends `request_continuation`
     once it let go of its claim, or the continuation could find the claim still held), or None.
@@ -103,6 +106,9 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
         planned = _plan(ctx, run_id, spec, shards)
         start = run.submitted or 0
         at = split.Resume.of(run.submit_resume) or at
+        if shards.existing and shards.existing_from != start:
+            raise BatchdropError(f"run {run_id}: the prefix was listed from task {shards.existing_from}, "
+                                 f"the cursor is at {start}")
     elif run.state in TERMINAL:
         raise RunEnded(run_id)
     else:
@@ -217,10 +223,29 @@ def _registry(ctx: Context, spec: JobSpec):
 
 
 @dataclass(frozen=True)
+class PrefixResume:
+    """Where a continuation of a prefix input lists from: the listing's marker of the page holding
+    blob `after`, the last one submitted (the tasks after the cursor are the blobs after it)."""
+
+    marker: str
+    after: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"marker": self.marker, "after": self.after}
+
+    @classmethod
+    def of(cls, doc: Any) -> PrefixResume | None:
+        if not isinstance(doc, dict) or not isinstance(doc.get("marker"), str) or not isinstance(doc.get("after"), str):
+            return None
+        return cls(doc["marker"], doc["after"])
+
+
+@dataclass(frozen=True)
 class _Input:
     index: int
     where: jobplan.TaskInput
     data: bytes | None  # to upload first (a shard split here); None for a blob that exists
+    listed: PrefixResume | None = None  # of a blob that exists: a listing from its page, and its name
 
 
 def _inputs_from(ctx: Context, run_id: str, shards: Shards, start: int, at: split.Resume,
@@ -230,8 +255,11 @@ def _inputs_from(ctx: Context, run_id: str, shards: Shards, start: int, at: spli
     to `start` are split here and now (not on the first chunk's first read), so that an invocation's
     log tells that time apart from its chunks'."""
     if shards.existing:
-        return (_Input(i, jobplan.prefix_inputs([info])[0], None) for i, info in enumerate(shards.existing[start:],
-                                                                                           start))
+        listed = storage.PrefixListing(list(shards.existing), shards.pages)
+        first = start - shards.existing_from
+        return (_Input(shards.existing_from + k, jobplan.prefix_inputs([info])[0], None,
+                       PrefixResume(listed.marker_of(k), info.name))
+                for k, info in enumerate(shards.existing[first:], first))
     in_container, _ = work_containers(ctx, run_id)
     if at.first_whole > start:
         at = split.Resume()
@@ -250,7 +278,7 @@ class _Chunk:
     end: int
     tasks: list[dict]  # batch.task_body of each
     began: float  # time.monotonic() when its upload started
-    resume: split.Resume  # where the input's split resumes for the chunk after it
+    resume: dict[str, Any]  # where the input resumes for the chunk after it: a split.Resume or a PrefixResume
 
 
 @dataclass(frozen=True)
@@ -281,14 +309,15 @@ def _upload_chunk(ctx: Context, run_id: str, planned: jobplan.Submission, inputs
     began = time.monotonic()
     taken: list[tuple[int, jobplan.TaskInput]] = []
     passed = 0
+    last: _Input | None = None
 
     def uploads() -> Iterator[tuple[str, bytes]]:
-        nonlocal passed
+        nonlocal passed, last
         while passed < size and not (passed and deadline is not None and time.monotonic() >= deadline):
             item = next(inputs, None)
             if item is None:
                 return
-            passed += 1
+            passed, last = passed + 1, item
             if item.index in skip:
                 continue
             taken.append((item.index, item.where))
@@ -299,8 +328,12 @@ def _upload_chunk(ctx: Context, run_id: str, planned: jobplan.Submission, inputs
     signer = storage.SasMinter(ctx.blobs)
     tasks = [batch.task_body(planned.job, jobplan.task_spec(index, where, signer, planned.expiry))
              for index, where in taken]
-    # the split stopped just after this chunk's last shard: its latest mark resumes at or before the next
-    return _Chunk(start, start + passed, tasks, began, marks.latest if marks is not None else split.Resume())
+    resume: dict[str, Any]
+    if last is not None and last.listed is not None:
+        resume = last.listed.to_json()
+    else:  # the split stopped just after this chunk's last shard: its latest mark resumes at or before the next
+        resume = (marks.latest if marks is not None else split.Resume()).to_json()
+    return _Chunk(start, start + passed, tasks, began, resume)
 
 
 def _add_chunk(ctx: Context, run_id: str, tasks: list[dict]) -> None:
@@ -310,9 +343,9 @@ def _add_chunk(ctx: Context, run_id: str, tasks: list[dict]) -> None:
 
 
 def _note(ctx: Context, run_id: str, first: bool, chunk: _Chunk,
-          on_running: Callable[[int, dict[str, int]], bool]) -> bool:
+          on_running: Callable[[int, dict[str, Any]], bool]) -> bool:
     """Record the cursor; False when the run stopped running (its submission ends here)."""
-    submitted, resume = chunk.end, chunk.resume.to_json()
+    submitted, resume = chunk.end, chunk.resume
     if first:
         if on_running(submitted, resume):
             return True

@@ -312,3 +312,48 @@ def test_a_continuation_reads_a_blob_input_from_where_the_split_stood_not_from_i
     stop = drop(ctx, f"stop-{form}.json", {"cancel": d.run_id})  # the tasks themselves are of no interest
     accept(ctx, stop.container, stop.name)
     run_to_end(ctx, d.run_id)
+
+
+def test_a_continuation_lists_a_prefix_from_the_page_of_its_cursor(chunked, batch, monkeypatch):
+    """A prefix input's cursor carries the listing's marker of the page holding the last blob submitted
+    (status.json `submit_resume`): a continuation lists from there, not the whole prefix again."""
+    from shared import blob_rest
+
+    ctx = chunked
+    monkeypatch.setattr(blob_rest, "PAGE", 5)  # 23 blobs on 5 pages
+    for i in range(23):
+        put_data(ctx, f"paged/p{i:03d}.txt", f"part {i}\n".encode())
+    markers: list[str] = []  # where each listing of the prefix began
+    real_pages = blob_rest.pages
+
+    def recording(client, prefix="", page=blob_rest.PAGE, marker=""):
+        if prefix.endswith("paged/"):
+            markers.append(marker)
+        return real_pages(client, prefix, page, marker)
+
+    monkeypatch.setattr(blob_rest, "pages", recording)
+    d = drop(ctx, "paged.json", {"command": COPY, "input": {"prefix": f"{ctx.settings.data_container}/paged/"}})
+    accept(ctx, d.container, d.name)
+    assert markers == [""]  # the whole prefix, to count it
+    assert status(ctx, d.run_id)["submit_resume"]["after"] == f"paged/p{CHUNK - 1:03d}.txt"
+    assert submit_all(ctx, d.run_id) == [7, 14, 21, 23]
+    # each continuation listed from the page of blob 6, 13 and 20 (pages of 5: the 2nd, 3rd and 5th)
+    assert len(markers) == 4 and all(markers[1:]) and len(set(markers[1:])) == 3
+    assert task_ids(batch, d.run_id) == [f"t{i:06d}" for i in range(23)]
+    final = run_to_end(ctx, d.run_id, deadline_s=120)
+    assert final["state"] == "succeeded"
+    assert results_blob(ctx, final["output"].split("/", 1)[1]).decode() == "".join(f"part {i}\n" for i in range(23))
+
+
+def test_a_prefix_whose_last_submitted_blob_went_fails_the_run_saying_so(chunked, batch):
+    ctx = chunked
+    for i in range(12):
+        put_data(ctx, f"going/p{i:02d}.txt", b"x\n")
+    d = drop(ctx, "going.json", {"command": COPY, "input": {"prefix": f"{ctx.settings.data_container}/going/"}})
+    accept(ctx, d.container, d.name)
+    ctx.blobs.get_blob_client(ctx.settings.data_container, f"going/p{CHUNK - 1:02d}.txt").delete_blob()
+    continue_submission(ctx, continuations(ctx)[0]["run_id"])
+    final = status(ctx, d.run_id)
+    assert final["state"] == "failed" and "changed while the run was being submitted" in final["error"]
+    assert f"going/p{CHUNK - 1:02d}.txt" in final["error"] and "is gone" in final["error"]
+    assert work_containers_left(ctx) == []

@@ -209,6 +209,16 @@ def wrapper_tail(manifest_file: str) -> list[str]:
         'while [ "$rc" -gt 128 ] && kill -0 "$pid" 2>/dev/null; do wait "$pid"; rc=$?; done',
         "trap - HUP INT TERM", '[ "$rc" -eq 0 ] || exit "$rc"',
         f'bad() {{ echo "batchdrop: $1" >&2; {gone}; exit 1; }}',
+        "h=; if command -v sha256sum >/dev/null 2>&1; then h=1; fi",
+        # the common case without find, sort or a list file (some 5 ms of a task's 9): OUTPUT_DIR holds
+        # nothing but dot names, or one regular file whose name is printable (a line break is not)
+        'set -- "$OUTPUT_DIR"/*',
+        f'if [ "$#" -eq 1 ] && [ ! -e "$1" ] && [ ! -L "$1" ]; then echo "{HEADER}" > "$m" '
+        '|| bad "could not write the output manifest"; exit 0; fi',
+        'if [ "$#" -eq 1 ] && [ -f "$1" ] && [ ! -L "$1" ]; then case "$1" in *[![:print:]]*) ;; *) '
+        f's=$(wc -c < "$1") && d={NO_HASH} && {{ [ -z "$h" ] || d=$(sha256sum < "$1"); }} && '
+        f'printf "%s\\n%s %s %s\\n" "{HEADER}" "$((s))" "${{d%% *}}" "${{1#"$OUTPUT_DIR"/}}" > "$m" '
+        '|| bad "could not read a file in OUTPUT_DIR for the output manifest"; exit 0;; esac; fi',
         'nl=$(printf "\\n_"); nl=${nl%_}',
         # one find: a name holding a line break is not listed but marked by an empty line (no path is
         # empty), which sorts first
@@ -219,7 +229,6 @@ def wrapper_tail(manifest_file: str) -> list[str]:
         '[ "$n" -lt 2 ] || LC_ALL=C sort -o "$m.list" "$m.list" || bad "could not sort the output manifest"',
         'IFS= read -r f < "$m.list"; if [ "$n" -gt 0 ] && [ -z "$f" ]; then '
         'bad "a name in OUTPUT_DIR holds a line break, which the output manifest cannot record; rename it"; fi',
-        "h=; if command -v sha256sum >/dev/null 2>&1; then h=1; fi",
         # a subshell, so that `exit 1` on a failed read ends only the listing
         f'( echo "{HEADER}"; while IFS= read -r f; do s=$(wc -c < "$f") || exit 1; d={NO_HASH}; '
         'if [ -n "$h" ]; then d=$(sha256sum < "$f") || exit 1; fi; '

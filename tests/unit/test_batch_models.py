@@ -3,6 +3,8 @@ import shlex
 import subprocess
 from datetime import timedelta
 
+import pytest
+
 from shared.batch import JobPlan, TaskSpec, autoscale_formula, job_model, job_timeout, task_body, task_wrapper
 from shared.settings import PoolDefaults
 
@@ -170,6 +172,66 @@ def test_wrapper_without_sha256sum_records_sizes_only(tmp_path):
     done = run_wrapper(wd, 'printf 12345 > "$OUTPUT_PATH"', path=str(bin_dir))
     assert done.returncode == 0, done.stderr
     assert (wd / "batchdrop-manifest.txt").read_text() == "batchdrop-manifest 1\n5 - output.jsonl\n"
+
+
+def reference_manifest(out) -> bytes:
+    """What the manifest must say about directory `out`, computed here: every regular file (not a link)
+    under it, dot names left out, in byte order of the path."""
+    import hashlib
+    import os
+
+    from shared.manifest import HEADER
+
+    lines = []
+    for root, dirs, files in os.walk(out):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = os.path.join(root, name)
+            if not name.startswith(".") and not os.path.islink(path):
+                rel = os.path.relpath(path, out).encode()
+                data = open(path, "rb").read()
+                lines.append(b"%d %s %s" % (len(data), hashlib.sha256(data).hexdigest().encode(), rel))
+    return b"\n".join([HEADER.encode(), *sorted(lines, key=lambda line: line.split(b" ", 2)[2])]) + b"\n"
+
+
+@pytest.mark.parametrize("command", [
+    'echo hi > "$OUTPUT_PATH"',                      # the common case: one file
+    'printf "%s" "a b" > "$OUTPUT_DIR/with space %s.txt"',
+    'printf x > "$OUTPUT_DIR/*"', 'printf x > "$OUTPUT_DIR/-n"', 'printf x > "$OUTPUT_DIR/été.txt"',
+    'printf x > "$OUTPUT_DIR/tab\there"',           # not printable: the general path
+    ": > \"$OUTPUT_PATH\"",                            # an empty file
+    "true",                                          # nothing
+    'echo x > "$OUTPUT_DIR/.hidden"',                # only a dot name
+    'ln -s /etc/hostname "$OUTPUT_DIR/link"',        # only a link
+    'mkdir "$OUTPUT_DIR/sub" && echo x > "$OUTPUT_DIR/sub/f"',  # one folder
+    'rm -rf "$OUTPUT_DIR"',                          # no OUTPUT_DIR at all
+    'echo a > "$OUTPUT_DIR/b" && echo b > "$OUTPUT_DIR/a"',    # two files: the general path
+])
+def test_the_manifest_matches_what_the_output_dir_holds_on_either_path(tmp_path, command):
+    """One file or none takes a path without find and sort; the manifest is the same as the general one's."""
+    done = run_wrapper(tmp_path, command)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "batchdrop-manifest.txt").read_bytes() == reference_manifest(tmp_path / "output")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "output") == ["batchdrop-manifest.txt"]
+
+
+def test_one_output_file_is_recorded_without_find_or_sort(tmp_path):
+    """The common case costs a task two processes (wc, sha256sum) instead of five: a node without find
+    or sort still records one file, and only more files need them."""
+    import os
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("wc", "sha256sum", "rm", "mkdir"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    done = run_wrapper(wd, 'printf 12345 > "$OUTPUT_PATH"', path=str(bin_dir))
+    assert done.returncode == 0, done.stderr
+    assert (wd / "batchdrop-manifest.txt").read_bytes() == reference_manifest(wd / "output")
+    done = run_wrapper(wd, 'printf 1 > "$OUTPUT_DIR/a"; printf 2 > "$OUTPUT_DIR/b"', path=str(bin_dir))
+    assert done.returncode == 1 and b"could not list OUTPUT_DIR" in done.stderr
 
 
 def test_a_name_with_a_line_break_fails_the_task_saying_why(tmp_path):

@@ -253,28 +253,31 @@ def _plan_inputs(ctx: Context, spec: JobSpec, existing: RunRecord | None, pin: s
         def read_from(offset: int) -> Iterator[bytes]:
             return storage.read_chunks_pinned(ctx.blobs, info.container, info.name, etag, offset=offset)
 
+        # a run submitting since before the splits kept a resume point cuts as it began: without the grid
+        grid = existing is None or not existing.submitting or existing.submit_resume is not None
+
         def produce(at: split.Resume, marks: split.Marks | None) -> Iterator[bytes]:
             return split.resume_shards(inp.format, read_from, at, items_per_task=spec.items_per_task,
-                                       tasks=spec.tasks, total_bytes=info.size, marks=marks)
+                                       tasks=spec.tasks, total_bytes=info.size, marks=marks, grid=grid)
         return Shards(f"input.{jobfile.input_extension(inp)}", replay=produce, input_etag=etag)
     if isinstance(inp, PrefixInput):
         # a continuation lists from the page of the last blob submitted, not from the first
         resume = PrefixResume.of(existing.submit_resume) if existing is not None and existing.submitting else None
         listed = storage.list_prefix_pages(ctx.blobs, inp.prefix.container, inp.prefix.path, "input.prefix",
                                            limit=ctx.settings.max_tasks_per_run, marker=resume.marker if resume else "")
-        if resume is None or existing is None:
+        if resume is None:  # (a run submitting since before the cursor kept one: from the first page)
             return Shards(existing=tuple(listed.blobs), pages=listed.pages)
-        return _listed_after(listed, resume, existing.submitted or 0)
+        return _listed_after(listed, resume)
     raise JobFileError(f"unsupported input form {type(inp).__name__}", field="input")
 
 
-def _listed_after(listed: storage.PrefixListing, resume: PrefixResume, cursor: int) -> Shards:
-    """The blobs after the last one submitted (task `cursor` on), from a listing from its page."""
+def _listed_after(listed: storage.PrefixListing, resume: PrefixResume) -> Shards:
+    """The blobs after blob `resume.after` (task `resume.next` on), from a listing from its page."""
     after = next((i for i, blob in enumerate(listed.blobs) if blob.name == resume.after), None)
     if after is None:
         raise _prefix_changed(f"'{resume.after}', submitted already, is gone")
     skip = after + 1
-    return Shards(existing=tuple(listed.blobs[skip:]), existing_from=cursor,
+    return Shards(existing=tuple(listed.blobs[skip:]), existing_from=resume.next,
                   pages=tuple((first - skip, marker) for first, marker in listed.pages))
 
 

@@ -210,15 +210,18 @@ def wrapper_tail(manifest_file: str) -> list[str]:
         "trap - HUP INT TERM", '[ "$rc" -eq 0 ] || exit "$rc"',
         f'bad() {{ echo "batchdrop: $1" >&2; {gone}; exit 1; }}',
         "h=; if command -v sha256sum >/dev/null 2>&1; then h=1; fi",
-        # the common case without find, sort or a list file (some 5 ms of a task's 9): OUTPUT_DIR holds
-        # nothing but dot names, or one regular file whose name is printable (a line break is not)
-        'set -- "$OUTPUT_DIR"/*',
-        f'if [ "$#" -eq 1 ] && [ ! -e "$1" ] && [ ! -L "$1" ]; then echo "{HEADER}" > "$m" '
-        '|| bad "could not write the output manifest"; exit 0; fi',
-        'if [ "$#" -eq 1 ] && [ -f "$1" ] && [ ! -L "$1" ]; then case "$1" in *[![:print:]]*) ;; *) '
-        f's=$(wc -c < "$1") && d={NO_HASH} && {{ [ -z "$h" ] || d=$(sha256sum < "$1"); }} && '
+        # the common case without find, sort or a list file (some 5 ms of a task's 9): no OUTPUT_DIR, or
+        # a real, readable folder holding nothing but dot names (q=0) or one regular file whose name is
+        # printable, a line break is not (q=1); anything else (a link, no permission) takes find's path
+        'q=; if [ ! -e "$OUTPUT_DIR" ] && [ ! -L "$OUTPUT_DIR" ]; then q=0; elif [ -d "$OUTPUT_DIR" ] && '
+        '[ ! -L "$OUTPUT_DIR" ] && [ -r "$OUTPUT_DIR" ] && [ -x "$OUTPUT_DIR" ]; then set -- "$OUTPUT_DIR"/*; '
+        'if [ "$#" -eq 1 ] && [ ! -e "$1" ] && [ ! -L "$1" ]; then q=0; '
+        'elif [ "$#" -eq 1 ] && [ -f "$1" ] && [ ! -L "$1" ]; then '
+        'case "$1" in *[![:print:]]*) ;; *) q=1;; esac; fi; fi',
+        f'if [ "$q" = 0 ]; then echo "{HEADER}" > "$m" || bad "could not write the output manifest"; exit 0; fi',
+        f'if [ "$q" = 1 ]; then s=$(wc -c < "$1") && d={NO_HASH} && {{ [ -z "$h" ] || d=$(sha256sum < "$1"); }} && '
         f'printf "%s\\n%s %s %s\\n" "{HEADER}" "$((s))" "${{d%% *}}" "${{1#"$OUTPUT_DIR"/}}" > "$m" '
-        '|| bad "could not read a file in OUTPUT_DIR for the output manifest"; exit 0;; esac; fi',
+        '|| bad "could not read a file in OUTPUT_DIR for the output manifest"; exit 0; fi',
         'nl=$(printf "\\n_"); nl=${nl%_}',
         # one find: a name holding a line break is not listed but marked by an empty line (no path is
         # empty), which sorts first

@@ -38,7 +38,8 @@ Rules a user sees (documented in docs/jobfile.md's terms):
 Resuming (a submission in chunks, shared.submit): a split given `Marks` notes, about once per
 input chunk, a `Resume` (a byte offset and where the split stands there); `resume_shards` starts
 from one, reading the input from that offset on, and yields exactly the shards the whole split
-yields from then on. So a continuation does not read the input up to its cursor again.
+yields from then on. So a continuation does not read the input up to its cursor again. (A json
+split into `tasks` notes none: it starts from the start again, see _shards.)
 """
 from __future__ import annotations
 
@@ -116,25 +117,31 @@ _START = Resume()
 
 def iter_shards(fmt: str, chunks: Chunks, *, items_per_task: int | None = None,
                 tasks: int | None = None, total_bytes: int | None = None,
-                marks: Marks | None = None) -> Iterator[bytes]:
+                marks: Marks | None = None, grid: bool = True) -> Iterator[bytes]:
     """Shards of a blob in format `fmt` (jsonl, lines, csv, json), in order.
 
     Give `items_per_task` (default 1) for fixed-size shards, or `tasks` together with
     `total_bytes` (the blob's size) for at most `tasks` byte-balanced shards. With `marks`,
-    the split notes where it could resume (see resume_shards).
+    the split notes where it could resume (see resume_shards). `grid=False` cuts a byte-balanced
+    split where the chunks given end (as before the grid, for runs begun then), and notes nothing.
     """
     per_task = _sizing(fmt, items_per_task, tasks, total_bytes)
+    if not grid and tasks is not None:
+        return _shards(fmt, chunks, per_task, tasks, total_bytes, None, _START, None, grid=False)
     return _shards(fmt, chunks, per_task, tasks, total_bytes, marks, _START, None)
 
 
 def resume_shards(fmt: str, read_from: Callable[[int], Chunks], at: Resume, *,
                   items_per_task: int | None = None, tasks: int | None = None, total_bytes: int | None = None,
-                  marks: Marks | None = None) -> Iterator[bytes]:
+                  marks: Marks | None = None, grid: bool = True) -> Iterator[bytes]:
     """The shards `iter_shards` yields from number `at.first_whole` on, reading the input from
     byte `at.offset` on: `read_from(offset)` gives its chunks from there (a csv input's header is
     read from offset 0 too). `at` must come from the Marks of a split of the same bytes with the
-    same sizing."""
+    same sizing (`grid`: see iter_shards; without it, from the start)."""
     per_task = _sizing(fmt, items_per_task, tasks, total_bytes)
+    if not grid:
+        return islice(iter_shards(fmt, read_from(0), items_per_task=items_per_task, tasks=tasks,
+                                  total_bytes=total_bytes, grid=False), at.first_whole, None)
     if at.offset == 0:
         return islice(_shards(fmt, read_from(0), per_task, tasks, total_bytes, marks, _START, None),
                       at.first_whole, None)
@@ -145,12 +152,13 @@ def resume_shards(fmt: str, read_from: Callable[[int], Chunks], at: Resume, *,
 
 def _on_grid(chunks: Chunks, at: int) -> Iterator[bytes]:
     """The same bytes (starting at input byte `at`) in chunks that end on multiples of GRID bytes of
-    the input. A byte-balanced lines, jsonl or json split maps its target offsets onto records block
-    by block, so its cuts depend on where blocks begin; blocks begin where chunks do (lines) or at
-    the first element after a chunk (json), so on the grid a split resumed at an offset cuts
-    exactly where the whole split does. Chunks are cut without joining them whole, so this costs
-    one copy of the input; a cell of half a MiB keeps the blocks (and memory) small and their number
-    low (a byte-balanced split runs as fast as without the grid)."""
+    the input. A byte-balanced lines or jsonl split maps its target offsets onto records block by
+    block, so its cuts depend on where blocks begin; blocks begin where chunks do, so on the grid a
+    split resumed at an offset cuts exactly where the whole split does (and the split is the same
+    however its input is chunked). A json split's blocks also depend on its refills: it is not
+    resumed (see _shards), the grid only makes its cuts less dependent on the chunking. Chunks are
+    cut without joining them whole, so this costs one copy of the input; a cell of half a MiB keeps
+    the blocks (and memory) small and their number low (as fast as without the grid)."""
     need = GRID - at % GRID  # bytes from the last grid line passed to the next
     parts: list[bytes] = []  # the input since the last grid line passed
     have = 0                 # bytes in `parts`
@@ -187,7 +195,7 @@ def _sizing(fmt: str, items_per_task: int | None, tasks: int | None, total_bytes
 
 
 def _shards(fmt: str, chunks: Chunks, per_task: int, tasks: int | None, total_bytes: int | None,
-            marks: Marks | None, at: Resume, header: bytes | None) -> Iterator[bytes]:
+            marks: Marks | None, at: Resume, header: bytes | None, grid: bool = True) -> Iterator[bytes]:
     """The split from `at` on (chunks from at.offset; a resumed csv split is given its header)."""
     if fmt == "csv":
         if tasks is not None:
@@ -196,8 +204,12 @@ def _shards(fmt: str, chunks: Chunks, per_task: int, tasks: int | None, total_by
                 batches, tasks, size, header_bytes, marks, at), header, at.offset)
         return _csv_shards(chunks, lambda batches, _header_bytes: _group_records(batches, per_task, marks, at),
                            header, at.offset)
-    if tasks is not None:  # where blocks begin moves these cuts (below): blocks begin on the grid
+    if tasks is not None and grid:  # where blocks begin moves these cuts (below): blocks begin on the grid
         chunks = _on_grid(chunks, at.offset)
+    if tasks is not None and fmt == "json":
+        # a json block ends at the first element after a refill, and how much a refill reads depends on
+        # what was read before: a resumed split's blocks can differ, so this split resumes from the start
+        marks = None
     if fmt == "json":
         blocks = _json_array_blocks(chunks, at.offset)
     else:

@@ -106,7 +106,7 @@ def submit(ctx: Context, run_id: str, spec: JobSpec, shards: Shards, started: fl
         planned = _plan(ctx, run_id, spec, shards)
         start = run.submitted or 0
         at = split.Resume.of(run.submit_resume) or at
-        if shards.existing and shards.existing_from != start:
+        if shards.existing and shards.existing_from > start:
             raise BatchdropError(f"run {run_id}: the prefix was listed from task {shards.existing_from}, "
                                  f"the cursor is at {start}")
     elif run.state in TERMINAL:
@@ -225,19 +225,24 @@ def _registry(ctx: Context, spec: JobSpec):
 @dataclass(frozen=True)
 class PrefixResume:
     """Where a continuation of a prefix input lists from: the listing's marker of the page holding
-    blob `after`, the last one submitted (the tasks after the cursor are the blobs after it)."""
+    blob `after`, the last one submitted, whose next blob is task `next` (the cursor it was noted
+    with; a record's cursor can only be further, so the continuation skips up to it)."""
 
     marker: str
     after: str
+    next: int
 
-    def to_json(self) -> dict[str, str]:
-        return {"marker": self.marker, "after": self.after}
+    def to_json(self) -> dict[str, Any]:
+        return {"marker": self.marker, "after": self.after, "next": self.next}
 
     @classmethod
     def of(cls, doc: Any) -> PrefixResume | None:
         if not isinstance(doc, dict) or not isinstance(doc.get("marker"), str) or not isinstance(doc.get("after"), str):
             return None
-        return cls(doc["marker"], doc["after"])
+        following = doc.get("next")
+        if type(following) is not int or following < 1:
+            return None
+        return cls(doc["marker"], doc["after"], following)
 
 
 @dataclass(frozen=True)
@@ -258,7 +263,7 @@ def _inputs_from(ctx: Context, run_id: str, shards: Shards, start: int, at: spli
         listed = storage.PrefixListing(list(shards.existing), shards.pages)
         first = start - shards.existing_from
         return (_Input(shards.existing_from + k, jobplan.prefix_inputs([info])[0], None,
-                       PrefixResume(listed.marker_of(k), info.name))
+                       PrefixResume(listed.marker_of(k), info.name, shards.existing_from + k + 1))
                 for k, info in enumerate(shards.existing[first:], first))
     in_container, _ = work_containers(ctx, run_id)
     if at.first_whole > start:

@@ -335,7 +335,8 @@ def test_a_continuation_lists_a_prefix_from_the_page_of_its_cursor(chunked, batc
     d = drop(ctx, "paged.json", {"command": COPY, "input": {"prefix": f"{ctx.settings.data_container}/paged/"}})
     accept(ctx, d.container, d.name)
     assert markers == [""]  # the whole prefix, to count it
-    assert status(ctx, d.run_id)["submit_resume"]["after"] == f"paged/p{CHUNK - 1:03d}.txt"
+    resume = status(ctx, d.run_id)["submit_resume"]
+    assert (resume["after"], resume["next"]) == (f"paged/p{CHUNK - 1:03d}.txt", CHUNK)
     assert submit_all(ctx, d.run_id) == [7, 14, 21, 23]
     # each continuation listed from the page of blob 6, 13 and 20 (pages of 5: the 2nd, 3rd and 5th)
     assert len(markers) == 4 and all(markers[1:]) and len(set(markers[1:])) == 3
@@ -357,3 +358,20 @@ def test_a_prefix_whose_last_submitted_blob_went_fails_the_run_saying_so(chunked
     assert final["state"] == "failed" and "changed while the run was being submitted" in final["error"]
     assert f"going/p{CHUNK - 1:02d}.txt" in final["error"] and "is gone" in final["error"]
     assert work_containers_left(ctx) == []
+
+
+def test_a_prefix_run_whose_record_has_no_resume_point_goes_on_from_the_first_page(chunked, batch):
+    """A run submitting since before the cursor kept a resume point (or whose point is unreadable)
+    lists the whole prefix again and goes on from its cursor."""
+    ctx = chunked
+    for i in range(16):
+        put_data(ctx, f"older/p{i:02d}.txt", f"part {i}\n".encode())
+    d = drop(ctx, "older.json", {"command": COPY, "input": {"prefix": f"{ctx.settings.data_container}/older/"}})
+    accept(ctx, d.container, d.name)
+    run = ctx.runs.read(d.run_id)
+    ctx.runs.commit(run, run._with(submit_resume=None))
+    assert submit_all(ctx, d.run_id) == [7, 14, 16]
+    assert task_ids(batch, d.run_id) == [f"t{i:06d}" for i in range(16)]
+    final = run_to_end(ctx, d.run_id, deadline_s=120)
+    assert final["state"] == "succeeded"
+    assert results_blob(ctx, final["output"].split("/", 1)[1]).decode() == "".join(f"part {i}\n" for i in range(16))

@@ -1,4 +1,5 @@
 """Batch job and task construction (pure): what Azure Batch will be asked to run."""
+import os
 import shlex
 import subprocess
 from datetime import timedelta
@@ -183,6 +184,8 @@ def reference_manifest(out) -> bytes:
     from shared.manifest import HEADER
 
     lines = []
+    if os.path.islink(out):  # find does not follow a link it starts from
+        return HEADER.encode() + b"\n"
     for root, dirs, files in os.walk(out):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
@@ -205,6 +208,7 @@ def reference_manifest(out) -> bytes:
     'ln -s /etc/hostname "$OUTPUT_DIR/link"',        # only a link
     'mkdir "$OUTPUT_DIR/sub" && echo x > "$OUTPUT_DIR/sub/f"',  # one folder
     'rm -rf "$OUTPUT_DIR"',                          # no OUTPUT_DIR at all
+    'd="$AZ_BATCH_TASK_WORKING_DIR/real" && mkdir "$d" && echo x > "$d/f" && rm -rf "$OUTPUT_DIR" && ln -s "$d" "$OUTPUT_DIR"',
     'echo a > "$OUTPUT_DIR/b" && echo b > "$OUTPUT_DIR/a"',    # two files: the general path
 ])
 def test_the_manifest_matches_what_the_output_dir_holds_on_either_path(tmp_path, command):
@@ -212,7 +216,16 @@ def test_the_manifest_matches_what_the_output_dir_holds_on_either_path(tmp_path,
     done = run_wrapper(tmp_path, command)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "batchdrop-manifest.txt").read_bytes() == reference_manifest(tmp_path / "output")
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "output") == ["batchdrop-manifest.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("output", "real")) == ["batchdrop-manifest.txt"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any folder")
+@pytest.mark.parametrize("mode", ["000", "300", "600"])
+def test_an_output_dir_the_wrapper_cannot_read_fails_the_task(tmp_path, mode):
+    """Not an empty manifest and a success: the general path says it could not list OUTPUT_DIR."""
+    done = run_wrapper(tmp_path, f'echo x > "$OUTPUT_PATH" && chmod {mode} "$OUTPUT_DIR"')
+    os.chmod(tmp_path / "output", 0o700)
+    assert done.returncode == 1 and b"could not list OUTPUT_DIR" in done.stderr
 
 
 def test_one_output_file_is_recorded_without_find_or_sort(tmp_path):

@@ -241,13 +241,20 @@ def test_cancel_of_a_run_still_submitting_stops_the_submission_and_leaves_nothin
     wait_for(lambda: d.run_id not in [j.id for j in batch.list_jobs() if j.state != "deleting"], what="job gone")
 
 
+def prefix_run(ctx, folder: str, count: int):
+    """Blobs p000.. under `folder`/ ("part i" each), a job file of one task per blob, accepted: its
+    first chunk is in."""
+    for i in range(count):
+        put_data(ctx, f"{folder}/p{i:03d}.txt", f"part {i}\n".encode())
+    d = drop(ctx, f"{folder}.json", {"command": COPY, "input": {"prefix": f"{ctx.settings.data_container}/{folder}/"}})
+    accept(ctx, d.container, d.name)
+    return d
+
+
 def test_a_prefix_that_changes_while_submitting_fails_the_run_saying_why(chunked, batch):
     ctx = chunked
-    for i in range(10):
-        put_data(ctx, f"moving/p{i:02d}.txt", b"x\n")
-    d = drop(ctx, "moving.json", {"command": COPY, "input": {"prefix": f"{ctx.settings.data_container}/moving/"}})
-    accept(ctx, d.container, d.name)
-    put_data(ctx, "moving/p99.txt", b"late\n")
+    d = prefix_run(ctx, "moving", 10)
+    put_data(ctx, "moving/p999.txt", b"late\n")
     continue_submission(ctx, continuations(ctx)[0]["run_id"])
     final = status(ctx, d.run_id)
     assert final["state"] == "failed" and "changed while the run was being submitted" in final["error"]
@@ -321,8 +328,6 @@ def test_a_continuation_lists_a_prefix_from_the_page_of_its_cursor(chunked, batc
 
     ctx = chunked
     monkeypatch.setattr(blob_rest, "PAGE", 5)  # 23 blobs on 5 pages
-    for i in range(23):
-        put_data(ctx, f"paged/p{i:03d}.txt", f"part {i}\n".encode())
     markers: list[str] = []  # where each listing of the prefix began
     real_pages = blob_rest.pages
 
@@ -332,8 +337,7 @@ def test_a_continuation_lists_a_prefix_from_the_page_of_its_cursor(chunked, batc
         return real_pages(client, prefix, page, marker)
 
     monkeypatch.setattr(blob_rest, "pages", recording)
-    d = drop(ctx, "paged.json", {"command": COPY, "input": {"prefix": f"{ctx.settings.data_container}/paged/"}})
-    accept(ctx, d.container, d.name)
+    d = prefix_run(ctx, "paged", 23)
     assert markers == [""]  # the whole prefix, to count it
     resume = status(ctx, d.run_id)["submit_resume"]
     assert (resume["after"], resume["next"]) == (f"paged/p{CHUNK - 1:03d}.txt", CHUNK)
@@ -348,15 +352,12 @@ def test_a_continuation_lists_a_prefix_from_the_page_of_its_cursor(chunked, batc
 
 def test_a_prefix_whose_last_submitted_blob_went_fails_the_run_saying_so(chunked, batch):
     ctx = chunked
-    for i in range(12):
-        put_data(ctx, f"going/p{i:02d}.txt", b"x\n")
-    d = drop(ctx, "going.json", {"command": COPY, "input": {"prefix": f"{ctx.settings.data_container}/going/"}})
-    accept(ctx, d.container, d.name)
-    ctx.blobs.get_blob_client(ctx.settings.data_container, f"going/p{CHUNK - 1:02d}.txt").delete_blob()
+    d = prefix_run(ctx, "going", 12)
+    ctx.blobs.get_blob_client(ctx.settings.data_container, f"going/p{CHUNK - 1:03d}.txt").delete_blob()
     continue_submission(ctx, continuations(ctx)[0]["run_id"])
     final = status(ctx, d.run_id)
     assert final["state"] == "failed" and "changed while the run was being submitted" in final["error"]
-    assert f"going/p{CHUNK - 1:02d}.txt" in final["error"] and "is gone" in final["error"]
+    assert f"going/p{CHUNK - 1:03d}.txt" in final["error"] and "is gone" in final["error"]
     assert work_containers_left(ctx) == []
 
 
@@ -364,10 +365,7 @@ def test_a_prefix_run_whose_record_has_no_resume_point_goes_on_from_the_first_pa
     """A run submitting since before the cursor kept a resume point (or whose point is unreadable)
     lists the whole prefix again and goes on from its cursor."""
     ctx = chunked
-    for i in range(16):
-        put_data(ctx, f"older/p{i:02d}.txt", f"part {i}\n".encode())
-    d = drop(ctx, "older.json", {"command": COPY, "input": {"prefix": f"{ctx.settings.data_container}/older/"}})
-    accept(ctx, d.container, d.name)
+    d = prefix_run(ctx, "older", 16)
     run = ctx.runs.read(d.run_id)
     ctx.runs.commit(run, run._with(submit_resume=None))
     assert submit_all(ctx, d.run_id) == [7, 14, 16]

@@ -10,21 +10,13 @@ import pytest
 
 from shared import split
 from shared.split import Marks, Resume, iter_shards, resume_shards
+from tests.unit.test_split import random_chunks as pieces
 
 
 @pytest.fixture
 def small_grid(monkeypatch):
     """A grid of a few dozen bytes, so that small inputs span many of its cells."""
     monkeypatch.setattr(split, "GRID", 37)
-
-
-def pieces(data: bytes, rng: random.Random, largest: int) -> list[bytes]:
-    out, at = [], 0
-    while at < len(data):
-        size = rng.randint(1, largest)
-        out.append(data[at:at + size])
-        at += size
-    return out
 
 
 def random_input(fmt: str, rng: random.Random, records: int) -> bytes:

@@ -1,9 +1,10 @@
 """Resource-file downloads and output-file uploads over plain HTTP (works with Azurite SAS URLs).
 
-Files are streamed to/from disk. Every request (a file download, a container list page, a Put Blob,
-Put Block or Put Block List) is one attempt of `StorageLink.run`, so transient failures are retried
-and an injected storage outage fails it; a retried download starts its file from scratch. SAS tokens
-never appear in messages: URLs are reported without their query string.
+Files are streamed to/from disk over kept-alive connections (http_pool). Every request (a file
+download, a container list page, a Put Blob, Put Block or Put Block List) is one attempt of
+`StorageLink.run`, so transient failures are retried and an injected storage outage fails it; a
+retried download starts its file from scratch. SAS tokens never appear in messages: URLs are
+reported without their query string.
 """
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ import os
 import shutil
 import urllib.error
 import urllib.parse
-import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
+from . import http_pool
 from .transfer_retry import Stopped, StorageLink
 from .util import strip_sas
 
@@ -100,8 +101,8 @@ def _ended_downloading() -> TransferError:
 
 def _fetch_once(url: str, tmp: str, should_stop: StopCheck) -> None:
     """One attempt: the whole file into `tmp` (truncated first, so a retry starts from scratch)."""
-    with urllib.request.urlopen(urllib.request.Request(url, headers={"x-ms-version": X_MS_VERSION}),
-                                timeout=TIMEOUT) as resp, open(tmp, "wb") as out:
+    with http_pool.request("GET", url, {"x-ms-version": X_MS_VERSION}, timeout=TIMEOUT) as resp, \
+            open(tmp, "wb") as out:
         while True:
             if should_stop and should_stop():
                 raise _ended_downloading()
@@ -136,9 +137,10 @@ def _fetch(link: StorageLink, url: str, dest: str, file_mode: str | None, displa
 
 
 def _list_page(url: str) -> ET.Element:
-    with urllib.request.urlopen(urllib.request.Request(url, headers={"x-ms-version": X_MS_VERSION}),
-                                timeout=TIMEOUT) as resp:
-        return ET.parse(resp).getroot()
+    with http_pool.request("GET", url, {"x-ms-version": X_MS_VERSION}, timeout=TIMEOUT) as resp:
+        root = ET.parse(resp).getroot()
+        resp.read()  # to its end, so the connection is kept
+        return root
 
 
 def _list_blobs(link: StorageLink, container_url: str, prefix: str | None,
@@ -227,11 +229,7 @@ def match_output_files(pattern: str, wd: str, task_dir: str) -> list[tuple[str, 
 
 
 def _put(url: str, data: bytes | BinaryIO, length: int, headers: dict[str, str]) -> None:
-    req = urllib.request.Request(url, data=data, method="PUT")
-    req.add_header("Content-Length", str(length))
-    for k, v in headers.items():
-        req.add_header(k, v)
-    with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+    with http_pool.request("PUT", url, {**headers, "Content-Length": str(length)}, data, timeout=TIMEOUT) as resp:
         resp.read()
 
 

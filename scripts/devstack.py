@@ -53,7 +53,7 @@ def _commands() -> dict[str, list[str]]:
 # devhost's longest idle wait between two polls of a container or queue. Azurite answers an idle poll
 # in a millisecond or two, so the local loop polls far more often than Azure would (host.json's
 # maxPollingInterval still applies when it is smaller). benchmarks/local_loop.py measures the loop.
-LOCAL_POLL_INTERVAL_S = 0.5  # devhost's blob scan and queue polls locally (0.25 measured no faster)
+LOCAL_POLL_INTERVAL_S = 0.25  # devhost's blob scan and queue polls locally
 
 
 def devhost_command(settings_file: Path) -> list[str]:

@@ -107,9 +107,10 @@ def test_crash_after_some_tasks_were_added_then_retry_gives_exactly_the_right_ta
     monkeypatch.setattr(accept_module.batch, "add_tasks", add_then_crash)
     with pytest.raises(ConnectionError):
         accept(ctx, d.container, d.name)
-    # the first chunk (100 tasks, one call) got the run going; the second died half-way
-    assert (status(ctx, d.run_id)["state"], status(ctx, d.run_id)["submitted"]) == ("running", 100)
-    assert 100 <= len(task_ids(batch, d.run_id)) < 250
+    # the first chunk (one round of uploads, one call) got the run going; the second died half-way
+    first = ctx.settings.upload_concurrency
+    assert (status(ctx, d.run_id)["state"], status(ctx, d.run_id)["submitted"]) == ("running", first)
+    assert first <= len(task_ids(batch, d.run_id)) < 250
     monkeypatch.setattr(accept_module.batch, "add_tasks", real_add)
     accept(ctx, d.container, d.name)  # the trigger's retry
     assert task_ids(batch, d.run_id) == [f"t{i:06d}" for i in range(250)]

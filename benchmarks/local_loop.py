@@ -80,7 +80,8 @@ def loop_seconds(azurite, emulator, tasks: int, seconds: float, workdir: Path) -
 
     sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     values = {**sample, **settings_env(azurite, emulator, uuid.uuid4().hex[:8])}
-    for name in ("MONITOR_SCHEDULE", "UPLOAD_CONCURRENCY", "SUBMIT_CONCURRENCY"):  # make up's, not the tests'
+    for name in ("MONITOR_SCHEDULE", "MONITOR_TAIL_SECONDS", "UPLOAD_CONCURRENCY",
+                 "SUBMIT_CONCURRENCY"):  # make up's, not the tests'
         values[name] = sample[name]
     settings_file = workdir / "local.settings.json"
     settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}))

@@ -129,6 +129,9 @@ class Settings:
     # merging in parts (shared.merge_parts): likewise for finalize, a part being this many tasks' outputs
     finalize_budget_seconds: float = 240.0
     finalize_part_tasks: int = 2000
+    # a monitor tick goes on watching the runs whose remaining tasks are all running this long, so finalize
+    # is asked for as they end (shared.watch); 0: at the next tick
+    monitor_tail_seconds: float = 0.0
     pool: PoolDefaults = field(default_factory=PoolDefaults)
     registry: Registry | None = None
     key_vault_url: str | None = None
@@ -208,6 +211,7 @@ class Settings:
             submit_chunk_tasks=read.get("SUBMIT_CHUNK_TASKS", int),
             finalize_budget_seconds=read.get("FINALIZE_BUDGET_SECONDS", float),
             finalize_part_tasks=read.get("FINALIZE_PART_TASKS", int),
+            monitor_tail_seconds=read.get("MONITOR_TAIL_SECONDS", float),
             key_vault_url=read.get("KEY_VAULT_URL"),
             eventgrid_endpoint=read.get("EVENTGRID_TOPIC_ENDPOINT"),
             eventgrid_key=Secret(eg_key) if eg_key else None,
@@ -248,6 +252,8 @@ LIMITS: dict[str, Limit] = {
     "FINALIZE_BUDGET_SECONDS": Limit("finalize_budget_seconds", 0, 540, "seconds",
                                      "a finalize hands the rest of a merge to the next invocation after this; "
                                      "0 merges one part per invocation"),
+    "MONITOR_TAIL_SECONDS": Limit("monitor_tail_seconds", 0, 15, "seconds",
+                                  "a tick, tail included, stays within its 20 s budget, below the schedule's interval"),
     "FINALIZE_PART_TASKS": Limit("finalize_part_tasks", 1, 50_000, "tasks",
                                  "a part's merged bytes are staged as blocks of one blob"),
     "SUBMIT_CHUNK_TASKS": Limit("submit_chunk_tasks", 1, 10_000, "tasks",

@@ -52,6 +52,9 @@ MAX_INTAKE_REDRIVES = 5  # then the intake is given up on: it keeps dying
 MAX_FINALIZE_ATTEMPTS = 6  # finalizes that claimed the run and did not finish it
 TICK_BUDGET = timedelta(seconds=20)  # below MONITOR_SCHEDULE's 30 s in Azure
 TICK_PARALLELISM = 8  # runs looked at at once: Batch and Storage calls wait on the network, not the CPU
+TAIL_RUNS = 8  # runs a tick watches in their tail (below), one task-counts call each per look
+TAIL_LOOKS = 20  # looks per run over MONITOR_TAIL_SECONDS (at most one every TAIL_MIN_POLL)
+TAIL_MIN_POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,23 @@ def in_turn(run_ids: list[str], cursor: str | None) -> list[str]:
         return ordered
     after = [r for r in ordered if r > cursor]
     return after + [r for r in ordered if r <= cursor]
+
+
+class Tails:
+    """The runs a tick found in their tail: every task submitted and none waiting, only running ones
+    left. Thread-safe (the tick's threads note them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._run_ids: list[str] = []
+
+    def note(self, run_id: str) -> None:
+        with self._lock:
+            self._run_ids.append(run_id)
+
+    def run_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._run_ids)
 
 
 class NodeCounts:
@@ -108,11 +128,11 @@ def watch(ctx: Context, budget: timedelta = TICK_BUDGET, parallel: int = TICK_PA
     tick starts after the last run it covered), so no run starves however many there are. Returns
     run id -> what happened (for logs and tests)."""
     began = time.monotonic()
-    nodes = NodeCounts(ctx)
+    nodes, tails = NodeCounts(ctx), Tails()
     cursor = ctx.runs.tick_cursor()
     run_ids = in_turn(ctx.runs.active_run_ids(), cursor)
     deadline = time.monotonic() + budget.total_seconds()
-    covered = _covered(run_ids, lambda run_id: _tick(ctx, run_id, nodes), parallel, deadline)
+    covered = _covered(run_ids, lambda run_id: _tick(ctx, run_id, nodes, tails), parallel, deadline)
     outcome = dict(zip(run_ids, covered))  # the first len(covered) runs, in turn
     left = len(run_ids) - len(outcome)
     if left:
@@ -130,6 +150,9 @@ def watch(ctx: Context, budget: timedelta = TICK_BUDGET, parallel: int = TICK_PA
         sweep_if_due(ctx)
     except Exception as e:  # the sweep is a safety net: whatever stopped it, the next one retries
         log.warning("orphan sweep failed error=%s", type(e).__name__)
+    linger = min(ctx.settings.monitor_tail_seconds, began + budget.total_seconds() - time.monotonic())
+    if linger > 0 and tails.run_ids():
+        outcome.update(_watch_tails(ctx, tails.run_ids()[:TAIL_RUNS], nodes, linger))
     ended = time.monotonic()
     if ended - began > budget.total_seconds():  # the budget bounds when a run is started, not the rest
         log.warning("monitor tick over its budget seconds=%.1f runs_s=%.1f admission_s=%.1f sweep_s=%.1f",
@@ -158,9 +181,34 @@ def _covered(run_ids: list[str], look: Callable[[str], str], parallel: int, dead
         raise
 
 
-def _tick(ctx: Context, run_id: str, nodes: NodeCounts) -> str:
+def _watch_tails(ctx: Context, run_ids: list[str], nodes: NodeCounts, seconds: float) -> dict[str, str]:
+    """Runs in their tail end soon: for up to `seconds`, look at their task counts (one call a run) and
+    tick a run again as soon as its last task is done, so finalize is asked for then rather than at
+    the next tick (up to MONITOR_SCHEDULE later). The outcomes of the runs ticked again."""
+    until = time.monotonic() + seconds
+    pause = max(TAIL_MIN_POLL, seconds / TAIL_LOOKS)
+    waiting, outcome = list(run_ids), {}
+    while waiting and time.monotonic() + pause <= until:
+        time.sleep(pause)
+        still = []
+        for run_id in waiting:
+            try:
+                counts = batch.task_counts(ctx.batch, run_id)
+            except Exception as e:  # the next tick looks again
+                log.warning("tail not watched run_id=%s error=%s", run_id, type(e).__name__)
+                continue
+            if counts is None or counts.active or counts.running:
+                if counts is not None and not counts.active:
+                    still.append(run_id)
+                continue  # gone (the tick sees it cancelled), or tasks waiting again (a retry): the next tick
+            outcome[run_id] = _tick(ctx, run_id, nodes)
+        waiting = still
+    return outcome
+
+
+def _tick(ctx: Context, run_id: str, nodes: NodeCounts, tails: Tails | None = None) -> str:
     try:
-        return watch_run(ctx, run_id, nodes)
+        return watch_run(ctx, run_id, nodes, tails)
     except RunNotFound:
         return _watch_marker(ctx, run_id)
     except Exception as e:  # one bad run must not stop the tick for the others
@@ -196,7 +244,7 @@ def _redrive_intake(ctx: Context, run_id: str, source: JobFileVersion, marker: A
     log.warning("intake re-requested run_id=%s job_file=%s", run_id, source.path)
 
 
-def watch_run(ctx: Context, run_id: str, nodes: NodeCounts | None = None) -> str:
+def watch_run(ctx: Context, run_id: str, nodes: NodeCounts | None = None, tails: Tails | None = None) -> str:
     run = ctx.runs.read(run_id)
     if run.state in TERMINAL:
         ctx.claims.forget(run_id)  # first: should it fail, the index entry stays and the next tick retries
@@ -207,7 +255,7 @@ def watch_run(ctx: Context, run_id: str, nodes: NodeCounts | None = None) -> str
     if run.state == ACCEPTED:
         return _watch_accepted(ctx, run)
     if run.state == RUNNING:
-        return _watch_running(ctx, run, nodes or NodeCounts(ctx))
+        return _watch_running(ctx, run, nodes or NodeCounts(ctx), tails)
     return _watch_merging(ctx, run)
 
 
@@ -242,7 +290,7 @@ def _watch_accepted(ctx: Context, run: RunRecord) -> str:
     return "intake re-requested"
 
 
-def _watch_running(ctx: Context, run: RunRecord, nodes: NodeCounts) -> str:
+def _watch_running(ctx: Context, run: RunRecord, nodes: NodeCounts, tails: Tails | None = None) -> str:
     if run.submitting and _age(ctx, run.last_submitted_at) >= redrive_after(run.redrives.get("submit", 0)) \
             and not ctx.claims.held(run.run_id, claims.INTAKE):
         return _redrive_submission(ctx, run)
@@ -264,6 +312,8 @@ def _watch_running(ctx: Context, run: RunRecord, nodes: NodeCounts) -> str:
     if decision.done and not decision.failed_fast and not batch.all_tasks_completed(ctx.batch, run.run_id):
         decision = Decision(done=False, failed_fast=False)  # the counts ran ahead of the tasks
     updated = updated.progressed(tasks)
+    if tails is not None and not decision.done and not run.submitting and not counts.active and counts.running:
+        tails.note(run.run_id)  # (a run whose job ends below is ticked again for nothing: it is merging)
     if not decision.done and updated == run.progressed(run.tasks) and not reactivate:
         # no progress: once per STALL_CHECK, has the job ended without its tasks (its time limit
         # expired, someone terminated it, its pool never got nodes)? So a quiet tick stays at one call.

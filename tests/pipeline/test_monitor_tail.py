@@ -1,0 +1,88 @@
+"""MONITOR_TAIL_SECONDS: a monitor tick that finds a run with only running tasks left goes on
+watching it, and asks for finalize as soon as its last task ends (real Azurite and emulator)."""
+from __future__ import annotations
+
+import time
+
+from shared import watch as watch_module
+from shared.accept import accept
+from shared.watch import watch
+from tests.pipeline.helpers import build_context, drop, run_to_end, status, wait_for
+
+
+def _all_running(ctx, run_id: str, tasks: int) -> None:
+    def running() -> bool:
+        counts = ctx.batch.get_job_task_counts(run_id).task_counts
+        return counts.running == tasks and counts.active == 0
+    wait_for(running, timeout=60, interval=0.05, what="every task running")
+
+
+def _finalize_messages(ctx) -> int:
+    return len(ctx.finalize_queue.peek_messages(max_messages=32))
+
+
+def test_a_tick_in_a_runs_tail_requests_finalize_as_its_last_task_ends(env):
+    ctx = build_context({**env, "MONITOR_TAIL_SECONDS": "8"})
+    d = drop(ctx, "tail.json", {"command": 'sleep 2; echo 1 > "$OUTPUT_PATH"', "input": {"items": [1, 2]},
+                                "merge": "none"})
+    accept(ctx, d.container, d.name)
+    _all_running(ctx, d.run_id, 2)
+    began = time.monotonic()
+    outcome = watch(ctx)  # the tasks end within 2 s: this same tick sees it
+    took = time.monotonic() - began
+    assert outcome[d.run_id] == "finalize requested", outcome
+    assert took < 6, took  # it stopped watching when the run ended, not at the tail's end (8 s)
+    assert status(ctx, d.run_id)["state"] == "merging" and _finalize_messages(ctx) == 1
+    assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
+
+
+def test_without_a_tail_the_tick_returns_at_once_and_the_next_one_requests_finalize(env):
+    ctx = build_context(env)  # MONITOR_TAIL_SECONDS unset: 0
+    d = drop(ctx, "notail.json", {"command": 'sleep 2; echo 1 > "$OUTPUT_PATH"', "input": {"items": [1, 2]},
+                                  "merge": "none"})
+    accept(ctx, d.container, d.name)
+    _all_running(ctx, d.run_id, 2)
+    began = time.monotonic()
+    assert watch(ctx)[d.run_id] in ("updated", "no change")
+    assert time.monotonic() - began < 1.5 and _finalize_messages(ctx) == 0
+    wait_for(lambda: watch(ctx)[d.run_id] == "finalize requested", timeout=60, interval=0.2, what="finalize requested")
+
+
+def test_the_tail_is_watched_no_longer_than_set(env, monkeypatch):
+    ctx = build_context({**env, "MONITOR_TAIL_SECONDS": "1.5"})
+    looks: list[str] = []
+    real_counts = watch_module.batch.task_counts
+
+    def counted(client, job_id):
+        looks.append(job_id)
+        return real_counts(client, job_id)
+
+    monkeypatch.setattr(watch_module.batch, "task_counts", counted)
+    long = drop(ctx, "long.json", {"command": "sleep 30", "input": {"items": [1, 2]}, "merge": "none"})
+    accept(ctx, long.container, long.name)
+    _all_running(ctx, long.run_id, 2)
+    looks.clear()
+    began = time.monotonic()
+    assert watch(ctx)[long.run_id] in ("updated", "no change")
+    took = time.monotonic() - began
+    assert 1.2 <= took < 4, took  # watched for the 1.5 s set, then the tick ended
+    assert 5 <= looks.count(long.run_id) <= 1 + watch_module.TAIL_LOOKS, looks  # the tick's own look + the tail's
+
+    ctx.batch.begin_terminate_job(long.run_id, options={"terminateReason": "test over"}).result()  # the sleeps end
+
+
+def test_a_run_with_tasks_waiting_for_a_slot_is_not_waited_for(env, monkeypatch):
+    ctx = build_context({**env, "MONITOR_TAIL_SECONDS": "5"})
+    looks: list[str] = []
+    real_counts = watch_module.batch.task_counts
+    monkeypatch.setattr(watch_module.batch, "task_counts", lambda c, job: looks.append(job) or real_counts(c, job))
+    crowd = drop(ctx, "crowd.json", {"command": "sleep 30", "input": {"items": list(range(12))}, "merge": "none"})
+    accept(ctx, crowd.container, crowd.name)
+    wait_for(lambda: ctx.batch.get_job_task_counts(crowd.run_id).task_counts.running > 0, timeout=60,
+             interval=0.05, what="a task running")
+    assert ctx.batch.get_job_task_counts(crowd.run_id).task_counts.active > 0
+    looks.clear()
+    began = time.monotonic()
+    assert watch(ctx)[crowd.run_id] in ("updated", "no change")
+    assert time.monotonic() - began < 1.0 and looks == [crowd.run_id]  # the tick's own look only
+    ctx.batch.begin_terminate_job(crowd.run_id, options={"terminateReason": "test over"}).result()

@@ -129,7 +129,7 @@ class Settings:
     # merging in parts (shared.merge_parts): likewise for finalize, a part being this many tasks' outputs
     finalize_budget_seconds: float = 240.0
     finalize_part_tasks: int = 2000
-    # a monitor tick goes on watching the runs whose remaining tasks are all running this long, so finalize
+    # a monitor tick goes on watching the runs in their last wave (shared.watch.in_tail) this long, so finalize
     # is asked for as they end (shared.watch); 0: at the next tick
     monitor_tail_seconds: float = 0.0
     pool: PoolDefaults = field(default_factory=PoolDefaults)

@@ -81,9 +81,14 @@ def in_turn(run_ids: list[str], cursor: str | None) -> list[str]:
     return after + [r for r in ordered if r <= cursor]
 
 
+def in_tail(active: int, running: int) -> bool:
+    """A run in its last wave (every task submitted): no more tasks waiting than running, so it ends
+    within about two task lengths."""
+    return running > 0 and active <= running
+
+
 class Tails:
-    """The runs a tick found in their tail: every task submitted and none waiting, only running ones
-    left. Thread-safe (the tick's threads note them)."""
+    """The runs a tick found in their tail (`in_tail`). Thread-safe (the tick's threads note them)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -183,7 +188,7 @@ def _covered(run_ids: list[str], look: Callable[[str], str], parallel: int, dead
 
 def _watch_tails(ctx: Context, run_ids: list[str], nodes: NodeCounts, seconds: float) -> dict[str, str]:
     """Runs in their tail end soon: for up to `seconds`, look at their task counts (one call a run) and
-    tick a run again as soon as its last task is done, so finalize is asked for then rather than at
+    tick a run again as soon as all its tasks are done, so finalize is asked for then rather than at
     the next tick (up to MONITOR_SCHEDULE later). The outcomes of the runs ticked again."""
     until = time.monotonic() + seconds
     pause = max(TAIL_MIN_POLL, seconds / TAIL_LOOKS)
@@ -198,9 +203,9 @@ def _watch_tails(ctx: Context, run_ids: list[str], nodes: NodeCounts, seconds: f
                 log.warning("tail not watched run_id=%s error=%s", run_id, type(e).__name__)
                 continue
             if counts is None or counts.active or counts.running:
-                if counts is not None and not counts.active:
+                if counts is not None and in_tail(counts.active, counts.running):
                     still.append(run_id)
-                continue  # gone (the tick sees it cancelled), or tasks waiting again (a retry): the next tick
+                continue  # gone (the tick sees it cancelled), or more tasks waiting again (retries): the next tick
             outcome[run_id] = _tick(ctx, run_id, nodes)
         waiting = still
     return outcome
@@ -312,7 +317,7 @@ def _watch_running(ctx: Context, run: RunRecord, nodes: NodeCounts, tails: Tails
     if decision.done and not decision.failed_fast and not batch.all_tasks_completed(ctx.batch, run.run_id):
         decision = Decision(done=False, failed_fast=False)  # the counts ran ahead of the tasks
     updated = updated.progressed(tasks)
-    if tails is not None and not decision.done and not run.submitting and not counts.active and counts.running:
+    if tails is not None and not decision.done and not run.submitting and in_tail(counts.active, counts.running):
         tails.note(run.run_id)  # (a run whose job ends below is ticked again for nothing: it is merging)
     if not decision.done and updated == run.progressed(run.tasks) and not reactivate:
         # no progress: once per STALL_CHECK, has the job ended without its tasks (its time limit

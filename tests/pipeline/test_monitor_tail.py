@@ -1,4 +1,4 @@
-"""MONITOR_TAIL_SECONDS: a monitor tick that finds a run with only running tasks left goes on
+"""MONITOR_TAIL_SECONDS: a monitor tick that finds a run in its last wave (no more tasks waiting than running) goes on
 watching it, and asks for finalize as soon as its last task ends (real Azurite and emulator)."""
 from __future__ import annotations
 
@@ -86,3 +86,22 @@ def test_a_run_with_tasks_waiting_for_a_slot_is_not_waited_for(env, monkeypatch)
     assert watch(ctx)[crowd.run_id] in ("updated", "no change")
     assert time.monotonic() - began < 1.0 and looks == [crowd.run_id]  # the tick's own look only
     ctx.batch.begin_terminate_job(crowd.run_id, options={"terminateReason": "test over"}).result()
+
+
+def test_the_last_wave_counts_as_the_tail_when_a_task_still_waits_for_a_slot(env):
+    ctx = build_context({**env, "MONITOR_TAIL_SECONDS": "8", "POOL_MAX_NODES": "2", "POOL_SLOTS_PER_NODE": "1"})
+    d = drop(ctx, "wave.json", {"command": 'sleep 1; echo 1 > "$OUTPUT_PATH"', "input": {"items": [1, 2, 3]},
+                                "merge": "none"})
+    accept(ctx, d.container, d.name)
+
+    def two_running_one_waiting() -> bool:
+        counts = ctx.batch.get_job_task_counts(d.run_id).task_counts
+        return counts.running == 2 and counts.active == 1
+    wait_for(two_running_one_waiting, timeout=60, interval=0.05, what="two tasks running, one waiting")
+    assert watch(ctx)[d.run_id] == "finalize requested"  # the third ran meanwhile, within the same tick
+    assert run_to_end(ctx, d.run_id)["state"] == "succeeded"
+
+
+def test_in_tail() -> None:
+    assert watch_module.in_tail(active=0, running=1) and watch_module.in_tail(active=2, running=2)
+    assert not watch_module.in_tail(active=3, running=2) and not watch_module.in_tail(active=0, running=0)

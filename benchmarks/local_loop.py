@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                     base = xargs_seconds(tasks, seconds)
                     loop = loop_seconds(azurite, emulator, tasks, seconds, Path(work))
                 measured.append((loop["total"] / base, base, loop))
+                print(f"round {len(measured)}: {tasks} x sleep {seconds:g}: {loop['total'] / base:.2f}, " +
+                      ", ".join(f"{k} {v:.2f}" for k, v in loop.items()), flush=True)  # an outlier shows where
             measured.sort(key=lambda m: m[0])
             ratio, base, loop = measured[len(measured) // 2]  # the median (the higher one of two)
             rows.append((f"{tasks} x sleep {seconds:g}", f"{loop['total']:.1f} s", f"{base:.1f} s", f"{ratio:.2f}",

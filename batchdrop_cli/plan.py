@@ -256,7 +256,8 @@ def overheads_line(plan: Plan) -> str:
     parts = [] if plan.pool.existing else [f"node allocation {o.node_allocation_s:g} s"]
     if plan.workload.has_image:
         parts.append(f"image pull {o.image_pull_s:g} s")
-    parts += [f"per task {o.task_overhead_s:g} s", f"monitor tick {o.monitor_tick_s:g} s",
+    parts += [f"per task {o.task_overhead_s:g} s",
+              f"monitor tick {o.monitor_tick_s:g} s (watching a last wave {o.monitor_tail_s:g} s)",
               f"queue poll {o.queue_poll_s:g} s"]
     return "assumes " + ", ".join(parts) + " (where these come from: docs/planner.md)"
 

@@ -44,9 +44,12 @@ IMAGE_PULL_S = 60.0
 # (output files), each about a second against storage in the same region.
 TASK_OVERHEAD_S = 5.0
 MIN_TASK_S = 10.0  # the same page's minimum of work per task
-# Our own monitor: MONITOR_SCHEDULE, deployed as every 30 s (infra/main.parameters.json). The last task
-# ends on average half a tick before the monitor sees it and asks for the finalize step.
+# Our own monitor: MONITOR_SCHEDULE, deployed as every 30 s (infra/main.parameters.json), and
+# MONITOR_TAIL_SECONDS, deployed as 15 s (infra/modules/functionapp.bicep): a tick goes on watching a
+# run in its last wave that long, so a last task ending then is seen at once, one ending later at the
+# next tick (`monitor_wait`).
 MONITOR_TICK_S = 30.0
+MONITOR_TAIL_S = 15.0
 # Azure Functions queue trigger, host.json (learn.microsoft.com/azure/azure-functions/
 # functions-bindings-storage-queue): maxPollingInterval, the longest an idle queue goes between polls,
 # defaults to one minute; our host.json sets 2 seconds, so the finalize message waits about 1 s on average.
@@ -65,6 +68,16 @@ FINALIZE_S = 5.0
 FINALIZE_PER_TASK_S = 0.01
 
 
+def monitor_wait(tick_s: float, tail_s: float) -> float:
+    """Mean time from the last task's end until the monitor asks for finalize, the end falling anywhere
+    in a tick's interval: within the first `tail_s` of it the tick that is watching sees it at once,
+    after that the next tick does (half the rest, on average)."""
+    if tick_s <= 0:
+        return 0.0
+    rest = max(0.0, tick_s - tail_s)
+    return rest * rest / (2 * tick_s)
+
+
 @dataclass(frozen=True)
 class Overheads:
     """What a run spends besides its tasks' own work, in seconds (defaults: Azure, see above)."""
@@ -73,6 +86,7 @@ class Overheads:
     image_pull_s: float = IMAGE_PULL_S  # counted only for a job with an image
     task_overhead_s: float = TASK_OVERHEAD_S
     monitor_tick_s: float = MONITOR_TICK_S
+    monitor_tail_s: float = MONITOR_TAIL_S
     queue_poll_s: float = QUEUE_POLL_S
     autoscale_interval_s: float = AUTOSCALE_INTERVAL_S
     intake_s: float = INTAKE_S
@@ -215,7 +229,8 @@ def predict(workload: Workload, items_per_task: int, max_nodes: int, pool: Pool,
 
     intake = o.intake_s + tasks * o.intake_per_task_s
     start_up = (0.0 if pool.existing else o.node_allocation_s) + (o.image_pull_s if workload.has_image else 0.0)
-    tail = o.monitor_tick_s / 2 + o.queue_poll_s / 2 + o.finalize_s + tasks * o.finalize_per_task_s
+    tail = (monitor_wait(o.monitor_tick_s, o.monitor_tail_s) + o.queue_poll_s / 2 + o.finalize_s
+            + tasks * o.finalize_per_task_s)
     wall = intake + start_up + makespan + tail
 
     # Billed from allocation until the pool is deleted at the end ("billed for every compute node in

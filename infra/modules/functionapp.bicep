@@ -134,7 +134,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-11-01' = {
     INTAKE_BUDGET_SECONDS: '240' // an intake hands the rest of a large run to a continuation after this
     FINALIZE_BUDGET_SECONDS: '240' // and finalize the rest of a large merge
     MONITOR_SCHEDULE: monitorSchedule
-    MONITOR_TAIL_SECONDS: '10' // a tick watches runs in their last wave this long: finalize starts as they end
+    MONITOR_TAIL_SECONDS: '15' // a tick watches runs in their last wave this long: finalize starts as they end
     WORK_CONTAINER_PREFIX: workContainerPrefix
     MAX_JOB_FILE_BYTES: '1048576'
     INPUT_CONTAINERS: inputContainers

@@ -57,7 +57,8 @@ def test_table_and_recommendation(tmp_path):
     out = result.stdout
     assert "job.json: 100 items (inline); 30 s per item (given)" in out
     assert "auto pool: standard_d2s_v3, dedicated, 1 slot per node" in out
-    assert "assumes node allocation 240 s, per task 5 s, monitor tick 30 s, queue poll 2 s" in out
+    assert ("assumes node allocation 240 s, per task 5 s, monitor tick 30 s (watching a last wave 15 s), "
+            "queue poll 2 s") in out
     assert "deadline: 0:35:00" in out
     rows = [line.split() for line in out.splitlines() if line.strip() and line.split()[0] in ("->", *map(str, range(1, 101)))]
     sizes = [r[1] if r[0] == "->" else r[0] for r in rows]
@@ -66,8 +67,9 @@ def test_table_and_recommendation(tmp_path):
     chosen = next(r for r in rows if r[0] == "->")
     # 50 a task: 2 tasks on 2 nodes, 1 wave of 1505 s: the cheapest finishing within 35 minutes
     assert chosen[1:7] == ["50", "10", "2", "2", "1", "0:25:05"]
-    assert ("recommended: items_per_task 50 with max_nodes 10: 2 tasks on 2 nodes in 1 wave, wall 0:29:31, "
-            "0.98 node-hours, 0.0942 USD; the cheapest of the 6 that finish within the deadline") in out
+    # wall and node time as in tests/unit/test_planner.py (1759.775 s; 2 x 240 + 2 x 1514.77 s = 0.975 h)
+    assert ("recommended: items_per_task 50 with max_nodes 10: 2 tasks on 2 nodes in 1 wave, wall 0:29:19, "
+            "0.97 node-hours, 0.0936 USD; the cheapest of the 6 that finish within the deadline") in out
 
 
 def test_json_agrees_with_the_planner(tmp_path):

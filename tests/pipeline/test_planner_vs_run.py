@@ -38,6 +38,7 @@ ITEMS, ITEMS_PER_TASK = 60, 5
 SLEEPER = f'while read -r _; do sleep {SECONDS_PER_ITEM}; done < "$INPUT_PATH"; cat "$INPUT_PATH" > "$OUTPUT_PATH"'
 TOLERANCE = 0.35
 LOCAL = planner.Overheads(node_allocation_s=0.0, image_pull_s=0.0, task_overhead_s=0.15, monitor_tick_s=0.2,
+                          monitor_tail_s=0.0,
                           queue_poll_s=0.0, intake_s=0.5, intake_per_task_s=0.01, finalize_s=0.5,
                           finalize_per_task_s=0.02)
 

@@ -6,11 +6,12 @@ import json
 import pytest
 
 from shared import planner
-from shared.planner import Overheads, Pool, Workload, default_items_per_task, plan, predict, recommend
+from shared.planner import Overheads, Pool, Workload, default_items_per_task, monitor_wait, plan, predict, recommend
 from shared.pricing import PriceTable
 
 # round numbers, so each step below can be followed by hand
-ROUND = Overheads(node_allocation_s=100, image_pull_s=20, task_overhead_s=4, monitor_tick_s=10, queue_poll_s=20,
+ROUND = Overheads(node_allocation_s=100, image_pull_s=20, task_overhead_s=4, monitor_tick_s=10, monitor_tail_s=0,
+                  queue_poll_s=20,
                   autoscale_interval_s=300, intake_s=2, intake_per_task_s=0.5, finalize_s=3, finalize_per_task_s=1)
 NONE = Overheads(**{name: 0.0 for name in Overheads.__dataclass_fields__})
 PRICES = PriceTable.load(json.dumps({
@@ -116,16 +117,18 @@ def candidates(deadline_s):
 
 def test_the_cheapest_that_meets_the_deadline_is_recommended():
     by_size = {c.items_per_task: c for c in candidates(None).candidates}
-    # Azure defaults: allocation 240, per task 5, tick 30 / 2, poll 2 / 2 (host.json), intake 5 + 2.5 ms a
-    # task, finalize 5 + 10 ms a task. 1 item a task: 100 tasks, 10 nodes, 10 waves of 35 s:
-    #   5.25 + 240 + 350 + (15 + 1 + 5 + 1) = 617.25 s; nodes 10 x (240 + 9 x 35) + 10 x (35 + 22) = 6120
-    # 10 a task: 10 tasks, 1 wave of 305 s: 5.025 + 240 + 305 + 21.1 = 571.125; 10 x 240 + 10 x 326.1 = 5661
-    # 50 a task: 2 tasks on 2 nodes: 5.005 + 240 + 1505 + 21.02 = 1771.025; 2 x 240 + 2 x 1526.02 = 3532.04
-    # 100 a task: 1 task: 5.0025 + 240 + 3005 + 21.01 = 3271.0125; 240 + 3026.01 = 3266.01
-    assert {k: round(c.wall_s, 4) for k, c in by_size.items()} == {1: 617.25, 10: 571.125, 50: 1771.025,
-                                                                   100: 3271.0125}
-    assert {k: round(c.node_s, 4) for k, c in by_size.items()} == {1: 6120, 10: 5661, 50: 3532.04, 100: 3266.01}
-    assert by_size[50].cost is not None and by_size[50].cost.amount == pytest.approx(3532.04 / 3600 * 3.6, abs=1e-4)
+    # Azure defaults: allocation 240, per task 5, the monitor's wait (30 - 15)^2 / (2 x 30) = 3.75 (a tick
+    # every 30 s watching a last wave for 15 s), poll 2 / 2 (host.json), intake 5 + 2.5 ms a task, finalize
+    # 5 + 10 ms a task. 1 item a task: 100 tasks, 10 nodes, 10 waves of 35 s:
+    #   5.25 + 240 + 350 + (3.75 + 1 + 5 + 1) = 606 s; nodes 10 x (240 + 9 x 35) + 10 x (35 + 10.75) = 6007.5
+    # 10 a task: 10 tasks, 1 wave of 305 s: 5.025 + 240 + 305 + 9.85 = 559.875; 10 x 240 + 10 x 314.85 = 5548.5
+    # 50 a task: 2 tasks on 2 nodes: 5.005 + 240 + 1505 + 9.77 = 1759.775; 2 x 240 + 2 x 1514.77 = 3509.54
+    # 100 a task: 1 task: 5.0025 + 240 + 3005 + 9.76 = 3259.7625; 240 + 3014.76 = 3254.76
+    assert {k: round(c.wall_s, 4) for k, c in by_size.items()} == {1: 606.0, 10: 559.875, 50: 1759.775,
+                                                                   100: 3259.7625}
+    assert {k: round(c.node_s, 4) for k, c in by_size.items()} == {1: 6007.5, 10: 5548.5, 50: 3509.54,
+                                                                   100: 3254.76}
+    assert by_size[50].cost is not None and by_size[50].cost.amount == pytest.approx(3509.54 / 3600 * 3.6, abs=1e-4)
     rec = candidates(35 * 60).recommendation  # 1, 10 and 50 finish within 35 minutes; 50 is the cheapest
     assert rec.choice is not None and rec.choice.items_per_task == 50 and rec.meets_deadline is True
     assert "within the deadline" in rec.reason
@@ -167,11 +170,17 @@ def test_default_items_per_task():
     assert default_items_per_task(1000, max_tasks=100, also=(3,)) == (10, 20, 50, 100, 200, 500, 1000)
 
 
+def test_the_monitors_wait_after_the_last_task():
+    assert monitor_wait(30, 0) == 15  # half a tick
+    assert monitor_wait(30, 15) == 3.75  # ends in the first half are seen at once, the rest wait 7.5 s
+    assert monitor_wait(30, 30) == monitor_wait(30, 45) == monitor_wait(0, 0) == 0
+
+
 def test_the_defaults_are_the_documented_constants():
     o = Overheads()
-    assert (o.node_allocation_s, o.image_pull_s, o.task_overhead_s, o.monitor_tick_s, o.queue_poll_s) == (
-        planner.NODE_ALLOCATION_S, planner.IMAGE_PULL_S, planner.TASK_OVERHEAD_S, planner.MONITOR_TICK_S,
-        planner.QUEUE_POLL_S)
+    assert (o.node_allocation_s, o.image_pull_s, o.task_overhead_s, o.monitor_tick_s, o.monitor_tail_s,
+            o.queue_poll_s) == (planner.NODE_ALLOCATION_S, planner.IMAGE_PULL_S, planner.TASK_OVERHEAD_S,
+                                planner.MONITOR_TICK_S, planner.MONITOR_TAIL_S, planner.QUEUE_POLL_S)
 
 
 @pytest.mark.parametrize("make", [

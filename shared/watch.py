@@ -88,19 +88,20 @@ def in_tail(active: int, running: int) -> bool:
 
 
 class Tails:
-    """The runs a tick found in their tail (`in_tail`). Thread-safe (the tick's threads note them)."""
+    """The runs a tick found in their tail (`in_tail`), with how many tasks each had running then.
+    Thread-safe (the tick's threads note them)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._run_ids: list[str] = []
+        self._widths: dict[str, int] = {}
 
-    def note(self, run_id: str) -> None:
+    def note(self, run_id: str, running: int) -> None:
         with self._lock:
-            self._run_ids.append(run_id)
+            self._widths[run_id] = running
 
-    def run_ids(self) -> list[str]:
+    def widths(self) -> dict[str, int]:
         with self._lock:
-            return list(self._run_ids)
+            return dict(self._widths)
 
 
 class NodeCounts:
@@ -156,8 +157,8 @@ def watch(ctx: Context, budget: timedelta = TICK_BUDGET, parallel: int = TICK_PA
     except Exception as e:  # the sweep is a safety net: whatever stopped it, the next one retries
         log.warning("orphan sweep failed error=%s", type(e).__name__)
     linger = min(ctx.settings.monitor_tail_seconds, began + budget.total_seconds() - time.monotonic())
-    if linger > 0 and tails.run_ids():
-        outcome.update(_watch_tails(ctx, tails.run_ids()[:TAIL_RUNS], nodes, linger))
+    if linger > 0 and tails.widths():
+        outcome.update(_watch_tails(ctx, dict(list(tails.widths().items())[:TAIL_RUNS]), nodes, linger))
     ended = time.monotonic()
     if ended - began > budget.total_seconds():  # the budget bounds when a run is started, not the rest
         log.warning("monitor tick over its budget seconds=%.1f runs_s=%.1f admission_s=%.1f sweep_s=%.1f",
@@ -186,28 +187,36 @@ def _covered(run_ids: list[str], look: Callable[[str], str], parallel: int, dead
         raise
 
 
-def _watch_tails(ctx: Context, run_ids: list[str], nodes: NodeCounts, seconds: float) -> dict[str, str]:
+def _watch_tails(ctx: Context, widths: dict[str, int], nodes: NodeCounts, seconds: float) -> dict[str, str]:
     """Runs in their tail end soon: for up to `seconds`, look at their task counts (one call a run) and
     tick a run again as soon as all its tasks are done, so finalize is asked for then rather than at
-    the next tick (up to MONITOR_SCHEDULE later). The outcomes of the runs ticked again."""
+    the next tick (up to MONITOR_SCHEDULE later). A run stays watched while no more of its tasks wait
+    than it had running at once (`widths`: so also in the moment between one task's end and the next
+    one's start), and after a tick that found its counts ahead of its tasks; it is left to the next
+    tick once more wait (retries), or when it is gone. The outcomes of the runs ticked again."""
     until = time.monotonic() + seconds
     pause = max(TAIL_MIN_POLL, seconds / TAIL_LOOKS)
-    waiting, outcome = list(run_ids), {}
-    while waiting and time.monotonic() + pause <= until:
+    watched, outcome = dict(widths), {}
+    while watched and time.monotonic() + pause <= until:
         time.sleep(pause)
-        still = []
-        for run_id in waiting:
+        for run_id, width in list(watched.items()):
+            if time.monotonic() >= until:  # a slow call must not carry the tick past its end
+                break
             try:
                 counts = batch.task_counts(ctx.batch, run_id)
             except Exception as e:  # the next tick looks again
                 log.warning("tail not watched run_id=%s error=%s", run_id, type(e).__name__)
-                continue
-            if counts is None or counts.active or counts.running:
-                if counts is not None and in_tail(counts.active, counts.running):
-                    still.append(run_id)
-                continue  # gone (the tick sees it cancelled), or more tasks waiting again (retries): the next tick
-            outcome[run_id] = _tick(ctx, run_id, nodes)
-        waiting = still
+                counts = None
+            if counts is None:
+                del watched[run_id]
+            elif counts.active or counts.running:
+                watched[run_id] = max(width, counts.running)
+                if counts.active > watched[run_id]:
+                    del watched[run_id]
+            else:
+                outcome[run_id] = _tick(ctx, run_id, nodes)
+                if outcome[run_id] not in ("updated", "no change"):  # else its counts ran ahead: look again
+                    del watched[run_id]
     return outcome
 
 
@@ -318,7 +327,7 @@ def _watch_running(ctx: Context, run: RunRecord, nodes: NodeCounts, tails: Tails
         decision = Decision(done=False, failed_fast=False)  # the counts ran ahead of the tasks
     updated = updated.progressed(tasks)
     if tails is not None and not decision.done and not run.submitting and in_tail(counts.active, counts.running):
-        tails.note(run.run_id)  # (a run whose job ends below is ticked again for nothing: it is merging)
+        tails.note(run.run_id, counts.running)  # (one whose job ends below is ticked again for nothing)
     if not decision.done and updated == run.progressed(run.tasks) and not reactivate:
         # no progress: once per STALL_CHECK, has the job ended without its tasks (its time limit
         # expired, someone terminated it, its pool never got nodes)? So a quiet tick stays at one call.

@@ -72,7 +72,8 @@ def test_the_tail_is_watched_no_longer_than_set(env, monkeypatch):
 
 
 def test_a_run_with_tasks_waiting_for_a_slot_is_not_waited_for(env, monkeypatch):
-    ctx = build_context({**env, "MONITOR_TAIL_SECONDS": "5"})
+    # 2 slots (the default pool has 10 nodes, which on a machine of many cores would all run)
+    ctx = build_context({**env, "MONITOR_TAIL_SECONDS": "5", "POOL_MAX_NODES": "2", "POOL_SLOTS_PER_NODE": "1"})
     looks: list[str] = []
     real_counts = watch_module.batch.task_counts
     monkeypatch.setattr(watch_module.batch, "task_counts", lambda c, job: looks.append(job) or real_counts(c, job))
@@ -105,3 +106,20 @@ def test_the_last_wave_counts_as_the_tail_when_a_task_still_waits_for_a_slot(env
 def test_in_tail() -> None:
     assert watch_module.in_tail(active=0, running=1) and watch_module.in_tail(active=2, running=2)
     assert not watch_module.in_tail(active=3, running=2) and not watch_module.in_tail(active=0, running=0)
+
+
+def test_a_run_stays_watched_between_one_tasks_end_and_the_next_ones_start(env, monkeypatch):
+    """Batch's counts can show a waiting task and none running for a moment (the next one not yet
+    started): the run stays in the tail; once more tasks wait than ran at once, it is left to the next
+    tick. Scripted counts (no emulator shows that moment on purpose)."""
+    from types import SimpleNamespace
+
+    ctx = build_context({**env, "MONITOR_TAIL_SECONDS": "3"})
+    script = {"a": [(1, 0), (0, 1), (0, 0)], "b": [(3, 0)]}  # (active, running) per look
+    monkeypatch.setattr(watch_module.batch, "task_counts", lambda client, run_id: SimpleNamespace(
+        active=script[run_id][0][0], running=script[run_id].pop(0)[1]))
+    ticked: list[str] = []
+    monkeypatch.setattr(watch_module, "_tick", lambda ctx, run_id, nodes: ticked.append(run_id) or "finalize requested")
+    outcome = watch_module._watch_tails(ctx, {"a": 1, "b": 2}, watch_module.NodeCounts(ctx), 3.0)
+    assert outcome == {"a": "finalize requested"} and ticked == ["a"]
+    assert script == {"a": [], "b": []}  # a looked at three times, b once (3 waiting > 2 running at once)

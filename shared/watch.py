@@ -157,8 +157,9 @@ def watch(ctx: Context, budget: timedelta = TICK_BUDGET, parallel: int = TICK_PA
     except Exception as e:  # the sweep is a safety net: whatever stopped it, the next one retries
         log.warning("orphan sweep failed error=%s", type(e).__name__)
     linger = min(ctx.settings.monitor_tail_seconds, began + budget.total_seconds() - time.monotonic())
-    if linger > 0 and tails.widths():
-        outcome.update(_watch_tails(ctx, dict(list(tails.widths().items())[:TAIL_RUNS]), nodes, linger))
+    widths = dict(list(tails.widths().items())[:TAIL_RUNS])
+    if linger > 0 and widths:
+        outcome.update(_watch_tails(ctx, widths, nodes, linger))
     ended = time.monotonic()
     if ended - began > budget.total_seconds():  # the budget bounds when a run is started, not the rest
         log.warning("monitor tick over its budget seconds=%.1f runs_s=%.1f admission_s=%.1f sweep_s=%.1f",

@@ -17,6 +17,14 @@ def _all_running(ctx, run_id: str, tasks: int) -> None:
     wait_for(running, timeout=60, interval=0.05, what="every task running")
 
 
+def _count_looks(monkeypatch) -> list[str]:
+    """The run ids of the monitor's task-counts calls from now on (the calls still go to the emulator)."""
+    looks: list[str] = []
+    real_counts = watch_module.batch.task_counts
+    monkeypatch.setattr(watch_module.batch, "task_counts", lambda c, job: looks.append(job) or real_counts(c, job))
+    return looks
+
+
 def _finalize_messages(ctx) -> int:
     return len(ctx.finalize_queue.peek_messages(max_messages=32))
 
@@ -50,14 +58,7 @@ def test_without_a_tail_the_tick_returns_at_once_and_the_next_one_requests_final
 
 def test_the_tail_is_watched_no_longer_than_set(env, monkeypatch):
     ctx = build_context({**env, "MONITOR_TAIL_SECONDS": "1.5"})
-    looks: list[str] = []
-    real_counts = watch_module.batch.task_counts
-
-    def counted(client, job_id):
-        looks.append(job_id)
-        return real_counts(client, job_id)
-
-    monkeypatch.setattr(watch_module.batch, "task_counts", counted)
+    looks = _count_looks(monkeypatch)
     long = drop(ctx, "long.json", {"command": "sleep 30", "input": {"items": [1, 2]}, "merge": "none"})
     accept(ctx, long.container, long.name)
     _all_running(ctx, long.run_id, 2)
@@ -74,9 +75,7 @@ def test_the_tail_is_watched_no_longer_than_set(env, monkeypatch):
 def test_a_run_with_tasks_waiting_for_a_slot_is_not_waited_for(env, monkeypatch):
     # 2 slots (the default pool has 10 nodes, which on a machine of many cores would all run)
     ctx = build_context({**env, "MONITOR_TAIL_SECONDS": "5", "POOL_MAX_NODES": "2", "POOL_SLOTS_PER_NODE": "1"})
-    looks: list[str] = []
-    real_counts = watch_module.batch.task_counts
-    monkeypatch.setattr(watch_module.batch, "task_counts", lambda c, job: looks.append(job) or real_counts(c, job))
+    looks = _count_looks(monkeypatch)
     crowd = drop(ctx, "crowd.json", {"command": "sleep 30", "input": {"items": list(range(12))}, "merge": "none"})
     accept(ctx, crowd.container, crowd.name)
     wait_for(lambda: ctx.batch.get_job_task_counts(crowd.run_id).task_counts.running > 0, timeout=60,
